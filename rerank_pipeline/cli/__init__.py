@@ -1,0 +1,35 @@
+"""The ``rerank-pipeline`` command: ``index``, ``search``, ``eval`` and ``train`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from rerank_pipeline import __version__
+from rerank_pipeline.cli import evaluate, retrieval, train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rerank-pipeline", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in (retrieval, evaluate, train):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; each subcommand sets ``func`` returning an exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args) or 0
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"rerank-pipeline {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

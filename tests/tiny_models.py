@@ -1,0 +1,65 @@
+"""Tiny cross-encoders built offline for tests: a few layers, a local WordPiece vocab."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizerFast,
+    ModernBertConfig,
+    ModernBertForSequenceClassification,
+)
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = (
+    "the of a and in to is for on with by at from flow wing boundary layer pressure heat "
+    "transfer shock wave mach number supersonic hypersonic subsonic laminar turbulent "
+    "velocity temperature theory experimental results aircraft body plate surface"
+).split()
+
+
+def write_vocab(folder: Path) -> Path:
+    """Write a WordPiece vocab: special tokens, words, characters and their ``##`` pieces."""
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    tokens = SPECIAL_TOKENS + WORDS + chars + [f"##{c}" for c in string.ascii_lowercase + string.digits]
+    path = folder / "vocab.txt"
+    path.write_text("\n".join(dict.fromkeys(tokens)) + "\n", encoding="utf-8")
+    return path
+
+
+def make_tokenizer(folder: Path, model_max_length: int) -> BertTokenizerFast:
+    folder.mkdir(parents=True, exist_ok=True)
+    return BertTokenizerFast(vocab_file=str(write_vocab(folder)), model_max_length=model_max_length)
+
+
+def make_tiny_bert_cross_encoder(folder: Path, max_length: int = 64, seed: int = 0) -> Path:
+    """Save a 2-layer BERT sequence classifier with one label (a cross-encoder) to ``folder``."""
+    tokenizer = make_tokenizer(folder, max_length)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512, num_labels=1,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_tiny_modernbert_cross_encoder(folder: Path, max_length: int = 128, seed: int = 0) -> Path:
+    """Save a 2-layer ModernBERT sequence classifier with one label to ``folder``."""
+    tokenizer = make_tokenizer(folder, max_length)
+    torch.manual_seed(seed)
+    config = ModernBertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=8192, num_labels=1,
+        pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+        global_attn_every_n_layers=2, local_attention=16,
+    )
+    ModernBertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
