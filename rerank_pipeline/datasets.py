@@ -65,6 +65,12 @@ class RetrievalDataset:
                     raise DatasetError(
                         f"{self.name}: qrels for query {qid!r} name document {doc_id!r}, which is not in the corpus"
                     )
+        for qid, ranked in (self.rankings or {}).items():
+            unknown = [doc_id for doc_id in ranked if doc_id not in self.corpus]
+            if unknown:
+                raise DatasetError(
+                    f"{self.name}: the ranking for query {qid!r} names documents not in the corpus: {unknown[:5]}"
+                )
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -137,5 +143,164 @@ def load_beir(path: str | Path, split: str = "test", name: str | None = None) ->
     qrels = load_qrels(qrels_path)
     queries = {qid: all_queries[qid] for qid in qrels if qid in all_queries}
     dataset = RetrievalDataset(name=name or root.name, corpus=corpus, queries=queries, qrels=qrels)
+    dataset.validate()
+    return dataset
+
+
+# --- Hugging Face datasets: NanoBEIR and collections in BEIR schema ---------------------------------------------
+
+NANOBEIR_COLLECTION_ID = "sentence-transformers/NanoBEIR-en"
+"""The NanoBEIR collection that sentence-transformers' ``CrossEncoderNanoBEIREvaluator`` reads by default."""
+
+NANOBEIR_PER_DATASET_ID = "sentence-transformers/Nano{name}-bm25"
+"""One Hub dataset per NanoBEIR set (``corpus``, ``queries``, ``relevance`` subsets), read by earlier releases."""
+
+NANOBEIR_NAMES = {
+    "climatefever": "ClimateFEVER",
+    "dbpedia": "DBPedia",
+    "fever": "FEVER",
+    "fiqa2018": "FiQA2018",
+    "hotpotqa": "HotpotQA",
+    "msmarco": "MSMARCO",
+    "nfcorpus": "NFCorpus",
+    "nq": "NQ",
+    "quoraretrieval": "QuoraRetrieval",
+    "scidocs": "SCIDOCS",
+    "arguana": "ArguAna",
+    "scifact": "SciFact",
+    "touche2020": "Touche2020",
+}
+"""Short NanoBEIR names (as given to ``CrossEncoderNanoBEIREvaluator``) and their spelling in Hub split names."""
+
+
+def nanobeir_dataset_name(name: str) -> str:
+    """``"msmarco"`` -> ``"NanoMSMARCO"``; also accepts ``"NanoMSMARCO"``; unknown names raise :class:`DatasetError`."""
+    key = name.lower().removeprefix("nano")
+    if key not in NANOBEIR_NAMES:
+        raise DatasetError(f"{name!r} is not a NanoBEIR dataset; valid names: {sorted(NANOBEIR_NAMES)}")
+    return f"Nano{NANOBEIR_NAMES[key]}"
+
+
+def _load_hf_split(dataset_id: str, subset: str | None, split: str | None, required_columns: list[str], cache_dir=None):
+    """Load one split of one subset of a Hub dataset (or a local folder in the Hub's layout).
+
+    ``split=None`` takes the subset's only split (BEIR corpora name it ``corpus``/``queries``).
+    """
+    from datasets import DatasetDict, load_dataset
+
+    where = f"subset {subset!r} of {dataset_id!r}" if subset else repr(dataset_id)
+    try:
+        loaded = load_dataset(dataset_id, subset, split=split, cache_dir=cache_dir)
+    except ValueError as error:
+        if "split" in str(error).lower():
+            raise DatasetError(f"split {split!r} not found in {where}: {error}") from error
+        raise DatasetError(f"could not load {where}: {error}") from error
+    except Exception as error:  # the Hub client raises many kinds (offline, missing repo, missing config)
+        raise DatasetError(f"could not load {where} (split {split!r}): {type(error).__name__}: {error}") from error
+    if isinstance(loaded, DatasetDict):
+        if len(loaded) != 1 and subset not in loaded:
+            raise DatasetError(f"{where} has splits {sorted(loaded)}; name the one to use")
+        loaded = loaded[subset] if subset in loaded else next(iter(loaded.values()))
+    missing = set(required_columns) - set(loaded.column_names)
+    if missing:
+        raise DatasetError(f"{where} (split {split!r}) lacks columns {sorted(missing)}; it has {loaded.column_names}")
+    return loaded
+
+
+def _corpus_from_rows(rows) -> dict[str, dict[str, str]]:
+    titles = rows["title"] if "title" in rows.column_names else [""] * len(rows)
+    return {
+        str(doc_id): {"title": title or "", "text": text or ""}
+        for doc_id, title, text in zip(rows["_id"], titles, rows["text"])
+    }
+
+
+def _as_id_list(value) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, (list, tuple)) else [str(value)]
+
+
+def load_nanobeir(
+    name: str,
+    dataset_id: str | None = None,
+    layout: str = "collection",
+    cache_dir: str | None = None,
+) -> RetrievalDataset:
+    """Load one NanoBEIR set with its published BM25 ranking into a :class:`RetrievalDataset`.
+
+    ``layout="collection"`` (default) reads what sentence-transformers' ``CrossEncoderNanoBEIREvaluator`` reads:
+    ``dataset_id`` (default ``sentence-transformers/NanoBEIR-en``) with subsets ``corpus``, ``queries``, ``qrels``
+    and ``bm25``, each under the split ``Nano{Name}``. ``layout="per-dataset"`` reads
+    ``sentence-transformers/Nano{Name}-bm25`` (``{name}`` in ``dataset_id`` is filled in) with subsets
+    ``corpus``, ``queries`` and ``relevance`` (``positive-corpus-ids``, ``bm25-ranked-ids``), split ``train``.
+    ``dataset_id`` may also be a local folder in the same layout. Every qrels row counts as relevant (gain from a
+    ``score`` column when there is one, else 1); only queries with a BM25 list are kept, as the evaluator does.
+    """
+    split_name = nanobeir_dataset_name(name)
+    human = split_name.removeprefix("Nano")
+    if layout == "collection":
+        source = dataset_id or NANOBEIR_COLLECTION_ID
+        corpus = _corpus_from_rows(_load_hf_split(source, "corpus", split_name, ["_id", "text"], cache_dir))
+        query_rows = _load_hf_split(source, "queries", split_name, ["_id", "text"], cache_dir)
+        qrels_rows = _load_hf_split(source, "qrels", split_name, ["query-id", "corpus-id"], cache_dir)
+        bm25_rows = _load_hf_split(source, "bm25", split_name, ["query-id", "corpus-ids"], cache_dir)
+        qrels: dict[str, dict[str, int]] = {}
+        scores = qrels_rows["score"] if "score" in qrels_rows.column_names else [1] * len(qrels_rows)
+        for qid, doc_ids, score in zip(qrels_rows["query-id"], qrels_rows["corpus-id"], scores):
+            for doc_id in _as_id_list(doc_ids):
+                qrels.setdefault(str(qid), {})[doc_id] = int(score)
+        rankings = {str(qid): _as_id_list(ids) for qid, ids in zip(bm25_rows["query-id"], bm25_rows["corpus-ids"])}
+    elif layout == "per-dataset":
+        source = (dataset_id or NANOBEIR_PER_DATASET_ID).format(name=human)
+        corpus = _corpus_from_rows(_load_hf_split(source, "corpus", "train", ["_id", "text"], cache_dir))
+        query_rows = _load_hf_split(source, "queries", "train", ["_id", "text"], cache_dir)
+        relevance = _load_hf_split(
+            source, "relevance", "train", ["query-id", "positive-corpus-ids", "bm25-ranked-ids"], cache_dir
+        )
+        qrels = {
+            str(qid): {doc_id: 1 for doc_id in _as_id_list(positives)}
+            for qid, positives in zip(relevance["query-id"], relevance["positive-corpus-ids"])
+        }
+        rankings = {
+            str(qid): _as_id_list(ids) for qid, ids in zip(relevance["query-id"], relevance["bm25-ranked-ids"])
+        }
+    else:
+        raise DatasetError(f"unknown NanoBEIR layout {layout!r}; use 'collection' or 'per-dataset'")
+    all_queries = {str(qid): text for qid, text in zip(query_rows["_id"], query_rows["text"])}
+    missing = [qid for qid in rankings if qid not in all_queries]
+    if missing:
+        raise DatasetError(f"{split_name}: the BM25 lists name queries missing from the queries subset: {missing[:5]}")
+    unjudged = [qid for qid in rankings if qid not in qrels]
+    if unjudged:
+        raise DatasetError(f"{split_name}: the BM25 lists name queries without qrels: {unjudged[:5]}")
+    queries = {qid: all_queries[qid] for qid in rankings}
+    qrels = {qid: qrels[qid] for qid in rankings}
+    dataset = RetrievalDataset(name=split_name, corpus=corpus, queries=queries, qrels=qrels, rankings=rankings)
+    dataset.validate()
+    return dataset
+
+
+def load_hf_beir(
+    dataset_id: str,
+    split: str = "test",
+    qrels_id: str | None = None,
+    qrels_subset: str | None = "default",
+    name: str | None = None,
+    cache_dir: str | None = None,
+) -> RetrievalDataset:
+    """Load a Hugging Face dataset in BEIR schema (or a local folder in the Hub's layout).
+
+    ``corpus`` and ``queries`` subsets of ``dataset_id`` (``_id``, ``title``, ``text``); qrels (``query-id``,
+    ``corpus-id``, ``score``) from split ``split`` of subset ``qrels_subset`` of ``qrels_id`` (default: the same
+    dataset, as ``mteb/<name>``; for ``BeIR/<name>`` pass ``qrels_id="BeIR/<name>-qrels", qrels_subset=None``).
+    """
+    corpus = _corpus_from_rows(_load_hf_split(dataset_id, "corpus", None, ["_id", "text"], cache_dir))
+    query_rows = _load_hf_split(dataset_id, "queries", None, ["_id", "text"], cache_dir)
+    qrels_rows = _load_hf_split(qrels_id or dataset_id, qrels_subset, split, ["query-id", "corpus-id", "score"], cache_dir)
+    qrels: dict[str, dict[str, int]] = {}
+    for qid, doc_id, score in zip(qrels_rows["query-id"], qrels_rows["corpus-id"], qrels_rows["score"]):
+        qrels.setdefault(str(qid), {})[str(doc_id)] = int(score)
+    all_queries = {str(qid): text for qid, text in zip(query_rows["_id"], query_rows["text"])}
+    queries = {qid: all_queries[qid] for qid in qrels if qid in all_queries}
+    dataset = RetrievalDataset(name=name or dataset_id.rstrip("/").split("/")[-1], corpus=corpus, queries=queries, qrels=qrels)
     dataset.validate()
     return dataset

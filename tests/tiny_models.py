@@ -14,6 +14,8 @@ from transformers import (
     ModernBertForSequenceClassification,
 )
 
+# A wide initializer spreads the scores of random tiny models, so ordering and parity tests can tell pairs apart.
+INITIALIZER_RANGE = 0.5
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = (
     "the of a and in to is for on with by at from flow wing boundary layer pressure heat "
@@ -42,7 +44,7 @@ def make_tiny_bert_cross_encoder(folder: Path, max_length: int = 64, seed: int =
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=512, num_labels=1,
+        intermediate_size=64, max_position_embeddings=512, num_labels=1, initializer_range=INITIALIZER_RANGE,
     )
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -58,7 +60,7 @@ def make_tiny_modernbert_cross_encoder(folder: Path, max_length: int = 128, seed
         intermediate_size=64, max_position_embeddings=8192, num_labels=1,
         pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
         sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-        global_attn_every_n_layers=2, local_attention=16,
+        global_attn_every_n_layers=2, local_attention=16, initializer_range=INITIALIZER_RANGE,
     )
     ModernBertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -1,5 +1,228 @@
-"""Placeholder: subcommands are registered here."""
+"""``rerank-pipeline eval``: the seed models' R-k protocol and end-to-end metrics on NanoBEIR, BEIR folders and
+Hugging Face BEIR datasets, with any first stage and reranker; prints model-card tables, writes reports."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import time
+from pathlib import Path
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+FIRST_STAGES = ("published", "bm25", "dense", "hybrid", "elasticsearch")
+POSITIVE_SETTINGS = {"true": [True], "false": [False], "both": [True, False]}
+_PARSER: argparse.ArgumentParser | None = None
 
 
 def register(subparsers) -> None:
-    """Add this module's subcommands to the ``rerank-pipeline`` parser."""
+    """Add the ``eval`` subcommand to the ``rerank-pipeline`` parser."""
+    global _PARSER
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a reranker: R-k protocol (model-card table) and full-ranking metrics",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    source = parser.add_argument_group("collection (one of)")
+    source.add_argument("--nanobeir", nargs="+", metavar="NAME", help="NanoBEIR sets by short name (msmarco nfcorpus nq ...); needs the Hub or --nanobeir-id PATH")
+    source.add_argument("--beir-dir", metavar="PATH", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    source.add_argument("--hf-dataset", metavar="ID", help="Hugging Face dataset in BEIR schema (corpus, queries subsets; qrels in --hf-qrels-id)")
+    source.add_argument("--config", metavar="YAML", help="read options from a YAML file (keys = long option names); the command line wins")
+    source.add_argument("--nanobeir-id", default=None, help="NanoBEIR dataset id or local folder (default: sentence-transformers/NanoBEIR-en, or Nano{name}-bm25 with the per-dataset layout)")
+    source.add_argument("--nanobeir-layout", choices=("collection", "per-dataset"), default="collection")
+    source.add_argument("--hf-qrels-id", default=None, help="dataset holding the qrels (default: --hf-dataset)")
+    source.add_argument("--hf-qrels-subset", default="default", help="subset of the qrels dataset ('none' for none)")
+    source.add_argument("--split", default="test", help="qrels split (BEIR folder / HF dataset)")
+    source.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
+
+    stage = parser.add_argument_group("first stage")
+    stage.add_argument("--first-stage", choices=FIRST_STAGES, default=None, help="candidates: the dataset's published lists (NanoBEIR default) or our own first stage (default bm25)")
+    stage.add_argument("--embedding-model", default=None, help="bi-encoder for dense/hybrid first stages")
+    stage.add_argument("--index-dir", default=None, help="reuse / keep the first-stage index here")
+    stage.add_argument("--first-stage-option", action="append", default=[], metavar="KEY=VALUE", help="extra build_first_stage option (e.g. url=http://localhost:9200)")
+    stage.add_argument("--top-k", type=int, default=None, help="first-stage depth (default max(100, rerank-k))")
+
+    rerank = parser.add_argument_group("reranker")
+    rerank.add_argument("--model", default=None, help="cross-encoder (or bi-encoder with --reranker bi-encoder): Hub id or folder")
+    rerank.add_argument("--reranker", choices=("cross-encoder", "bi-encoder", "identity"), default="cross-encoder")
+    rerank.add_argument("--no-rerank", action="store_true", help="no model: report the first stage (identity reranker)")
+    rerank.add_argument("--batch-size", type=int, default=64)
+    rerank.add_argument("--device", default=None)
+
+    protocol = parser.add_argument_group("protocol and reports")
+    protocol.add_argument("--rerank-k", type=int, default=100, help="candidates reranked per query")
+    protocol.add_argument("--at-k", type=int, default=10, help="cut-off of MRR@k and nDCG@k in the protocol")
+    protocol.add_argument("--always-rerank-positives", choices=tuple(POSITIVE_SETTINGS), default="true", help="put every positive into the reranked set (the model-card protocol); 'both' runs the two")
+    protocol.add_argument("--end-to-end", choices=("auto", "on", "off"), default="auto", help="full-ranking metrics (ir_measures); auto = on for our own first stage")
+    protocol.add_argument("--fusion", choices=("none", "rrf"), default="none", help="end to end: order the reranked top-k by the reranker alone or by RRF with the first stage")
+    protocol.add_argument("--output", default=None, help="write metrics.json, metrics.csv, per_query.csv, *.trec, chart.png, COMMAND.txt here")
+    protocol.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(func=run)
+    _PARSER = parser
+
+
+def _apply_config(args: argparse.Namespace) -> None:
+    if not args.config:
+        return
+    path = Path(args.config)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a mapping of option names to values")
+    for key, value in config.items():
+        dest = key.replace("-", "_")
+        if not hasattr(args, dest) or dest in ("func", "command", "config"):
+            raise ValueError(f"{path}: unknown option {key!r}")
+        if getattr(args, dest) == _PARSER.get_default(dest):  # the command line wins
+            if dest == "always_rerank_positives" and isinstance(value, bool):
+                value = str(value).lower()
+            setattr(args, dest, value)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The effective command (non-default options), as written to COMMAND.txt."""
+    parts = ["rerank-pipeline", "eval"]
+    for action in _PARSER._actions:
+        if not action.option_strings or action.dest in ("help", "config"):
+            continue
+        value = getattr(args, action.dest, None)
+        always_shown = action.dest == "split" and not args.nanobeir
+        if value is None or (value == action.default and not always_shown):
+            continue
+        option = action.option_strings[0]
+        if isinstance(value, bool):
+            parts.append(option)
+        elif isinstance(value, list):
+            if action.dest == "first_stage_option":
+                for item in value:
+                    parts += [option, str(item)]
+            else:
+                parts += [option, *map(str, value)]
+        else:
+            parts += [option, str(value)]
+    return shlex.join(parts)
+
+
+def _parse_options(items: list[str]) -> dict:
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--first-stage-option expects KEY=VALUE, got {item!r}")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
+def load_datasets(args: argparse.Namespace):
+    from rerank_pipeline.datasets import load_beir, load_hf_beir, load_nanobeir
+
+    chosen = [name for name in ("nanobeir", "beir_dir", "hf_dataset") if getattr(args, name)]
+    if len(chosen) != 1:
+        raise ValueError("give exactly one of --nanobeir, --beir-dir, --hf-dataset")
+    if args.nanobeir:
+        return [load_nanobeir(name, dataset_id=args.nanobeir_id, layout=args.nanobeir_layout) for name in args.nanobeir]
+    if args.beir_dir:
+        return [load_beir(args.beir_dir, split=args.split)]
+    subset = None if str(args.hf_qrels_subset).lower() == "none" else args.hf_qrels_subset
+    return [load_hf_beir(args.hf_dataset, split=args.split, qrels_id=args.hf_qrels_id, qrels_subset=subset)]
+
+
+def _limit_queries(dataset, max_queries: int | None):
+    if not max_queries:
+        return dataset
+    keep = list(dataset.judged_queries())[:max_queries]
+    dataset.qrels = {qid: dataset.qrels[qid] for qid in keep}
+    dataset.queries = {qid: dataset.queries[qid] for qid in keep}
+    if dataset.rankings is not None:
+        dataset.rankings = {qid: dataset.rankings[qid] for qid in keep if qid in dataset.rankings}
+    return dataset
+
+
+def run(args: argparse.Namespace) -> int:
+    from rerank_pipeline.eval import IdentityScorer, evaluate_end_to_end, load_scorer, rerank_protocol_suite, retrieve_rankings
+    from rerank_pipeline.eval.reports import base_reranked_lines, end_to_end_table, protocol_table, write_report
+
+    _apply_config(args)
+    if args.rerank_k < 1 or args.at_k < 1:
+        raise ValueError("--rerank-k and --at-k must be >= 1")
+    progress = not args.no_progress
+    first_stage = args.first_stage or ("published" if args.nanobeir else "bm25")
+    top_k = args.top_k or max(100, args.rerank_k)
+    started = time.perf_counter()
+    datasets = [_limit_queries(dataset, args.max_queries) for dataset in load_datasets(args)]
+
+    rankings = {}
+    for dataset in datasets:
+        if first_stage == "published":
+            if dataset.rankings is None:
+                raise ValueError(f"{dataset.name} publishes no first-stage ranking; choose --first-stage bm25|dense|hybrid|elasticsearch")
+            rankings[dataset.name] = dataset.rankings
+        else:
+            index_dir = args.index_dir if len(datasets) == 1 or not args.index_dir else str(Path(args.index_dir) / dataset.name)
+            print(f"{dataset.name}: indexing {len(dataset.corpus)} documents and retrieving top {top_k} with {first_stage} ...", flush=True)
+            rankings[dataset.name] = retrieve_rankings(
+                dataset, first_stage, top_k=top_k, index_dir=index_dir,
+                embedding_model=args.embedding_model, **_parse_options(args.first_stage_option),
+            )
+    if args.no_rerank or args.reranker == "identity":
+        scorer, reranker_label = (IdentityScorer(), "none (first-stage order)")
+    else:
+        scorer = load_scorer(args.reranker, args.model, batch_size=args.batch_size, device=args.device)
+        reranker_label = f"{args.reranker} {args.model}"
+    print(f"reranker: {reranker_label}; candidates: {first_stage}; rerank_k={args.rerank_k}", flush=True)
+
+    suite_name = "NanoBEIR" if args.nanobeir else "mean"
+    protocol_results = {}
+    for always in POSITIVE_SETTINGS[str(args.always_rerank_positives).lower()]:
+        label = "always_rerank_positives" if always else "retrieved_positives_only"
+        suite = rerank_protocol_suite(
+            [(dataset, rankings[dataset.name]) for dataset in datasets], scorer, suite_name=suite_name,
+            rerank_k=args.rerank_k, at_k=args.at_k, always_rerank_positives=always,
+            batch_size=args.batch_size, show_progress_bar=progress,
+            with_aggregate=bool(args.nanobeir) or len(datasets) > 1,
+        )
+        protocol_results[label] = suite
+        print(f"\nR{args.rerank_k} protocol, always_rerank_positives={always}")
+        for result in suite.results:
+            stats = result.stats
+            print(
+                f"{result.prefix}: Queries: {stats['queries']}  Positives: Min {stats['positives_min']:.1f}, Mean "
+                f"{stats['positives_mean']:.1f}, Max {stats['positives_max']:.1f}  Negatives: Min {stats['negatives_min']:.1f}, "
+                f"Mean {stats['negatives_mean']:.1f}, Max {stats['negatives_max']:.1f}"
+            )
+            print(base_reranked_lines(result.metrics, args.at_k))
+        if suite.with_aggregate:
+            print(f"{suite.prefix}: aggregated")
+            print(base_reranked_lines(suite.aggregate, args.at_k))
+        print()
+        print(protocol_table(suite))
+
+    end_to_end = []
+    if args.end_to_end == "on" or (args.end_to_end == "auto" and first_stage != "published"):
+        rerank_scorer = None if args.no_rerank or args.reranker == "identity" else scorer
+        for dataset in datasets:
+            end_to_end.append(
+                evaluate_end_to_end(
+                    dataset, rankings[dataset.name], rerank_scorer, rerank_k=args.rerank_k,
+                    fusion=None if args.fusion == "none" else args.fusion,
+                    batch_size=args.batch_size, show_progress_bar=progress,
+                )
+            )
+        print(f"\nFull ranking (ir_measures, graded qrels), first stage {first_stage} top {top_k}")
+        print(end_to_end_table(end_to_end))
+
+    if args.output:
+        settings = {
+            "datasets": [dataset.name for dataset in datasets], "first_stage": first_stage, "top_k": top_k,
+            "reranker": reranker_label, "rerank_k": args.rerank_k, "at_k": args.at_k, "fusion": args.fusion,
+            "embedding_model": args.embedding_model,
+        }
+        written = write_report(args.output, protocol_results, end_to_end, command=command_line(args), settings=settings)
+        print(f"\nwrote {len(written)} files to {args.output}")
+    print(f"done in {time.perf_counter() - started:.1f} s")
+    return 0

@@ -1,5 +1,181 @@
-"""Placeholder: subcommands are registered here."""
+"""``rerank-pipeline index`` (build a first-stage index) and ``rerank-pipeline search`` (first stage -> rerank)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+# A command-line run should not phone home (Haystack telemetry); users can still opt in explicitly.
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
+
+from haystack import Document  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("bm25", "faiss", "hybrid", "elasticsearch")
+
+
+def read_documents(path: Path, on_bad_line: str = "stop") -> tuple[list[Document], list[int]]:
+    """Documents from a JSONL file: ``_id``/``id``, ``text``/``content``, optional ``title``; other keys go to meta.
+
+    A malformed line raises ``ValueError`` naming file and line (``on_bad_line="stop"``) or is
+    skipped and reported (``"skip"``). Returns the documents and the skipped line numbers.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus file not found: {path}")
+    documents: dict[str, Document] = {}
+    skipped: list[int] = []
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError("not a JSON object")
+                doc_id = row.pop("_id", None) if "_id" in row else row.pop("id", None)
+                text = row.pop("text", None) if "text" in row else row.pop("content", None)
+                if doc_id is None or text is None:
+                    raise ValueError("needs an '_id' (or 'id') and a 'text' (or 'content') field")
+                if not isinstance(text, str):
+                    raise ValueError("'text' must be a string")
+            except ValueError as error:  # json.JSONDecodeError is a ValueError
+                message = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+                if on_bad_line == "skip":
+                    skipped.append(line_number)
+                    continue
+                raise ValueError(f"{path}:{line_number}: {message} (use --on-bad-line skip to skip such lines)") from None
+            title = row.pop("title", None) or ""
+            documents[str(doc_id)] = Document(id=str(doc_id), content=text, meta={"title": title, **row})
+    if not documents:
+        raise ValueError(f"no documents in {path} (the corpus is empty)")
+    return list(documents.values()), skipped
+
+
+def _corpus_path(args: argparse.Namespace) -> tuple[Path, str]:
+    if args.beir_dir:
+        folder = Path(args.beir_dir)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"BEIR folder not found: {folder}")
+        return folder / "corpus.jsonl", folder.resolve().name
+    path = Path(args.jsonl)
+    return path, path.stem
+
+
+def _first_stage_options(args: argparse.Namespace) -> dict:
+    options: dict = {}
+    if args.backend in ("bm25", "hybrid", "elasticsearch"):
+        options.update({key: value for key, value in (("k1", args.k1), ("b", args.b)) if value is not None})
+    if args.backend in ("faiss", "hybrid") and args.index_type:
+        options["index_type"] = args.index_type
+    if args.backend == "elasticsearch":
+        options.update({key: value for key, value in (("url", args.es_url), ("index", args.es_index)) if value})
+    return options
+
+
+def run_index(args: argparse.Namespace) -> int:
+    """Index a corpus into the chosen backend; the folder is swapped in only when indexing succeeded."""
+    from rerank_pipeline.first_stage import build_first_stage
+
+    corpus_path, name = _corpus_path(args)
+    documents, skipped = read_documents(corpus_path, on_bad_line=args.on_bad_line)
+    if skipped:
+        shown = ", ".join(map(str, skipped[:10])) + (" ..." if len(skipped) > 10 else "")
+        print(f"skipped {len(skipped)} malformed line(s) of {corpus_path}: {shown}", file=sys.stderr)
+    index_dir = Path(args.index_dir or Path("indexes") / name)
+    if args.rebuild or not (index_dir / "index.json").is_file():
+        reopen_dir = None  # build from empty, in memory; the folder is written once, at the end
+    else:
+        reopen_dir = index_dir
+    started = time.perf_counter()
+    stage = build_first_stage(
+        args.backend, index_dir=reopen_dir, embedding_model=args.embedding_model, **_first_stage_options(args)
+    )
+    stage.index_dir = str(index_dir)  # index() saves there, swapping the folder in atomically
+    stage.index(documents)
+    elapsed = time.perf_counter() - started
+    print(f"indexed {len(documents)} documents from {corpus_path} into {index_dir} ({args.backend}, {elapsed:.1f} s)")
+    return 0
+
+
+def _render_table(query: str, documents: list[Document], width: int) -> str:
+    rows = [f"query: {query}", f"{'rank':>4}  {'score':>9}  {'id':<12}  text"]
+    snippet_width = max(20, width - 33)
+    for rank, doc in enumerate(documents, start=1):
+        title = doc.meta.get("title") or ""
+        text = " ".join((doc.content or "").split())
+        if title and not text.lower().startswith(title.lower()):
+            text = f"{title} | {text}"
+        snippet = text if len(text) <= snippet_width else text[: snippet_width - 1] + "…"
+        score = f"{doc.score:9.4f}" if doc.score is not None else f"{'-':>9}"
+        rows.append(f"{rank:>4}  {score}  {doc.id[:12]:<12}  {snippet}")
+    if not documents:
+        rows.append("(no matching documents)")
+    return "\n".join(rows)
+
+
+def run_search(args: argparse.Namespace) -> int:
+    """First stage from ``--index-dir`` -> optional cross-encoder -> top-k, as a table or JSON."""
+    from rerank_pipeline.pipelines import build_pipeline, search
+
+    if not args.model and not args.no_rerank:
+        raise ValueError("pass --model (a cross-encoder folder or Hub id) or --no-rerank for the first stage only")
+    if args.top_k <= 0:
+        raise ValueError(f"--top-k must be positive, got {args.top_k}")
+    pipeline = build_pipeline(
+        args.index_dir,
+        ranker_model=None if args.no_rerank else args.model,
+        top_k=args.top_k,
+        candidates=max(args.candidates, args.top_k),
+    )
+    try:
+        documents = search(pipeline, args.query)
+    except (OSError, RuntimeError) as error:  # model loading; keep the error to one line
+        lines = str(error).splitlines() or [type(error).__name__]
+        prefix = "cannot load a model: " if isinstance(error, OSError) else ""
+        raise RuntimeError(prefix + lines[0]) from None
+    documents = documents[: args.top_k]
+    if args.json:
+        results = [
+            {"rank": rank, "id": doc.id, "score": doc.score, "title": doc.meta.get("title", ""), "content": doc.content}
+            for rank, doc in enumerate(documents, start=1)
+        ]
+        print(json.dumps({"query": args.query, "reranked": not args.no_rerank, "results": results}, ensure_ascii=False, indent=2))
+    else:
+        print(_render_table(args.query, documents, shutil.get_terminal_size((120, 20)).columns))
+    return 0
 
 
 def register(subparsers) -> None:
-    """Add this module's subcommands to the ``rerank-pipeline`` parser."""
+    """Add ``index`` and ``search`` to the ``rerank-pipeline`` parser."""
+    index = subparsers.add_parser("index", help="index a BEIR folder or a JSONL of documents into a first-stage backend")
+    source = index.add_mutually_exclusive_group(required=True)
+    source.add_argument("--beir-dir", help="BEIR folder (its corpus.jsonl is indexed)")
+    source.add_argument("--jsonl", help="JSONL of documents: _id (or id), text (or content), optional title and meta")
+    index.add_argument("--backend", choices=BACKENDS, default="bm25", help="first stage to build (default: bm25, embedded)")
+    index.add_argument("--index-dir", help="index folder (default: ./indexes/<corpus name>)")
+    index.add_argument("--embedding-model", help="sentence-transformers model (folder or Hub id) for faiss/hybrid")
+    index.add_argument("--index-type", choices=("flat", "hnsw", "ivf"), help="FAISS index type (default: flat, exact)")
+    index.add_argument("--k1", type=float, help="BM25 k1 (default 0.9)")
+    index.add_argument("--b", type=float, help="BM25 b (default 0.4)")
+    index.add_argument("--es-url", help="Elasticsearch URL (default: $ELASTICSEARCH_URL or http://localhost:9200)")
+    index.add_argument("--es-index", help="Elasticsearch index name (default: rerank-pipeline)")
+    index.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop", help="malformed JSONL line: stop (default) or skip")
+    index.add_argument("--rebuild", action="store_true", help="start from an empty index instead of updating the existing one")
+    index.set_defaults(func=run_index)
+
+    search = subparsers.add_parser("search", help="first stage -> cross-encoder rerank -> top-k for one query")
+    search.add_argument("query", help="the query text")
+    search.add_argument("--index-dir", required=True, help="index folder written by `rerank-pipeline index`")
+    search.add_argument("--model", help="cross-encoder (folder or Hub id) that reranks the candidates")
+    search.add_argument("--no-rerank", action="store_true", help="show the first-stage ranking only")
+    search.add_argument("--top-k", type=int, default=10, help="results to show (default 10)")
+    search.add_argument("--candidates", type=int, default=100, help="first-stage candidates to rerank (default 100)")
+    search.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    search.set_defaults(func=run_search)

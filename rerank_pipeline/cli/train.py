@@ -1,5 +1,147 @@
-"""Placeholder: subcommands are registered here."""
+"""``rerank-pipeline train``: fine-tune a cross-encoder reranker on your corpus and judgements."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from rerank_pipeline.training.config import FIRST_STAGES, LOSSES, TrainingConfig
+
+DEFAULTS = TrainingConfig()
 
 
 def register(subparsers) -> None:
-    """Add this module's subcommands to the ``rerank-pipeline`` parser."""
+    """Add the ``train`` subcommand to the ``rerank-pipeline`` parser."""
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune a cross-encoder reranker on a corpus and training judgements",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--beir-dir", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    data.add_argument("--train-split", default="train", help="qrels split of --beir-dir to train on (never the test split)")
+    data.add_argument("--judgements", help="JSONL/CSV of query + positive id or text (instead of a BEIR split)")
+    data.add_argument("--corpus", help="corpus JSONL (_id, title, text) for --judgements, when not using --beir-dir")
+    data.add_argument("--eval-split", help="after training, evaluate end to end on this held-out split of --beir-dir")
+    model = parser.add_argument_group("model")
+    model.add_argument("--base-model", default=DEFAULTS.base_model, help="Hub id or local folder of an encoder or cross-encoder")
+    model.add_argument("--output", required=True, help="folder for the trained model (refused if it exists, unless --overwrite/--resume)")
+    model.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    model.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
+    model.add_argument("--keep-checkpoints", action="store_true", help="keep output/checkpoints after training finishes")
+    mining = parser.add_argument_group("first stage and negatives")
+    mining.add_argument("--first-stage", choices=FIRST_STAGES, default=DEFAULTS.first_stage, help="first stage that mines negatives")
+    mining.add_argument("--embedding-model", help="sentence-transformers model of the dense/hybrid first stage")
+    mining.add_argument("--num-negatives", type=int, default=DEFAULTS.num_negatives, help="hard negatives per judged query")
+    mining.add_argument("--negative-ranks", type=int, nargs=2, metavar=("LOW", "HIGH"), default=list(DEFAULTS.negative_rank_range),
+                        help="first-stage rank range (1-based, inclusive) negatives are drawn from")
+    mining.add_argument("--false-negative-margin", type=float, default=DEFAULTS.false_negative_margin,
+                        help="skip candidates scoring within this relative margin of the best positive")
+    mining.add_argument("--self-supervised-pairs", type=int, default=DEFAULTS.self_supervised_pairs,
+                        help="title/first-sentence pseudo-queries drawn from the corpus (0 turns them off)")
+    training = parser.add_argument_group("training")
+    training.add_argument("--loss", choices=LOSSES, default=DEFAULTS.loss, help="bce (pointwise) or lambda (listwise LambdaLoss)")
+    training.add_argument("--epochs", type=float, default=DEFAULTS.num_epochs)
+    training.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate)
+    training.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="per device")
+    training.add_argument("--max-length", type=int, default=DEFAULTS.max_length, help="token window of a (query, document) pair")
+    training.add_argument("--dev-fraction", type=float, default=DEFAULTS.dev_fraction, help="share of judged queries held out for model selection")
+    training.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=DEFAULTS.precision,
+                          help="auto: bf16/fp16 on a GPU, fp32 on CPU")
+    training.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    training.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke tests)")
+    parser.add_argument("--report-dir", help="also write report.md and results.json here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainingConfig:
+    """The :class:`TrainingConfig` the command line asks for."""
+    return TrainingConfig(
+        base_model=args.base_model, first_stage=args.first_stage, embedding_model=args.embedding_model, loss=args.loss,
+        num_epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size, max_length=args.max_length,
+        num_negatives=args.num_negatives, negative_rank_range=tuple(args.negative_ranks),
+        false_negative_margin=args.false_negative_margin, self_supervised_pairs=args.self_supervised_pairs,
+        dev_fraction=args.dev_fraction, precision=args.precision, seed=args.seed,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, print the dev comparison, optionally evaluate on ``--eval-split`` and print the before/after table."""
+    from rerank_pipeline.datasets import load_beir
+    from rerank_pipeline.eval.reports import write_json, write_text_atomic
+    from rerank_pipeline.training.candidates import CandidateSource
+    from rerank_pipeline.training.judgements import load_training_collection
+    from rerank_pipeline.training.report import before_after_table, card_section, dev_table, evaluate_before_after, protocol_table, write_card_section
+    from rerank_pipeline.training.trainer import is_main_process, prepare_output_dir, summary_payload, train_reranker
+
+    started = time.perf_counter()
+    if args.eval_split and not args.beir_dir:
+        raise ValueError("--eval-split needs --beir-dir")
+    if args.eval_split and args.eval_split == args.train_split and not args.judgements:
+        raise ValueError(f"--eval-split {args.eval_split!r} is the training split; evaluate on a held-out split")
+    config = config_from_args(args)
+    prepare_output_dir(args.output, overwrite=args.overwrite, resume=args.resume)  # fail before any slow work
+    dataset = load_training_collection(args.beir_dir, args.train_split, args.judgements, args.corpus)
+    say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    say(f"training data: {len(dataset.judged_queries())} judged queries, {len(dataset.corpus)} documents")
+    say(f"indexing the corpus with the {config.first_stage} first stage ...")
+    candidates = CandidateSource.build(dataset, config.first_stage, config.embedding_model)
+    overrides = {"max_steps": args.max_steps} if args.max_steps else {}
+    result = train_reranker(
+        dataset, args.output, config, candidates, resume=args.resume, show_progress=not args.quiet,
+        keep_checkpoints=args.keep_checkpoints, **overrides,
+    )
+    if not is_main_process():  # under torchrun / accelerate, rank 0 evaluates and writes the report
+        return 0
+    print(f"\nTrained in {result.training_seconds / 60:.1f} min; model saved to {result.output_dir}")
+    print(f"\nDev split ({len(result.dev_queries)} queries), full-ranking nDCG@10 by reranker weight:\n")
+    print(dev_table(result.dev_fusion_curve, result.fusion_weight))
+    evaluation = None
+    if args.eval_split:
+        held_out = load_beir(args.beir_dir, args.eval_split)
+        overlap = sorted(set(held_out.judged_queries()) & set(dataset.judged_queries()))
+        if overlap:
+            raise ValueError(f"--eval-split {args.eval_split!r} shares {len(overlap)} queries with the training judgements, e.g. {overlap[:5]}")
+        say(f"evaluating on {args.eval_split} ({len(held_out.judged_queries())} queries) ...")
+        rankings = candidates.retrieve(held_out.judged_queries(), top_k=config.fusion_depth)
+        extra = {}
+        if config.first_stage != "bm25":
+            bm25 = CandidateSource.build(held_out, "bm25")
+            extra["BM25"] = bm25.retrieve(held_out.judged_queries(), top_k=config.fusion_depth)
+        from sentence_transformers.cross_encoder import CrossEncoder
+
+        trained = CrossEncoder(str(result.output_dir), device="cuda" if _cuda() else "cpu")
+        evaluation = evaluate_before_after(
+            trained, held_out, rankings, result.fusion_weight, first_stage_name=config.first_stage, extra_first_stages=extra,
+            depth=config.fusion_depth, protocol_k=config.fusion_depth, show_progress=not args.quiet,
+        )
+        evaluation.split = f"{held_out.name}/{args.eval_split}"
+        print(f"\nBefore / after on {evaluation.split} (full ranking):\n")
+        print(before_after_table(evaluation))
+        print(f"\n{evaluation.protocol_name} protocol:\n")
+        print(protocol_table(evaluation))
+    command = "rerank-pipeline " + " ".join(shlex.quote(part) for part in sys.argv[1:]) if sys.argv[1:] else None
+    section = card_section(config.to_dict(), result.pair_counts, result.dev_fusion_curve, result.fusion_weight,
+                           result.training_seconds, evaluation, command)
+    write_card_section(result.output_dir, section)
+    if args.report_dir:
+        report = Path(args.report_dir)
+        payload = {**summary_payload(result), "command": command, "total_seconds": round(time.perf_counter() - started, 1),
+                   "evaluation": evaluation.to_dict() if evaluation else None}
+        write_json(report / "results.json", payload)
+        write_text_atomic(report / "report.md", "# Training report\n\n" + section.split("\n", 1)[1] +
+                          f"\nTotal wall time (indexing, training, evaluation): {payload['total_seconds'] / 60:.1f} min.\n")
+    print(f"\nTotal {(time.perf_counter() - started) / 60:.1f} min.")
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

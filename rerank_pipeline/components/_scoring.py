@@ -1,0 +1,209 @@
+"""Load a sequence-classification cross-encoder the way sentence-transformers does, and score text pairs fast.
+
+Loading goes through ``sentence_transformers.CrossEncoder`` so the checkpoint's own activation function, max length
+and prompts are read exactly as ``CrossEncoder(model).predict`` reads them. Scoring tokenizes every pair once,
+sorts by real token count and cuts batches by a token budget, so almost no padding is computed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from rerank_pipeline.components._batching import plan_token_budget_batches
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+UNBOUNDED_TOKENIZER_LENGTH = 1_000_000
+
+
+class ModelLoadError(RuntimeError):
+    """A cross-encoder could not be loaded; the message names the model and the cause."""
+
+
+def looks_like_local_path(model: str) -> bool:
+    """True for names that can only be a folder (absolute, relative, home or Windows paths, several slashes)."""
+    return model.startswith(("/", ".", "~")) or "\\" in model or model.count("/") > 1
+
+
+def load_sentence_transformers_cross_encoder(
+    model: str,
+    device: str,
+    trust_remote_code: bool = False,
+    allow_unsafe_weights: bool = False,
+    max_length: int | None = None,
+) -> Any:
+    """Load ``model`` (Hub id or local folder) as a ``sentence_transformers.CrossEncoder``.
+
+    Raises ``FileNotFoundError`` for a missing local folder and :class:`ModelLoadError` (naming the model) for
+    anything else that stops loading: an unknown or offline Hub id, pickle-only weights without
+    ``allow_unsafe_weights``, custom code without ``trust_remote_code``.
+    """
+    from sentence_transformers import CrossEncoder
+
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"model must be a non-empty Hub id or folder path, got {model!r}")
+    local = Path(model).expanduser()
+    if not local.exists() and looks_like_local_path(model):
+        raise FileNotFoundError(f"Cross-encoder model folder '{model}' does not exist")
+    model_kwargs = {} if allow_unsafe_weights else {"use_safetensors": True}
+    try:
+        return CrossEncoder(
+            str(local) if local.exists() else model,
+            device=device,
+            trust_remote_code=trust_remote_code,
+            max_length=max_length,
+            model_kwargs=model_kwargs,
+        )
+    except Exception as error:  # transformers raises OSError, ValueError, HFValidationError, ... for the same cause
+        hints = []
+        if not allow_unsafe_weights and "safetensors" in str(error).lower():
+            hints.append("it may ship only pickle weights: pass allow_unsafe_weights=True if you trust it")
+        if not trust_remote_code and "trust_remote_code" in str(error):
+            hints.append("it needs custom code: pass trust_remote_code=True if you trust it")
+        hint = f" ({'; '.join(hints)})" if hints else ""
+        raise ModelLoadError(
+            f"Could not load cross-encoder model '{model}'{hint}: {type(error).__name__}: {error}"
+        ) from error
+
+
+def effective_max_length(tokenizer: Any, config: Any) -> int:
+    """The number of tokens a pair is truncated to: the tokenizer's limit, else the model's position limit."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if limit is not None and limit < UNBOUNDED_TOKENIZER_LENGTH:
+        return int(limit)
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None:
+        raise ValueError("Neither the tokenizer nor the model config define a maximum length; pass max_length")
+    offset = (config.pad_token_id or 0) + 1 if "roberta" in str(getattr(config, "model_type", "")) else 0
+    return int(positions) - offset
+
+
+def resolve_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``: ``None`` means plain fp32 (always the case on CPU)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def model_input_names(model: torch.nn.Module) -> set[str] | None:
+    """Names the model's ``forward`` accepts, or ``None`` when it takes ``**kwargs`` (pass everything)."""
+    parameters = inspect.signature(model.forward).parameters
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return None
+    return set(parameters)
+
+
+def quantize_linear_layers_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Int8 dynamic quantization of every ``nn.Linear`` (weights int8, activations quantized per batch; CPU)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+class TorchLogits:
+    """Forward a padded batch through a Hugging Face sequence classifier; returns fp32 logits ``[batch, labels]``."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, autocast_dtype: torch.dtype | None) -> None:
+        self.model = model
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+
+    @torch.inference_mode()
+    def __call__(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        features = {name: tensor.to(self.device, non_blocking=True) for name, tensor in features.items()}
+        autocast = (
+            torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else nullcontext()
+        )
+        with autocast:
+            logits = self.model(**features, return_dict=True).logits
+        return logits.float().cpu()
+
+
+class PairScorer:
+    """Score (query, document) text pairs with length-sorted, token-budget batches.
+
+    ``logits_fn`` maps a padded feature batch (torch tensors) to fp32 logits; ``input_names`` restricts the
+    tokenizer outputs passed on (``None`` passes all). Tokenizer calls are serialized with a lock, because a fast
+    tokenizer mutates its truncation/padding state on every call and is not safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        logits_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+        max_length: int,
+        input_names: set[str] | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.logits_fn = logits_fn
+        self.max_length = max_length
+        self.input_names = input_names
+        self._tokenizer_lock = threading.Lock()
+
+    def tokenize(self, pairs: Sequence[tuple[str, str]]) -> dict[str, list[list[int]]]:
+        """Tokenize pairs without padding, truncated ``longest_first`` to ``max_length`` like sentence-transformers."""
+        queries = [pair[0] for pair in pairs]
+        documents = [pair[1] for pair in pairs]
+        with self._tokenizer_lock:
+            encoded = self.tokenizer(
+                queries, documents, truncation="longest_first", max_length=self.max_length, padding=False
+            )
+        names = [name for name in encoded.keys() if self.input_names is None or name in self.input_names]
+        return {name: encoded[name] for name in names}
+
+    def pad(self, encoded: dict[str, list[list[int]]], indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Pad the selected tokenized pairs into one batch of tensors."""
+        batch = {name: [values[index] for index in indices] for name, values in encoded.items()}
+        with self._tokenizer_lock:
+            return dict(self.tokenizer.pad(batch, padding=True, return_tensors="pt"))
+
+    def logits(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        batch_size: int = 32,
+        max_batch_tokens: int = 8192,
+        show_progress_bar: bool = False,
+    ) -> torch.Tensor:
+        """Return fp32 logits ``[len(pairs), num_labels]`` in input order."""
+        if not pairs:
+            return torch.empty((0, 1), dtype=torch.float32)
+        encoded = self.tokenize(pairs)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        batches = plan_token_budget_batches(lengths, max_batch_tokens, batch_size)
+        outputs: list[torch.Tensor | None] = [None] * len(pairs)
+        for indices in tqdm(batches, desc="Scoring pairs", unit="batch", disable=not show_progress_bar):
+            batch_logits = self.logits_fn(self.pad(encoded, indices))
+            for row, index in enumerate(indices):
+                outputs[index] = batch_logits[row]
+        return torch.stack(outputs)  # type: ignore[arg-type]
+
+
+def apply_activation(logits: torch.Tensor, activation_fn: Callable | None) -> np.ndarray:
+    """Activation then squeeze, in sentence-transformers' order: ``[n, 1] -> [n]``, ``[n, k]`` stays."""
+    scores = activation_fn(logits) if activation_fn is not None else logits
+    if scores.ndim > 1 and scores.shape[-1] == 1:
+        scores = scores.squeeze(-1)
+    return scores.float().numpy()

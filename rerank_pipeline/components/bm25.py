@@ -1,0 +1,375 @@
+"""Embedded BM25: a document store and a retriever that need no server.
+
+Scoring is Lucene's BM25 (the formula Elasticsearch uses) computed by ``bm25s``
+on a sparse matrix of precomputed term scores, so a query costs a few sparse
+column sums instead of a pass over every document. Text goes through an
+:class:`Analyzer` (lowercase, word tokens, stop words, Snowball stemming) whose
+settings are stored with the index.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bm25s
+import numpy as np
+import Stemmer
+from haystack import Document, component, default_from_dict, default_to_dict
+from haystack.document_stores.errors import DuplicateDocumentError
+from haystack.document_stores.types import DuplicatePolicy
+from haystack.utils.filters import document_matches_filter
+from tqdm.auto import tqdm
+
+from rerank_pipeline.components.index_folder import (
+    DOCUMENTS_FILE,
+    atomic_directory,
+    read_documents_jsonl,
+    read_settings,
+    write_documents_jsonl,
+    write_settings,
+)
+
+logger = logging.getLogger(__name__)
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its logger to DEBUG on import
+
+BACKEND_NAME = "bm25"
+DEFAULT_K1 = 0.9
+DEFAULT_B = 0.4
+
+
+@dataclass(frozen=True)
+class Analyzer:
+    """Turns text into index terms: lowercase -> word tokens -> stop words removed -> stemmed.
+
+    ``stopwords`` is ``"en"`` (the English list of bm25s, also used for the
+    Elasticsearch mapping), an explicit list, or None. ``stemmer`` is a Snowball
+    language name understood by PyStemmer (``"english"``) or None.
+    ``token_pattern`` is a Python regex; the default keeps words of two or more
+    word characters.
+    """
+
+    lowercase: bool = True
+    stopwords: str | tuple[str, ...] | None = "en"
+    stemmer: str | None = "english"
+    token_pattern: str = r"(?u)\b\w\w+\b"
+    _cache: dict[str, str | None] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stopwords, list):
+            object.__setattr__(self, "stopwords", tuple(self.stopwords))
+        if isinstance(self.stopwords, str) and self.stopwords != "en":
+            raise ValueError(f"unknown stop word list {self.stopwords!r}: use 'en', a list of words, or None")
+        if self.stemmer is not None and self.stemmer not in Stemmer.algorithms():
+            raise ValueError(f"unknown stemmer {self.stemmer!r}; PyStemmer knows {sorted(Stemmer.algorithms())}")
+        object.__setattr__(self, "_pattern", re.compile(self.token_pattern))
+        object.__setattr__(self, "_stopword_set", frozenset(self.stopword_list()))
+        object.__setattr__(self, "_stem", Stemmer.Stemmer(self.stemmer).stemWord if self.stemmer else None)
+
+    def stopword_list(self) -> list[str]:
+        """The stop words this analyzer removes."""
+        if self.stopwords is None:
+            return []
+        if self.stopwords == "en":
+            return list(bm25s.stopwords.STOPWORDS_EN)
+        return list(self.stopwords)
+
+    def analyze(self, text: str) -> list[str]:
+        """The index terms of one text, in order (repeats kept)."""
+        if self.lowercase:
+            text = text.lower()
+        cache = self._cache
+        terms = []
+        for word in self._pattern.findall(text):
+            term = cache.get(word, "")
+            if term == "":
+                term = None if word in self._stopword_set else (self._stem(word) if self._stem else word)
+                cache[word] = term
+            if term is not None:
+                terms.append(term)
+        return terms
+
+    def analyze_many(self, texts: list[str], progress: bool = False) -> list[list[str]]:
+        """The index terms of many texts."""
+        return [self.analyze(text) for text in tqdm(texts, desc="analyzing", unit="doc", disable=not progress)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Settings as plain JSON values."""
+        stopwords = list(self.stopwords) if isinstance(self.stopwords, tuple) else self.stopwords
+        return {
+            "lowercase": self.lowercase,
+            "stopwords": stopwords,
+            "stemmer": self.stemmer,
+            "token_pattern": self.token_pattern,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "Analyzer":
+        """Inverse of :meth:`to_dict`; None gives the default analyzer."""
+        return cls(**(data or {}))
+
+
+DEFAULT_META_FIELDS = ("title",)
+
+
+def document_text(document: Document, meta_fields: tuple[str, ...] | list[str] = DEFAULT_META_FIELDS) -> str:
+    """The text that is indexed for a document: the named meta fields (when set), then the content.
+
+    Prepending the title is the BEIR convention for title + body collections.
+    """
+    parts = [str(document.meta[name]) for name in meta_fields if document.meta.get(name)]
+    parts.append(document.content or "")
+    return " ".join(parts)
+
+
+class EmbeddedBM25DocumentStore:
+    """In-process document store with Lucene BM25 search, persisted to a folder.
+
+    - ``index_dir``: folder to load from (when it holds an index) and to :meth:`save` to.
+    - ``k1``, ``b``: BM25 parameters (defaults 0.9 / 0.4, as Pyserini); None keeps a loaded index's values.
+    - ``analyzer``: :class:`Analyzer` or its dict; None keeps a loaded index's analyzer or uses the default.
+    - ``meta_fields_to_index``: meta fields indexed before the content (default ``["title"]``).
+
+    Writing a document whose id is already stored replaces it. The BM25 matrix is
+    rebuilt lazily, on the first search after a change.
+    """
+
+    def __init__(
+        self,
+        index_dir: str | Path | None = None,
+        k1: float | None = None,
+        b: float | None = None,
+        analyzer: Analyzer | dict[str, Any] | None = None,
+        meta_fields_to_index: list[str] | None = None,
+    ) -> None:
+        self.index_dir = str(index_dir) if index_dir is not None else None
+        requested = Analyzer.from_dict(analyzer) if isinstance(analyzer, dict) else analyzer
+        self._documents: dict[str, Document] = {}
+        self._terms: dict[str, list[str]] | None = {}
+        self._engine: bm25s.BM25 | None = None
+        self._engine_ids: list[str] = []
+        settings = read_settings(self.index_dir) if self.index_dir else None
+        if settings is not None:
+            self._load(Path(self.index_dir), settings)
+            fields_changed = meta_fields_to_index is not None and list(meta_fields_to_index) != self.meta_fields
+            if fields_changed or (requested is not None and requested != self.analyzer):
+                raise ValueError(
+                    f"the index in {self.index_dir} was built with analyzer {self.analyzer.to_dict()} "
+                    f"and meta fields {self.meta_fields}; re-index to change them"
+                )
+        else:
+            self.analyzer = requested or Analyzer()
+            self.meta_fields = list(DEFAULT_META_FIELDS if meta_fields_to_index is None else meta_fields_to_index)
+            self.k1, self.b = DEFAULT_K1, DEFAULT_B
+        if k1 is not None and k1 != self.k1:
+            self.k1, self._engine = float(k1), None
+        if b is not None and b != self.b:
+            self.b, self._engine = float(b), None
+
+    # --- Haystack DocumentStore protocol -------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialize the settings (not the documents: those live in ``index_dir``)."""
+        return default_to_dict(
+            self,
+            index_dir=self.index_dir,
+            k1=self.k1,
+            b=self.b,
+            analyzer=self.analyzer.to_dict(),
+            meta_fields_to_index=self.meta_fields,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EmbeddedBM25DocumentStore":
+        """Rebuild from :meth:`to_dict`, loading the documents from ``index_dir``."""
+        return default_from_dict(cls, data)
+
+    def count_documents(self) -> int:
+        """Number of stored documents."""
+        return len(self._documents)
+
+    def filter_documents(self, filters: dict[str, Any] | None = None) -> list[Document]:
+        """Stored documents matching Haystack ``filters`` (all of them without filters)."""
+        if not filters:
+            return list(self._documents.values())
+        return [doc for doc in self._documents.values() if document_matches_filter(filters=filters, document=doc)]
+
+    def write_documents(self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE) -> int:
+        """Add documents; an existing id is replaced (``OVERWRITE``, the default), skipped, or refused (``FAIL``)."""
+        if not isinstance(documents, list) or not all(isinstance(doc, Document) for doc in documents):
+            raise ValueError("write_documents expects a list of haystack Document objects")
+        if policy == DuplicatePolicy.NONE:
+            policy = DuplicatePolicy.OVERWRITE
+        self._ensure_terms()
+        written = 0
+        fresh = []
+        for doc in documents:
+            if doc.id in self._documents:
+                if policy == DuplicatePolicy.FAIL:
+                    raise DuplicateDocumentError(f"a document with id {doc.id!r} is already stored")
+                if policy == DuplicatePolicy.SKIP:
+                    continue
+            self._documents[doc.id] = doc
+            fresh.append(doc)
+            written += 1
+        for doc, terms in zip(fresh, self.analyzer.analyze_many([self._text(d) for d in fresh], progress=len(fresh) > 10000)):
+            self._terms[doc.id] = terms
+        if written:
+            self._engine = None
+        return written
+
+    def delete_documents(self, document_ids: list[str]) -> None:
+        """Remove documents by id (unknown ids are ignored)."""
+        self._ensure_terms()
+        for doc_id in document_ids:
+            if self._documents.pop(doc_id, None) is not None:
+                self._terms.pop(doc_id, None)
+                self._engine = None
+
+    # --- search ----------------------------------------------------------------------------
+
+    def search_ids(
+        self, queries: list[str], top_k: int = 10, filters: dict[str, Any] | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """For each query, ``[(doc_id, score)]`` best first; documents sharing no term are left out."""
+        self._ensure_engine()
+        if self._engine is None or not queries:
+            return [[] for _ in queries]
+        k = min(top_k, len(self._engine_ids))
+        mask = None
+        if filters:
+            mask = np.array(
+                [document_matches_filter(filters=filters, document=self._documents[i]) for i in self._engine_ids],
+                dtype=np.float32,
+            )
+        query_terms = self.analyzer.analyze_many(queries)
+        rows, scores = self._engine.retrieve(query_terms, k=k, show_progress=False, weight_mask=mask)
+        results = []
+        for row_ids, row_scores in zip(rows, scores):
+            results.append(
+                [(self._engine_ids[i], float(s)) for i, s in zip(row_ids.tolist(), row_scores.tolist()) if s > 0]
+            )
+        return results
+
+    def bm25_retrieval(self, query: str, top_k: int = 10, filters: dict[str, Any] | None = None) -> list[Document]:
+        """The ``top_k`` best documents for ``query``, each a copy carrying its BM25 ``score``."""
+        hits = self.search_ids([query], top_k=top_k, filters=filters)[0]
+        return [self._with_score(doc_id, score) for doc_id, score in hits]
+
+    def _with_score(self, doc_id: str, score: float) -> Document:
+        data = self._documents[doc_id].to_dict(flatten=False)
+        data["score"] = score
+        return Document.from_dict(data)
+
+    def get_documents(self, document_ids: list[str]) -> list[Document]:
+        """Stored documents by id, in the order asked (unknown ids raise ``KeyError``)."""
+        return [self._documents[doc_id] for doc_id in document_ids]
+
+    # --- persistence -----------------------------------------------------------------------
+
+    def save(self, index_dir: str | Path | None = None) -> Path:
+        """Write the index to ``index_dir`` (default: the store's own), replacing it atomically."""
+        target = index_dir or self.index_dir
+        if target is None:
+            raise ValueError("no index_dir: pass one to save() or to the store")
+        with atomic_directory(target) as staging:
+            self.write_to(staging)
+        if self.index_dir is None:
+            self.index_dir = str(target)
+        return Path(target)
+
+    def write_to(self, folder: Path) -> None:
+        """Write the index files into an existing, empty ``folder`` (not atomic; see :meth:`save`)."""
+        self._ensure_engine()
+        write_settings(folder, self.settings())
+        write_documents_jsonl(folder / DOCUMENTS_FILE, (self._documents[i] for i in self._engine_ids))
+        if self._engine is not None:
+            self._engine.save(str(folder / "bm25s"), show_progress=False)
+
+    def settings(self) -> dict[str, Any]:
+        """What ``index.json`` records about this index."""
+        return {
+            "backend": BACKEND_NAME,
+            "format_version": 1,
+            "k1": self.k1,
+            "b": self.b,
+            "method": "lucene",
+            "analyzer": self.analyzer.to_dict(),
+            "meta_fields_to_index": self.meta_fields,
+            "documents": len(self._documents),
+        }
+
+    def _load(self, folder: Path, settings: dict[str, Any]) -> None:
+        if settings.get("backend") != BACKEND_NAME:
+            raise ValueError(f"{folder} holds a {settings.get('backend')!r} index, not an embedded BM25 index")
+        self.analyzer = Analyzer.from_dict(settings.get("analyzer"))
+        self.k1, self.b = float(settings["k1"]), float(settings["b"])
+        self.meta_fields = list(settings.get("meta_fields_to_index", DEFAULT_META_FIELDS))
+        documents = read_documents_jsonl(folder / DOCUMENTS_FILE)
+        self._documents = {doc.id: doc for doc in documents}
+        self._terms = None  # re-analyzed only if the index changes
+        if (folder / "bm25s").is_dir():
+            self._engine = bm25s.BM25.load(str(folder / "bm25s"), show_progress=False)
+            self._engine_ids = [doc.id for doc in documents]
+
+    def _text(self, document: Document) -> str:
+        return document_text(document, self.meta_fields)
+
+    def _ensure_terms(self) -> None:
+        if self._terms is None:
+            docs = list(self._documents.values())
+            self._terms = dict(zip((d.id for d in docs), self.analyzer.analyze_many([self._text(d) for d in docs])))
+
+    def _ensure_engine(self) -> None:
+        if self._engine is not None:
+            return
+        self._ensure_terms()
+        ids = list(self._documents)
+        corpus_terms = [self._terms[doc_id] for doc_id in ids]
+        if not any(corpus_terms):
+            self._engine_ids = []
+            return
+        engine = bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
+        engine.index(corpus_terms, show_progress=False)
+        self._engine, self._engine_ids = engine, ids
+
+
+@component
+class EmbeddedBM25Retriever:
+    """Haystack retriever over an :class:`EmbeddedBM25DocumentStore`: query in, top-k scored documents out."""
+
+    def __init__(
+        self, document_store: EmbeddedBM25DocumentStore, top_k: int = 10, filters: dict[str, Any] | None = None
+    ) -> None:
+        if not isinstance(document_store, EmbeddedBM25DocumentStore):
+            raise ValueError("document_store must be an EmbeddedBM25DocumentStore")
+        if top_k <= 0:
+            raise ValueError(f"top_k must be positive, got {top_k}")
+        self.document_store = document_store
+        self.top_k = top_k
+        self.filters = filters
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialize, document store included."""
+        return default_to_dict(
+            self, document_store=self.document_store.to_dict(), top_k=self.top_k, filters=self.filters
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EmbeddedBM25Retriever":
+        """Inverse of :meth:`to_dict`."""
+        params = data["init_parameters"]
+        params["document_store"] = EmbeddedBM25DocumentStore.from_dict(params["document_store"])
+        return default_from_dict(cls, data)
+
+    @component.output_types(documents=list[Document])
+    def run(self, query: str, top_k: int | None = None, filters: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Return ``{"documents": [...]}``, best first, each with its BM25 ``score``."""
+        return {
+            "documents": self.document_store.bm25_retrieval(
+                query, top_k=top_k or self.top_k, filters=filters if filters is not None else self.filters
+            )
+        }

@@ -1,0 +1,342 @@
+"""``CrossEncoderRanker``: a Haystack component that reorders documents by a cross-encoder's query/document score."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from haystack import Document, component, default_from_dict, default_to_dict
+from haystack.core.serialization import allow_deserialization_module
+from haystack.utils import ComponentDevice
+
+from rerank_pipeline.components._passages import split_long_document
+from rerank_pipeline.components._scoring import (
+    PRECISIONS,
+    PairScorer,
+    TorchLogits,
+    apply_activation,
+    effective_max_length,
+    load_sentence_transformers_cross_encoder,
+    model_input_names,
+    quantize_linear_layers_int8,
+    resolve_autocast_dtype,
+)
+
+logger = logging.getLogger(__name__)
+
+# Haystack 3 only rebuilds components from allow-listed modules; a Pipeline YAML naming this ranker must load.
+allow_deserialization_module(__name__)
+
+LONG_DOCUMENT_POLICIES = ("truncate", "max_passage")
+EMPTY_DOCUMENT_POLICIES = ("skip", "score")
+BACKENDS = ("torch", "onnx")
+DEFAULT_MAX_BATCH_TOKENS = {"cpu": 8192, "cuda": 65536}
+
+
+@component
+class CrossEncoderRanker:
+    """Rerank documents with a sentence-transformers / Hugging Face sequence-classification cross-encoder.
+
+    Scores equal ``sentence_transformers.CrossEncoder(model).predict`` on the same pairs (fp32, ``truncate``);
+    pairs are tokenized once, sorted by token count and batched by a token budget so padding is not paid for.
+
+    Usage:
+        ranker = CrossEncoderRanker("cross-encoder/ms-marco-MiniLM-L6-v2", top_k=5)
+        ranker.run(query="What is ModernBERT?", documents=documents)["documents"]
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        top_k: int | None = 10,
+        device: str | ComponentDevice | None = None,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        meta_fields_to_embed: list[str] | None = None,
+        embedding_separator: str = "\n",
+        query_prefix: str = "",
+        document_prefix: str = "",
+        score_threshold: float | None = None,
+        scale_score: bool = True,
+        long_document: Literal["truncate", "max_passage"] = "truncate",
+        trust_remote_code: bool = False,
+        passage_overlap: int = 64,
+        max_batch_tokens: int | None = None,
+        precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
+        backend: Literal["torch", "onnx"] = "torch",
+        quantize: bool = False,
+        empty_documents: Literal["skip", "score"] = "skip",
+        allow_unsafe_weights: bool = False,
+        onnx_cache_dir: str | None = None,
+    ) -> None:
+        """Create the ranker; nothing is loaded until :meth:`warm_up` (or the first ``run``/``predict``).
+
+        :param model: Hub id or local folder of a sequence-classification cross-encoder.
+        :param top_k: How many documents ``run`` returns (``None``: all).
+        :param device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``ComponentDevice`` or ``None`` (CUDA if available).
+        :param batch_size: Most pairs in one forward pass.
+        :param max_length: Token window of a pair; ``None`` reads the checkpoint's own (sentence-transformers config).
+        :param meta_fields_to_embed: Document meta fields (e.g. ``["title"]``) joined before the content.
+        :param embedding_separator: Separator between the meta fields and the content.
+        :param query_prefix: Text put before every query (after the model's own default prompt, if any).
+        :param document_prefix: Text put before every document text.
+        :param score_threshold: Drop documents scoring below this (after scaling, if ``scale_score``).
+        :param scale_score: Apply the checkpoint's activation (sigmoid for one label); ``False`` gives raw logits.
+        :param long_document: ``"truncate"`` (like sentence-transformers) or ``"max_passage"``: split a document that
+            exceeds the window into overlapping passages and keep the best passage score (MaxP).
+        :param trust_remote_code: Allow checkpoints that ship their own modelling code (e.g. gte-multilingual).
+        :param passage_overlap: Tokens shared by consecutive passages under ``max_passage``.
+        :param max_batch_tokens: Padded-token budget of one batch (``None``: 8192 on CPU, 65536 on CUDA).
+        :param precision: ``"auto"`` (fp32 on CPU; bf16, else fp16, on CUDA), ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        :param backend: ``"torch"`` or ``"onnx"`` (ONNX Runtime; exported once and cached).
+        :param quantize: Int8 dynamic quantization of the linear layers (faster on CPU, scores move by ~1e-3):
+            ONNX Runtime ``quantize_dynamic`` with ``backend="onnx"``, ``torch.ao`` dynamic quantization (CPU only)
+            with ``backend="torch"``.
+        :param empty_documents: Documents with no text: ``"skip"`` (left out of the result) or ``"score"``.
+        :param allow_unsafe_weights: Also accept pickle (``.bin``) weights; by default only safetensors load.
+        :param onnx_cache_dir: Where ONNX exports are cached (default ``~/.cache/rerank_pipeline/onnx``).
+        """
+        if not str(model).strip():
+            raise ValueError("model must be a Hub id or a local folder, got an empty string")
+        if top_k is not None and top_k <= 0:
+            raise ValueError(f"top_k must be > 0, got {top_k}")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        if max_length is not None and max_length <= 0:
+            raise ValueError(f"max_length must be > 0, got {max_length}")
+        if max_batch_tokens is not None and max_batch_tokens <= 0:
+            raise ValueError(f"max_batch_tokens must be > 0, got {max_batch_tokens}")
+        if passage_overlap < 0:
+            raise ValueError(f"passage_overlap must be >= 0, got {passage_overlap}")
+        for name, value, allowed in (
+            ("long_document", long_document, LONG_DOCUMENT_POLICIES),
+            ("empty_documents", empty_documents, EMPTY_DOCUMENT_POLICIES),
+            ("backend", backend, BACKENDS),
+            ("precision", precision, PRECISIONS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if quantize and precision in ("bf16", "fp16"):
+            raise ValueError("quantize=True runs int8 weights; it cannot be combined with precision bf16/fp16")
+
+        self.model = str(model)
+        self.top_k = top_k
+        self.device = device.to_torch_str() if isinstance(device, ComponentDevice) else device
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.meta_fields_to_embed = list(meta_fields_to_embed or [])
+        self.embedding_separator = embedding_separator
+        self.query_prefix = query_prefix
+        self.document_prefix = document_prefix
+        self.score_threshold = score_threshold
+        self.scale_score = scale_score
+        self.long_document = long_document
+        self.trust_remote_code = trust_remote_code
+        self.passage_overlap = passage_overlap
+        self.max_batch_tokens = max_batch_tokens
+        self.precision = precision
+        self.backend = backend
+        self.quantize = quantize
+        self.empty_documents = empty_documents
+        self.allow_unsafe_weights = allow_unsafe_weights
+        self.onnx_cache_dir = onnx_cache_dir
+
+        self._scorer: PairScorer | None = None
+        self._activation_fn: Any = None
+        self._model_prompt = ""
+        self._torch_device: torch.device | None = None
+        self._warm_up_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ loading
+
+    def warm_up(self) -> None:
+        """Load the model and tokenizer (once; safe to call from several threads)."""
+        if self._scorer is not None:
+            return
+        with self._warm_up_lock:
+            if self._scorer is None:
+                self._load()
+
+    def _load(self) -> None:
+        device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type == "cuda" and not torch.cuda.is_available():
+            logger.warning("CUDA requested for '%s' but not available; falling back to CPU", self.model)
+            device = torch.device("cpu")
+        cross_encoder = load_sentence_transformers_cross_encoder(
+            self.model, str(device), self.trust_remote_code, self.allow_unsafe_weights, self.max_length
+        )
+        hf_model = cross_encoder.model
+        if hf_model is None or not hasattr(hf_model, "config") or len(cross_encoder) != 1:
+            raise ValueError(
+                f"'{self.model}' is not a plain sequence-classification cross-encoder; "
+                "use sentence_transformers.CrossEncoder for this architecture"
+            )
+        tokenizer = cross_encoder.tokenizer
+        max_length = effective_max_length(tokenizer, hf_model.config)
+        input_names = model_input_names(hf_model)
+        if self.backend == "onnx":
+            logits_fn, input_names = self._onnx_logits(hf_model, tokenizer, input_names, device)
+        else:
+            hf_model.eval()
+            if self.quantize:
+                hf_model = quantize_linear_layers_int8(hf_model.to("cpu"))
+                device = torch.device("cpu")
+            logits_fn = TorchLogits(hf_model, device, resolve_autocast_dtype(self.precision, device))
+        self._activation_fn = cross_encoder.activation_fn
+        self._model_prompt = cross_encoder._resolve_prompt(None, None) or ""
+        self._num_labels = int(getattr(hf_model.config, "num_labels", 1))
+        self._torch_device = device
+        self._scorer = PairScorer(tokenizer, logits_fn, max_length, input_names)
+
+    def _onnx_logits(
+        self, hf_model: torch.nn.Module, tokenizer: Any, input_names: set[str] | None,
+        device: torch.device,
+    ) -> tuple[Any, set[str]]:
+        from rerank_pipeline.onnx_export import OnnxLogits, cached_onnx_export
+
+        sample = dict(tokenizer(["a query"], ["a document"], padding=True, return_tensors="pt"))
+        sample = {name: tensor for name, tensor in sample.items() if input_names is None or name in input_names}
+        path = cached_onnx_export(self.model, hf_model, sample, self.quantize, self.onnx_cache_dir)
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else None
+        session = OnnxLogits(path, providers=providers)
+        return session, set(session.input_names)
+
+    # ------------------------------------------------------------------ scoring
+
+    def predict(
+        self, pairs: list[tuple[str, str]], batch_size: int | None = None, show_progress_bar: bool = False
+    ) -> np.ndarray:
+        """Score (query, document) pairs like ``sentence_transformers.CrossEncoder(model).predict(pairs)``.
+
+        Returns ``[n]`` for one-label models (``[n, labels]`` otherwise); the checkpoint's activation is applied
+        when ``scale_score`` is on, raw logits otherwise. The model's default prompt (if any) is put before each
+        query, as sentence-transformers does. Honours ``long_document`` (``"truncate"`` by default).
+        """
+        self.warm_up()
+        if not pairs:
+            return np.array([])
+        queries = [self._model_prompt + str(pair[0]) for pair in pairs]
+        documents = [str(pair[1]) for pair in pairs]
+        logits = self._pair_logits(queries, documents, batch_size or self.batch_size, show_progress_bar)
+        return apply_activation(logits, self._activation_fn if self.scale_score else None)
+
+    def _pair_logits(
+        self, queries: list[str], documents: list[str], batch_size: int, show_progress_bar: bool = False
+    ) -> torch.Tensor:
+        assert self._scorer is not None and self._torch_device is not None
+        max_batch_tokens = self.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(self._torch_device.type, 8192)
+        if self.long_document == "truncate":
+            return self._scorer.logits(list(zip(queries, documents)), batch_size, max_batch_tokens, show_progress_bar)
+        owners: list[int] = []
+        pairs: list[tuple[str, str]] = []
+        with self._scorer._tokenizer_lock:
+            for owner, (query, document) in enumerate(zip(queries, documents)):
+                for passage in split_long_document(
+                    self._scorer.tokenizer, query, document, self._scorer.max_length, self.passage_overlap
+                ):
+                    owners.append(owner)
+                    pairs.append((query, passage))
+        passage_logits = self._scorer.logits(pairs, batch_size, max_batch_tokens, show_progress_bar)
+        best = torch.full((len(queries), passage_logits.shape[-1]), float("-inf"))
+        best = best.index_reduce_(0, torch.tensor(owners), passage_logits, reduce="amax")
+        return best
+
+    def _document_text(self, document: Document) -> str | None:
+        content = document.content if isinstance(document.content, str) else None
+        if not (content and content.strip()) and self.empty_documents == "skip":
+            return None
+        meta_values = [
+            str(document.meta[field])
+            for field in self.meta_fields_to_embed
+            if document.meta.get(field) is not None and str(document.meta[field]) != ""
+        ]
+        return self.document_prefix + self.embedding_separator.join([*meta_values, content or ""])
+
+    @component.output_types(documents=list[Document])
+    def run(
+        self,
+        query: str,
+        documents: list[Document],
+        top_k: int | None = None,
+        score_threshold: float | None = None,
+    ) -> dict[str, list[Document]]:
+        """Score ``documents`` against ``query`` and return them best first, with ``Document.score`` set.
+
+        :param query: The query; must contain text.
+        :param documents: Candidates; documents without text are skipped or scored per ``empty_documents``.
+        :param top_k: Overrides the init ``top_k`` for this call.
+        :param score_threshold: Overrides the init ``score_threshold`` for this call.
+        :returns: ``{"documents": [...]}``, copies of the inputs with ``score`` set, sorted by descending score.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("CrossEncoderRanker.run needs a non-empty query string")
+        top_k = self.top_k if top_k is None else top_k
+        if top_k is not None and top_k <= 0:
+            raise ValueError(f"top_k must be > 0, got {top_k}")
+        score_threshold = self.score_threshold if score_threshold is None else score_threshold
+        if not documents:
+            return {"documents": []}
+        self.warm_up()
+        if self._num_labels != 1:
+            raise ValueError(f"'{self.model}' has {self._num_labels} labels; ranking needs a one-label cross-encoder")
+
+        texts = [self._document_text(document) for document in documents]
+        kept = [index for index, text in enumerate(texts) if text is not None]
+        if len(kept) < len(documents):
+            logger.warning("CrossEncoderRanker skipped %d document(s) without text", len(documents) - len(kept))
+        if not kept:
+            return {"documents": []}
+        full_query = self._model_prompt + self.query_prefix + query
+        logits = self._pair_logits([full_query] * len(kept), [texts[index] for index in kept], self.batch_size)
+        scores = apply_activation(logits, self._activation_fn if self.scale_score else None)
+
+        ranked = sorted(
+            (replace(documents[index], score=float(score)) for index, score in zip(kept, scores)),
+            key=lambda document: document.score,
+            reverse=True,
+        )
+        if score_threshold is not None:
+            ranked = [document for document in ranked if document.score >= score_threshold]
+        return {"documents": ranked[:top_k] if top_k is not None else ranked}
+
+    # ------------------------------------------------------------------ serialization
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialize the init parameters (YAML-safe)."""
+        return default_to_dict(
+            self,
+            model=self.model,
+            top_k=self.top_k,
+            device=self.device,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            meta_fields_to_embed=self.meta_fields_to_embed,
+            embedding_separator=self.embedding_separator,
+            query_prefix=self.query_prefix,
+            document_prefix=self.document_prefix,
+            score_threshold=self.score_threshold,
+            scale_score=self.scale_score,
+            long_document=self.long_document,
+            trust_remote_code=self.trust_remote_code,
+            passage_overlap=self.passage_overlap,
+            max_batch_tokens=self.max_batch_tokens,
+            precision=self.precision,
+            backend=self.backend,
+            quantize=self.quantize,
+            empty_documents=self.empty_documents,
+            allow_unsafe_weights=self.allow_unsafe_weights,
+            onnx_cache_dir=self.onnx_cache_dir,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CrossEncoderRanker:
+        """Rebuild a ranker from :meth:`to_dict` output."""
+        init_parameters = data.get("init_parameters", {})
+        if isinstance(init_parameters.get("device"), dict):
+            init_parameters["device"] = ComponentDevice.from_dict(init_parameters["device"])
+        return default_from_dict(cls, data)

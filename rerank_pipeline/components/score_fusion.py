@@ -1,0 +1,128 @@
+"""Score fusion of a reranker with the first stage: the reranker's graceful fallback.
+
+The fused score of a candidate is ``weight * minmax(reranker) + (1 - weight) * minmax(first stage)``, min-max
+normalised over one query's candidates. ``weight = 1`` is the reranker alone, ``weight = 0`` the first stage
+alone. A trained model folder stores its dev-tuned weight in ``fusion.json`` (see :func:`save_fusion_settings`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from haystack import Document, component, default_from_dict, default_to_dict
+
+FUSION_FILE = "fusion.json"
+
+
+def min_max(scores: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Scale scores to [0, 1]; constant scores all become 0.5 (no information either way)."""
+    values = np.asarray(scores, dtype=np.float64)
+    if values.size == 0:
+        return values
+    low, high = float(values.min()), float(values.max())
+    if high - low <= 1e-12:
+        return np.full_like(values, 0.5)
+    return (values - low) / (high - low)
+
+
+def fuse_scores(reranker_scores: Sequence[float] | np.ndarray, first_stage_scores: Sequence[float] | np.ndarray, weight: float) -> np.ndarray:
+    """Convex combination of one query's min-max normalised reranker and first-stage scores."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"fusion weight must be in [0, 1], got {weight}")
+    reranker = np.asarray(reranker_scores, dtype=np.float64)
+    first_stage = np.asarray(first_stage_scores, dtype=np.float64)
+    if reranker.shape != first_stage.shape:
+        raise ValueError(f"got {reranker.shape[0]} reranker scores for {first_stage.shape[0]} first-stage scores")
+    return weight * min_max(reranker) + (1.0 - weight) * min_max(first_stage)
+
+
+def save_fusion_settings(model_dir: str | Path, weight: float, **details: Any) -> Path:
+    """Write ``fusion.json`` (``{"method": "minmax", "weight": ...}`` plus ``details``) atomically into ``model_dir``."""
+    path = Path(model_dir) / FUSION_FILE
+    payload = {"method": "minmax", "weight": float(weight), **details}
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".fusion-", suffix=".json")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump(payload, out, indent=2)
+    os.replace(temp, path)
+    return path
+
+
+def load_fusion_weight(model_dir: str | Path) -> float | None:
+    """The weight stored in ``model_dir/fusion.json``, or ``None`` when the folder has none."""
+    path = Path(model_dir) / FUSION_FILE
+    if not path.is_file():
+        return None
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    weight = float(payload["weight"])
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"{path}: fusion weight must be in [0, 1], got {weight}")
+    return weight
+
+
+@component
+class RerankerScoreFusion:
+    """Fuse a reranker's scores with the first stage's, for the same candidates.
+
+    Put it after a ranker: ``documents`` come from the ranker (scores = reranker scores), ``first_stage_documents``
+    from the retriever (scores = first-stage scores), matched by ``Document.id``. A document missing from the first
+    stage counts as its lowest score. Output documents carry the fused ``score`` and keep both inputs in
+    ``meta["reranker_score"]`` / ``meta["first_stage_score"]``.
+
+    Usage:
+        fusion = RerankerScoreFusion.from_model_folder("models/my-reranker")  # dev-tuned weight from fusion.json
+        fusion.run(documents=ranked, first_stage_documents=retrieved)["documents"]
+    """
+
+    def __init__(self, weight: float = 0.5, top_k: int | None = None) -> None:
+        """:param weight: Share of the reranker in [0, 1] (1: reranker alone). :param top_k: Documents returned."""
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"fusion weight must be in [0, 1], got {weight}")
+        if top_k is not None and top_k <= 0:
+            raise ValueError(f"top_k must be > 0, got {top_k}")
+        self.weight = float(weight)
+        self.top_k = top_k
+
+    @classmethod
+    def from_model_folder(cls, model_dir: str | Path, top_k: int | None = None) -> RerankerScoreFusion:
+        """Use the weight a training run tuned on its dev split (``fusion.json``); a folder without one raises."""
+        weight = load_fusion_weight(model_dir)
+        if weight is None:
+            raise FileNotFoundError(f"no {FUSION_FILE} in {model_dir}: it was not trained by rerank-pipeline train")
+        return cls(weight=weight, top_k=top_k)
+
+    @component.output_types(documents=list[Document])
+    def run(self, documents: list[Document], first_stage_documents: list[Document], top_k: int | None = None) -> dict[str, list[Document]]:
+        """Return ``documents`` ordered by fused score, best first."""
+        top_k = self.top_k if top_k is None else top_k
+        if not documents:
+            return {"documents": []}
+        first_stage = {document.id: document.score for document in first_stage_documents if document.score is not None}
+        floor = min(first_stage.values()) if first_stage else 0.0
+        reranker_scores = [document.score if document.score is not None else 0.0 for document in documents]
+        first_stage_scores = [first_stage.get(document.id, floor) for document in documents]
+        fused = fuse_scores(reranker_scores, first_stage_scores, self.weight)
+        ranked = sorted(
+            (
+                replace(document, score=float(score), meta={**document.meta, "reranker_score": reranker, "first_stage_score": first})
+                for document, score, reranker, first in zip(documents, fused, reranker_scores, first_stage_scores)
+            ),
+            key=lambda document: document.score,
+            reverse=True,
+        )
+        return {"documents": ranked[:top_k] if top_k is not None else ranked}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialize the init parameters."""
+        return default_to_dict(self, weight=self.weight, top_k=self.top_k)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RerankerScoreFusion:
+        """Deserialize from :meth:`to_dict` output."""
+        return default_from_dict(cls, data)

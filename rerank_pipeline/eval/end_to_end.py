@@ -1,0 +1,138 @@
+"""End to end: candidates from our own first stage, full-ranking metrics before and after reranking."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rerank_pipeline.datasets import RetrievalDataset
+from rerank_pipeline.eval.metrics import DEFAULT_MEASURES, full_ranking_metrics
+from rerank_pipeline.eval.protocol import Rankings, ranked_ids
+
+logger = logging.getLogger(__name__)
+
+FUSIONS = (None, "rrf")
+RRF_K = 60
+
+
+def retrieve_rankings(
+    dataset: RetrievalDataset,
+    kind: str,
+    top_k: int = 100,
+    index_dir: str | None = None,
+    embedding_model: str | None = None,
+    **options,
+) -> dict[str, list[tuple[str, float]]]:
+    """Index the dataset's corpus with our first stage (``bm25``, ``dense``, ``hybrid``, ``elasticsearch``)
+    and retrieve ``top_k`` candidates for every query: qid -> [(doc_id, score)] best first."""
+    from rerank_pipeline.first_stage import build_first_stage
+
+    first_stage = build_first_stage(kind, index_dir=index_dir, embedding_model=embedding_model, **options)
+    first_stage.index(dataset.documents())
+    return first_stage.retrieve(dict(dataset.queries), top_k=top_k)
+
+
+def rerank_rankings(
+    dataset: RetrievalDataset,
+    rankings: Rankings,
+    scorer,
+    rerank_k: int = 100,
+    fusion: str | None = None,
+    batch_size: int = 64,
+    show_progress_bar: bool = False,
+) -> dict[str, list[tuple[str, float]]]:
+    """Reorder each query's top ``rerank_k`` by ``scorer`` (one batched predict call); the rest keep their order.
+
+    ``fusion="rrf"`` orders the top ``rerank_k`` by reciprocal rank fusion (k=60) of first-stage and reranker
+    ranks instead of by the reranker alone. Returned scores are the reranker's (RRF's when fused) for the top
+    ``rerank_k``; the tail keeps its first-stage scores (None-free: rank-based if the input had none).
+    """
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
+    pairs, spans = [], {}
+    lists = {qid: ranked_ids(ranking) for qid, ranking in rankings.items()}
+    for qid, doc_ids in lists.items():
+        head = list(dict.fromkeys(doc_ids))[:rerank_k]
+        spans[qid] = (len(pairs), head)
+        pairs.extend((dataset.queries[qid], dataset.document_text(doc_id)) for doc_id in head)
+    scores = (
+        np.asarray(scorer.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress_bar), dtype=np.float64)
+        if pairs else np.zeros(0)
+    )
+    if len(scores) != len(pairs):
+        raise RuntimeError(f"scorer returned {len(scores)} scores for {len(pairs)} pairs")
+    reranked = {}
+    for qid, (offset, head) in spans.items():
+        head_scores = scores[offset : offset + len(head)]
+        if fusion == "rrf":
+            reranker_rank = np.empty(len(head), dtype=np.int64)
+            reranker_rank[np.argsort(-head_scores, kind="stable")] = np.arange(len(head))
+            head_scores = 1.0 / (RRF_K + 1 + np.arange(len(head))) + 1.0 / (RRF_K + 1 + reranker_rank)
+        order = np.argsort(-head_scores, kind="stable")
+        top = [(head[i], float(head_scores[i])) for i in order]
+        seen = set(head)
+        floor = float(head_scores.min()) if len(head) else 0.0
+        tail_ids = [doc_id for doc_id in dict.fromkeys(lists[qid]) if doc_id not in seen]
+        tail = [(doc_id, floor - 1 - rank) for rank, doc_id in enumerate(tail_ids)]
+        reranked[qid] = top + tail
+    return reranked
+
+
+@dataclass
+class EndToEndResult:
+    """Full-ranking metrics of the first stage alone and after reranking its top ``rerank_k``."""
+
+    name: str
+    rerank_k: int
+    fusion: str | None
+    first_stage: dict[str, float]
+    reranked: dict[str, float] | None
+    per_query_first_stage: dict[str, dict[str, float]]
+    per_query_reranked: dict[str, dict[str, float]] | None
+    first_stage_run: dict[str, list[str]]
+    reranked_run: dict[str, list[tuple[str, float]]] | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def evaluate_end_to_end(
+    dataset: RetrievalDataset,
+    first_stage_rankings: Rankings,
+    scorer=None,
+    rerank_k: int = 100,
+    fusion: str | None = None,
+    measures: Mapping[str, object] | None = None,
+    batch_size: int = 64,
+    show_progress_bar: bool = False,
+) -> EndToEndResult:
+    """nDCG@10, MRR@10, Recall@100 and MAP (ir_measures, graded qrels) of ``first_stage_rankings`` and, when a
+    ``scorer`` is given, of the same lists with the top ``rerank_k`` reranked (``fusion`` None or ``"rrf"``).
+
+    ``first_stage_rankings``: qid -> doc ids or (doc_id, score) pairs, best first. Averages over judged queries.
+    """
+    measures = measures or DEFAULT_MEASURES
+    judged = dataset.judged_queries()
+    missing = [qid for qid in judged if qid not in first_stage_rankings]
+    if missing:
+        raise ValueError(f"{dataset.name}: {len(missing)} judged queries have no first-stage ranking, e.g. {missing[:5]}")
+    first_stage_run = {qid: ranked_ids(first_stage_rankings[qid]) for qid in judged}
+    started = time.perf_counter()
+    first_mean, first_per_query = full_ranking_metrics(dataset.qrels, first_stage_run, measures)
+    reranked_run = reranked_mean = reranked_per_query = None
+    if scorer is not None:
+        reranked_run = rerank_rankings(
+            dataset, {qid: first_stage_run[qid] for qid in judged}, scorer, rerank_k, fusion, batch_size, show_progress_bar
+        )
+        reranked_mean, reranked_per_query = full_ranking_metrics(
+            dataset.qrels, {qid: ranked_ids(ranking) for qid, ranking in reranked_run.items()}, measures
+        )
+    return EndToEndResult(
+        name=dataset.name, rerank_k=rerank_k, fusion=fusion,
+        first_stage=first_mean, reranked=reranked_mean,
+        per_query_first_stage=first_per_query, per_query_reranked=reranked_per_query,
+        first_stage_run=first_stage_run, reranked_run=reranked_run,
+        timings={"total_s": time.perf_counter() - started},
+    )

@@ -1,0 +1,104 @@
+"""Scorers: anything with ``predict(pairs, batch_size=..., show_progress_bar=...) -> np.ndarray``.
+
+A sentence-transformers ``CrossEncoder``, our :class:`~rerank_pipeline.components.CrossEncoderRanker`, a
+:class:`BiEncoderScorer` (cosine of a bi-encoder) or the :class:`IdentityScorer` (first-stage order) all fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores (query, document) pairs; a higher score ranks the document higher."""
+
+    def predict(
+        self, pairs: Sequence[tuple[str, str]], batch_size: int = ..., show_progress_bar: bool = ...
+    ) -> np.ndarray: ...
+
+
+class IdentityScorer:
+    """Keeps the order the pairs come in: the harness hands each query's pairs in first-stage order.
+
+    ``keeps_input_order`` tells the harness to feed pairs first-stage order first (unretrieved positives last),
+    so "reranking" with this scorer reproduces the first stage.
+    """
+
+    keeps_input_order = True
+
+    def predict(self, pairs, batch_size: int | None = None, show_progress_bar: bool = False, **kwargs) -> np.ndarray:
+        """Scores ``0, -1, -2, ...``: strictly decreasing in input order."""
+        return -np.arange(len(pairs), dtype=np.float64)
+
+
+class BiEncoderScorer:
+    """Cosine similarity of a sentence-transformers bi-encoder (e.g. all-MiniLM-L6-v2) as a reranker.
+
+    Each distinct text is embedded once per call; document embeddings are cached across calls
+    (``cache_documents=True``) since a fixed bi-encoder gives the same vector every time.
+    """
+
+    def __init__(self, model_name_or_path: str, batch_size: int = 64, device: str | None = None, cache_documents: bool = True):
+        from sentence_transformers import SentenceTransformer
+
+        self.model_name_or_path = str(model_name_or_path)
+        self.model = SentenceTransformer(self.model_name_or_path, device=device)
+        self.batch_size = batch_size
+        self.cache_documents = cache_documents
+        self._document_cache: dict[str, np.ndarray] = {}
+
+    def _embed(self, texts: list[str], batch_size: int, show_progress_bar: bool) -> np.ndarray:
+        if not texts:
+            dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+            return np.zeros((0, dimension() or 1), dtype=np.float32)
+        return self.model.encode(
+            texts, batch_size=batch_size, show_progress_bar=show_progress_bar,
+            convert_to_numpy=True, normalize_embeddings=True,
+        )
+
+    def predict(self, pairs, batch_size: int | None = None, show_progress_bar: bool = False, **kwargs) -> np.ndarray:
+        """Cosine similarity of each (query, document) pair."""
+        if not len(pairs):
+            return np.zeros(0, dtype=np.float32)
+        batch_size = batch_size or self.batch_size
+        queries = list(dict.fromkeys(query for query, _ in pairs))
+        query_vectors = dict(zip(queries, self._embed(queries, batch_size, show_progress_bar)))
+        documents = list(dict.fromkeys(document for _, document in pairs))
+        cache = self._document_cache if self.cache_documents else {}
+        new_documents = [document for document in documents if document not in cache]
+        cache.update(zip(new_documents, self._embed(new_documents, batch_size, show_progress_bar)))
+        left = np.stack([query_vectors[query] for query, _ in pairs])
+        right = np.stack([cache[document] for _, document in pairs])
+        return np.einsum("ij,ij->i", left, right)
+
+
+SCORER_KINDS = ("cross-encoder", "bi-encoder", "identity")
+
+
+def load_scorer(kind: str, model: str | None = None, batch_size: int = 64, device: str | None = None):
+    """Build a scorer by kind: ``cross-encoder`` (our CrossEncoderRanker when present, else sentence-transformers
+    ``CrossEncoder``), ``bi-encoder`` (:class:`BiEncoderScorer`) or ``identity`` (no model)."""
+    if kind == "identity":
+        return IdentityScorer()
+    if kind not in SCORER_KINDS:
+        raise ValueError(f"unknown reranker kind {kind!r}; choose one of {SCORER_KINDS}")
+    if not model:
+        raise ValueError(f"--model is required for the {kind} reranker")
+    if kind == "bi-encoder":
+        return BiEncoderScorer(model, batch_size=batch_size, device=device)
+    try:
+        from rerank_pipeline.components import CrossEncoderRanker  # noqa: PLC0415
+    except ImportError:
+        CrossEncoderRanker = None
+    if CrossEncoderRanker is not None:
+        ranker = CrossEncoderRanker(model=str(model), batch_size=batch_size, device=device)
+        if hasattr(ranker, "warm_up"):
+            ranker.warm_up()
+        return ranker
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(str(model), device=device)

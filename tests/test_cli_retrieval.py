@@ -1,0 +1,113 @@
+"""`rerank-pipeline index` / `search`: end to end on Cranfield, bad input, atomic index folders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rerank_pipeline.cli import main
+from rerank_pipeline.components.bm25 import EmbeddedBM25DocumentStore
+
+
+def write_jsonl(path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+GOOD = [
+    json.dumps({"_id": "1", "title": "panel flutter", "text": "supersonic flutter of thin wing panels"}),
+    json.dumps({"id": "2", "content": "heat transfer to a blunt body in hypersonic flow", "year": 1960}),
+]
+
+
+def test_index_and_search_cranfield_end_to_end(cranfield_dir, tmp_path, tiny_bert, capsys):
+    index_dir = tmp_path / "cranfield"
+    assert main(["index", "--beir-dir", str(cranfield_dir), "--index-dir", str(index_dir)]) == 0
+    assert "indexed 1400 documents" in capsys.readouterr().out
+    assert json.loads((index_dir / "index.json").read_text())["backend"] == "bm25"
+
+    query = "what similarity laws must be obeyed when constructing aeroelastic models of heated high speed aircraft"
+    assert main(["search", query, "--index-dir", str(index_dir), "--no-rerank", "--top-k", "5", "--json"]) == 0
+    first_stage = json.loads(capsys.readouterr().out)
+    assert [row["rank"] for row in first_stage["results"]] == [1, 2, 3, 4, 5]
+    assert "486" in [row["id"] for row in first_stage["results"]]  # a judged-relevant document for query 1
+
+    assert main(["search", query, "--index-dir", str(index_dir), "--model", str(tiny_bert), "--top-k", "3"]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith(f"query: {query}") and len(table.strip().splitlines()) == 2 + 3
+
+
+def test_search_needs_a_model_or_no_rerank(tmp_path, capsys):
+    corpus = write_jsonl(tmp_path / "docs.jsonl", GOOD)
+    assert main(["index", "--jsonl", str(corpus), "--index-dir", str(tmp_path / "idx")]) == 0
+    assert main(["search", "flutter", "--index-dir", str(tmp_path / "idx")]) == 2
+    assert "--no-rerank" in capsys.readouterr().err
+
+
+def test_jsonl_fields_and_meta(tmp_path, capsys):
+    corpus = write_jsonl(tmp_path / "docs.jsonl", GOOD)
+    assert main(["index", "--jsonl", str(corpus), "--index-dir", str(tmp_path / "idx")]) == 0
+    store = EmbeddedBM25DocumentStore(index_dir=tmp_path / "idx")
+    documents = {doc.id: doc for doc in store.filter_documents()}
+    assert documents["1"].meta["title"] == "panel flutter" and documents["2"].meta["year"] == 1960
+
+
+def test_malformed_line_stops_with_its_number_or_is_skipped(tmp_path, capsys):
+    corpus = write_jsonl(tmp_path / "docs.jsonl", [GOOD[0], "{not json", GOOD[1]])
+    index_dir = tmp_path / "idx"
+    assert main(["index", "--jsonl", str(corpus), "--index-dir", str(index_dir)]) == 2
+    assert f"{corpus}:2:" in capsys.readouterr().err
+    assert not index_dir.exists()
+    assert main(["index", "--jsonl", str(corpus), "--index-dir", str(index_dir), "--on-bad-line", "skip"]) == 0
+    assert "skipped 1 malformed line(s)" in capsys.readouterr().err
+    assert EmbeddedBM25DocumentStore(index_dir=index_dir).count_documents() == 2
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [([], "corpus is empty"), ([json.dumps({"_id": "1", "title": "no text"})], ":1: needs an '_id'")],
+)
+def test_empty_corpus_and_missing_fields(tmp_path, capsys, lines, message):
+    corpus = write_jsonl(tmp_path / "docs.jsonl", lines)
+    assert main(["index", "--jsonl", str(corpus)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_inputs_and_unknown_backend(tmp_path, capsys):
+    assert main(["index", "--jsonl", str(tmp_path / "nope.jsonl")]) == 2
+    assert "corpus file not found" in capsys.readouterr().err
+    assert main(["index", "--beir-dir", str(tmp_path / "nope")]) == 2
+    assert "BEIR folder not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["index", "--jsonl", "x.jsonl", "--backend", "solr"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'solr'" in capsys.readouterr().err
+
+
+def test_failure_midway_leaves_the_previous_index_untouched(tmp_path, monkeypatch, capsys):
+    corpus = write_jsonl(tmp_path / "docs.jsonl", GOOD)
+    index_dir = tmp_path / "idx"
+    assert main(["index", "--jsonl", str(corpus), "--index-dir", str(index_dir)]) == 0
+    before = {p.name: p.read_bytes() for p in index_dir.rglob("*") if p.is_file()}
+
+    def write_half_then_fail(self, folder):
+        (folder / "documents.jsonl").write_text("partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(EmbeddedBM25DocumentStore, "write_to", write_half_then_fail)
+    more = write_jsonl(tmp_path / "more.jsonl", [json.dumps({"_id": "3", "text": "jet noise"})])
+    assert main(["index", "--jsonl", str(more), "--index-dir", str(index_dir)]) == 2
+    assert "disk full" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in index_dir.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl", "idx", "more.jsonl"]  # no temp folders left
+
+
+def test_index_updates_an_existing_index_unless_rebuild(tmp_path, capsys):
+    index_dir = tmp_path / "idx"
+    main(["index", "--jsonl", str(write_jsonl(tmp_path / "a.jsonl", GOOD)), "--index-dir", str(index_dir)])
+    extra = write_jsonl(tmp_path / "b.jsonl", [json.dumps({"_id": "3", "text": "jet noise"})])
+    main(["index", "--jsonl", str(extra), "--index-dir", str(index_dir)])
+    assert EmbeddedBM25DocumentStore(index_dir=index_dir).count_documents() == 3
+    main(["index", "--jsonl", str(extra), "--index-dir", str(index_dir), "--rebuild"])
+    assert EmbeddedBM25DocumentStore(index_dir=index_dir).count_documents() == 1

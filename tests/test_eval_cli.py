@@ -1,0 +1,89 @@
+"""``rerank-pipeline eval`` offline on a BEIR folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rerank_pipeline.cli import main
+from rerank_pipeline.datasets import RetrievalDataset, load_beir
+from rerank_pipeline.eval import load_scorer, rerank_protocol, retrieve_rankings
+from test_eval_protocol import make_dataset
+
+
+def write_beir_folder(root: Path, dataset: RetrievalDataset, split: str = "test") -> Path:
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(root / "corpus.jsonl", "w", encoding="utf-8") as out:
+        for doc_id, doc in dataset.corpus.items():
+            out.write(json.dumps({"_id": doc_id, "title": doc["title"], "text": doc["text"]}) + "\n")
+    with open(root / "queries.jsonl", "w", encoding="utf-8") as out:
+        for qid, text in dataset.queries.items():
+            out.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{g}" for q, rels in dataset.qrels.items() for d, g in rels.items()]
+    (root / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def beir_dir(tmp_path_factory) -> Path:
+    return write_beir_folder(tmp_path_factory.mktemp("toy-beir"), make_dataset("toy", seed=7, n_docs=50))
+
+
+def test_cli_cross_encoder_on_beir_folder(beir_dir, tiny_bert, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main([
+        "eval", "--beir-dir", str(beir_dir), "--split", "test", "--first-stage", "bm25", "--model", str(tiny_bert),
+        "--rerank-k", "10", "--top-k", "20", "--always-rerank-positives", "both", "--batch-size", "16",
+        "--no-progress", "--output", str(out),
+    ])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert f"| Metric  | {beir_dir.name}_R10" in printed
+    assert "Base  -> Reranked" in printed and "Full ranking" in printed
+    payload = json.loads((out / "metrics.json").read_text())
+    assert set(payload["protocol"]) == {"always_rerank_positives", "retrieved_positives_only"}
+    assert "--model" in (out / "COMMAND.txt").read_text()
+    # the CLI's numbers are the API's numbers
+    dataset = load_beir(beir_dir, "test")
+    rankings = retrieve_rankings(dataset, "bm25", top_k=20)
+    expected = rerank_protocol(dataset, rankings, load_scorer("cross-encoder", str(tiny_bert)), rerank_k=10, batch_size=16)
+    got = payload["protocol"]["always_rerank_positives"]["metrics"]
+    assert got == pytest.approx(expected.prefixed(), abs=1e-9)
+    assert payload["end_to_end"][dataset.name]["reranked"] is not None
+
+
+def test_cli_no_rerank_and_config_file(beir_dir, tmp_path, capsys):
+    config = tmp_path / "eval.yaml"
+    config.write_text(f"beir-dir: {beir_dir}\nfirst-stage: bm25\nrerank-k: 10\nno-rerank: true\nno-progress: true\n")
+    out = tmp_path / "report"
+    assert main(["eval", "--config", str(config), "--output", str(out)]) == 0
+    payload = json.loads((out / "metrics.json").read_text())
+    end_to_end = next(iter(payload["end_to_end"].values()))
+    assert end_to_end["reranked"] is None and 0 < end_to_end["first_stage"]["ndcg@10"] <= 1
+    assert "--no-rerank" in (out / "COMMAND.txt").read_text()
+    assert "first stage" in capsys.readouterr().out
+
+
+def test_cli_bi_encoder_reranker(beir_dir, minilm_path, tmp_path):
+    out = tmp_path / "report"
+    code = main([
+        "eval", "--beir-dir", str(beir_dir), "--first-stage", "bm25", "--reranker", "bi-encoder", "--model", str(minilm_path),
+        "--rerank-k", "10", "--no-progress", "--output", str(out),
+    ])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())["protocol"]["always_rerank_positives"]["metrics"]
+    key = next(k for k in metrics if k.endswith("_R10_ndcg@10"))
+    assert 0 < metrics[key] <= 1
+
+
+def test_cli_errors_are_one_line(beir_dir, capsys):
+    assert main(["eval", "--beir-dir", str(beir_dir), "--split", "dev", "--no-rerank"]) == 2
+    assert "split 'dev' not found" in capsys.readouterr().err
+    assert main(["eval", "--beir-dir", str(beir_dir), "--reranker", "cross-encoder"]) == 2
+    assert "--model is required" in capsys.readouterr().err
+    assert main(["eval", "--beir-dir", str(beir_dir), "--first-stage", "published", "--no-rerank"]) == 2
+    assert "publishes no first-stage ranking" in capsys.readouterr().err
+    assert main(["eval", "--no-rerank"]) == 2
+    assert "exactly one of" in capsys.readouterr().err

@@ -1,0 +1,378 @@
+"""CrossEncoderRanker: parity with sentence-transformers, ranking options, MaxP, serialization, bad input, threads."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from haystack import Document, Pipeline
+from sentence_transformers import CrossEncoder
+
+from rerank_pipeline.components import CrossEncoderRanker
+from rerank_pipeline.components._batching import plan_token_budget_batches
+from rerank_pipeline.components._passages import passage_windows, split_long_document
+from rerank_pipeline.components._scoring import ModelLoadError
+
+QUERY = "supersonic boundary layer heat transfer"
+TEXTS = [
+    "heat transfer in a turbulent boundary layer at mach number 3",
+    "the theory of shock wave and wing pressure",
+    "laminar flow on a flat plate",
+    "experimental results for hypersonic aircraft body surface temperature",
+    "velocity of subsonic flow with a wave",
+    "boundary layer",
+    "pressure " * 40,
+]
+PAIRS = [(QUERY, text) for text in TEXTS] + [("shock wave", "a shock wave on a wing"), ("x", "the plate")]
+
+
+def documents() -> list[Document]:
+    return [Document(id=f"d{index}", content=text, meta={"title": f"title {index}"}) for index, text in enumerate(TEXTS)]
+
+
+@pytest.fixture(scope="module", params=["tiny_bert", "tiny_modernbert"])
+def model_path(request) -> Path:
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="module")
+def ranker(model_path) -> CrossEncoderRanker:
+    ranker = CrossEncoderRanker(str(model_path), top_k=None, device="cpu")
+    ranker.warm_up()
+    return ranker
+
+
+# ---------------------------------------------------------------- parity with sentence-transformers
+
+
+def test_predict_matches_sentence_transformers(model_path, ranker):
+    expected = CrossEncoder(str(model_path), device="cpu").predict(PAIRS)
+    scores = ranker.predict(PAIRS)
+    assert scores.shape == expected.shape == (len(PAIRS),)
+    assert np.ptp(expected) > 1e-2, "tiny model must spread scores, else parity proves nothing"
+    np.testing.assert_allclose(scores, expected, atol=1e-4, rtol=0)
+
+
+def test_raw_logits_match_sentence_transformers_identity(model_path, ranker):
+    expected = CrossEncoder(str(model_path), device="cpu", activation_fn=torch.nn.Identity()).predict(PAIRS)
+    scores = CrossEncoderRanker(str(model_path), scale_score=False, device="cpu").predict(PAIRS)
+    np.testing.assert_allclose(scores, expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(1 / (1 + np.exp(-scores)), ranker.predict(PAIRS), atol=1e-5)
+    assert np.abs(scores - ranker.predict(PAIRS)).max() > 1e-2, "raw logits must differ from sigmoid scores"
+
+
+def test_parity_with_truncation_and_tiny_batches(tiny_bert):
+    long_pairs = [(QUERY, "boundary layer flow " * n) for n in (1, 10, 30, 60)] + PAIRS
+    expected = CrossEncoder(str(tiny_bert), device="cpu").predict(long_pairs)
+    ranker = CrossEncoderRanker(str(tiny_bert), device="cpu", batch_size=3, max_batch_tokens=100)
+    np.testing.assert_allclose(ranker.predict(long_pairs), expected, atol=1e-4, rtol=0)
+
+
+def test_reads_activation_and_max_length_from_sentence_transformers_config(tiny_bert, tmp_path):
+    saved = tmp_path / "saved-ce"
+    CrossEncoder(str(tiny_bert), device="cpu", max_length=24, activation_fn=torch.nn.Identity()).save(str(saved))
+    expected = CrossEncoder(str(saved), device="cpu").predict(PAIRS)
+    ranker = CrossEncoderRanker(str(saved), device="cpu")
+    np.testing.assert_allclose(ranker.predict(PAIRS), expected, atol=1e-4, rtol=0)
+    assert ranker._scorer.max_length == 24
+    assert (expected < 0).any() or (expected > 1).any(), "saved Identity activation must give raw logits"
+
+
+def test_predict_empty_pairs_returns_empty_array(ranker):
+    assert ranker.predict([]).shape == (0,)
+
+
+def test_predict_and_run_warm_up_lazily(tiny_bert):
+    ranker = CrossEncoderRanker(str(tiny_bert), device="cpu")
+    assert ranker._scorer is None
+    assert ranker.predict(PAIRS[:2]).shape == (2,)
+    fresh = CrossEncoderRanker(str(tiny_bert), device="cpu", top_k=2)
+    assert len(fresh.run(query=QUERY, documents=documents())["documents"]) == 2
+    assert fresh._scorer is not None
+
+
+# ---------------------------------------------------------------- run: ordering, top_k, threshold, options
+
+
+def test_run_sorts_best_first_and_sets_scores(model_path, ranker):
+    result = ranker.run(query=QUERY, documents=documents())["documents"]
+    expected = CrossEncoder(str(model_path), device="cpu").predict([(QUERY, text) for text in TEXTS])
+    assert [document.id for document in result] == [f"d{index}" for index in np.argsort(-expected, kind="stable")]
+    np.testing.assert_allclose([document.score for document in result], np.sort(expected)[::-1], atol=1e-4)
+
+
+def test_run_does_not_mutate_input_documents(ranker):
+    inputs = documents()
+    ranker.run(query=QUERY, documents=inputs)
+    assert all(document.score is None for document in inputs)
+
+
+def test_top_k_init_and_run_override(tiny_bert):
+    ranker = CrossEncoderRanker(str(tiny_bert), top_k=3, device="cpu")
+    full = CrossEncoderRanker(str(tiny_bert), top_k=None, device="cpu").run(query=QUERY, documents=documents())
+    assert [d.id for d in ranker.run(query=QUERY, documents=documents())["documents"]] == [
+        d.id for d in full["documents"][:3]
+    ]
+    assert len(ranker.run(query=QUERY, documents=documents(), top_k=5)["documents"]) == 5
+    with pytest.raises(ValueError, match="top_k"):
+        ranker.run(query=QUERY, documents=documents(), top_k=0)
+
+
+def test_score_threshold_init_and_run_override(ranker):
+    scores = sorted(d.score for d in ranker.run(query=QUERY, documents=documents())["documents"])
+    threshold = scores[len(scores) // 2]
+    kept = ranker.run(query=QUERY, documents=documents(), score_threshold=threshold)["documents"]
+    assert len(kept) == sum(score >= threshold for score in scores) < len(scores)
+    assert all(document.score >= threshold for document in kept)
+    thresholded = CrossEncoderRanker(ranker.model, top_k=None, score_threshold=threshold, device="cpu")
+    assert [d.id for d in thresholded.run(query=QUERY, documents=documents())["documents"]] == [d.id for d in kept]
+
+
+def test_meta_fields_and_prefixes_change_the_scored_text(tiny_bert):
+    base = CrossEncoder(str(tiny_bert), device="cpu")
+    ranker = CrossEncoderRanker(
+        str(tiny_bert), top_k=None, device="cpu", meta_fields_to_embed=["title"], embedding_separator=" | ",
+        query_prefix="query: ", document_prefix="passage: ",
+    )
+    result = {d.id: d.score for d in ranker.run(query=QUERY, documents=documents())["documents"]}
+    expected = base.predict([("query: " + QUERY, f"passage: title {i} | {text}") for i, text in enumerate(TEXTS)])
+    np.testing.assert_allclose([result[f"d{i}"] for i in range(len(TEXTS))], expected, atol=1e-4)
+    plain = base.predict([(QUERY, text) for text in TEXTS])
+    assert np.abs(plain - expected).max() > 1e-3
+
+
+def test_scale_score_off_gives_logits(tiny_bert):
+    scaled = CrossEncoderRanker(str(tiny_bert), top_k=None, device="cpu").run(query=QUERY, documents=documents())
+    raw = CrossEncoderRanker(str(tiny_bert), top_k=None, scale_score=False, device="cpu").run(
+        query=QUERY, documents=documents()
+    )
+    raw_by_id = {d.id: d.score for d in raw["documents"]}
+    for document in scaled["documents"]:
+        assert document.score == pytest.approx(1 / (1 + np.exp(-raw_by_id[document.id])), abs=1e-5)
+    assert [d.id for d in raw["documents"]] == [d.id for d in scaled["documents"]]
+
+
+# ---------------------------------------------------------------- long documents (MaxP)
+
+
+def test_passage_windows_cover_text_with_overlap():
+    windows = passage_windows(100, 30, 10)
+    assert windows[0] == (0, 30) and windows[-1] == (70, 100)
+    assert all(end - start == 30 for start, end in windows)
+    assert all(b[0] < a[1] for a, b in zip(windows, windows[1:])), "consecutive windows must overlap"
+    assert passage_windows(20, 30, 10) == [(0, 20)]
+
+
+LONG_TEXT = "the " * 120 + "heat transfer in a boundary layer " * 3 + "plate surface " * 120
+NEEDLE = "heat transfer"
+
+
+def test_max_passage_splits_long_document_and_takes_best_passage(model_path):
+    truncate = CrossEncoderRanker(str(model_path), top_k=None, device="cpu", scale_score=False)
+    maxp = CrossEncoderRanker(str(model_path), top_k=None, device="cpu", scale_score=False,
+                              long_document="max_passage", passage_overlap=16)
+    maxp.warm_up()
+    tokenizer, window = maxp._scorer.tokenizer, maxp._scorer.max_length
+    assert len(tokenizer(QUERY, LONG_TEXT)["input_ids"]) > 2 * window, "document must exceed the model window"
+    passages = split_long_document(tokenizer, QUERY, LONG_TEXT, window, 16)
+    assert len(passages) >= 3
+    assert all(len(tokenizer(QUERY, passage)["input_ids"]) <= window for passage in passages)
+    assert NEEDLE not in passages[0] and any(NEEDLE in passage for passage in passages[1:])
+
+    documents_in = [Document(id="long", content=LONG_TEXT), Document(id="short", content="laminar flow")]
+    maxp_scores = {d.id: d.score for d in maxp.run(query=QUERY, documents=documents_in)["documents"]}
+    truncate_scores = {d.id: d.score for d in truncate.run(query=QUERY, documents=documents_in)["documents"]}
+    assert maxp_scores["short"] == pytest.approx(truncate_scores["short"], abs=1e-5)
+    passage_scores = truncate.predict([(QUERY, passage) for passage in passages])
+    assert maxp_scores["long"] == pytest.approx(float(passage_scores.max()), abs=1e-4)
+
+
+def test_max_passage_keeps_the_maximum_over_passages(tiny_bert):
+    """With a scorer that only likes text opening with the needle, MaxP must surface the middle passage;
+    truncation (which only sees the head of the document) cannot."""
+    def fake_logits(pairs, *args, **kwargs):
+        return torch.tensor([[5.0 if NEEDLE in document[:300] else -1.0] for _, document in pairs])
+
+    results = {}
+    for policy in ("truncate", "max_passage"):
+        ranker = CrossEncoderRanker(str(tiny_bert), top_k=None, device="cpu", scale_score=False,
+                                    long_document=policy)
+        ranker.warm_up()
+        ranker._scorer.logits = fake_logits
+        results[policy] = {
+            d.id: d.score
+            for d in ranker.run(query=QUERY, documents=[Document(id="long", content=LONG_TEXT),
+                                                        Document(id="other", content="laminar flow")])["documents"]
+        }
+    assert results["max_passage"]["long"] == 5.0
+    assert results["truncate"]["long"] == -1.0
+    assert results["max_passage"]["other"] == results["truncate"]["other"] == -1.0
+
+
+# ---------------------------------------------------------------- serialization
+
+
+def test_to_dict_from_dict_round_trip(tiny_bert):
+    ranker = CrossEncoderRanker(str(tiny_bert), top_k=4, meta_fields_to_embed=["title"], score_threshold=0.1,
+                                long_document="max_passage", device="cpu")
+    data = ranker.to_dict()
+    assert data["type"] == "rerank_pipeline.components.ranker.CrossEncoderRanker"
+    restored = CrossEncoderRanker.from_dict(data)
+    assert restored.to_dict() == data
+
+
+def test_pipeline_yaml_round_trip(tiny_bert):
+    pipeline = Pipeline()
+    pipeline.add_component("ranker", CrossEncoderRanker(str(tiny_bert), top_k=3, meta_fields_to_embed=["title"],
+                                                        device="cpu"))
+    restored = Pipeline.loads(pipeline.dumps())
+    ranker = restored.get_component("ranker")
+    assert isinstance(ranker, CrossEncoderRanker) and ranker.top_k == 3 and ranker.meta_fields_to_embed == ["title"]
+    original = pipeline.run({"ranker": {"query": QUERY, "documents": documents()}})["ranker"]["documents"]
+    again = restored.run({"ranker": {"query": QUERY, "documents": documents()}})["ranker"]["documents"]
+    assert [d.id for d in again] == [d.id for d in original] and len(again) == 3
+    assert [d.score for d in again] == pytest.approx([d.score for d in original], abs=1e-6)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_empty_query_raises_value_error(ranker, query):
+    with pytest.raises(ValueError, match="query"):
+        ranker.run(query=query, documents=documents())
+
+
+def test_empty_document_list_gives_empty_result(ranker):
+    assert ranker.run(query=QUERY, documents=[]) == {"documents": []}
+
+
+def test_documents_without_content_skipped_or_scored(tiny_bert):
+    inputs = [Document(id="none", content=None), Document(id="blank", content="  "), *documents()[:2]]
+    skipped = CrossEncoderRanker(str(tiny_bert), top_k=None, device="cpu").run(query=QUERY, documents=inputs)
+    assert sorted(d.id for d in skipped["documents"]) == ["d0", "d1"]
+    scored = CrossEncoderRanker(str(tiny_bert), top_k=None, device="cpu", empty_documents="score").run(
+        query=QUERY, documents=inputs
+    )
+    assert sorted(d.id for d in scored["documents"]) == ["blank", "d0", "d1", "none"]
+    assert all(isinstance(d.score, float) for d in scored["documents"])
+    only_empty = CrossEncoderRanker(str(tiny_bert), device="cpu").run(query=QUERY, documents=inputs[:2])
+    assert only_empty == {"documents": []}
+
+
+def test_missing_local_folder_names_the_model(tmp_path):
+    missing = tmp_path / "no-such-model"
+    ranker = CrossEncoderRanker(str(missing))
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        ranker.warm_up()
+
+
+def test_unknown_hub_id_offline_names_the_model(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ranker = CrossEncoderRanker("rerank-pipeline-tests/does-not-exist-cross-encoder")
+    with pytest.raises(ModelLoadError, match="rerank-pipeline-tests/does-not-exist-cross-encoder"):
+        ranker.run(query=QUERY, documents=documents())
+
+
+def test_pickle_only_weights_need_opt_in(tiny_bert, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = tmp_path / "pickle-only"
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert))
+    model.config.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    AutoTokenizer.from_pretrained(str(tiny_bert)).save_pretrained(folder)
+    assert not any(folder.glob("*.safetensors"))
+    with pytest.raises(ModelLoadError, match="pickle-only"):
+        CrossEncoderRanker(str(folder), device="cpu").warm_up()
+    scores = CrossEncoderRanker(str(folder), device="cpu", allow_unsafe_weights=True).predict(PAIRS)
+    np.testing.assert_allclose(scores, CrossEncoder(str(tiny_bert), device="cpu").predict(PAIRS), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"top_k": 0}, {"batch_size": 0}, {"long_document": "chunk"}, {"backend": "tf"}, {"precision": "int4"},
+     {"quantize": True, "precision": "bf16"}, {"empty_documents": "drop"}, {"max_length": -1},
+     {"model": "  "}],
+)
+def test_invalid_init_arguments_raise(kwargs):
+    with pytest.raises(ValueError):
+        CrossEncoderRanker(**({"model": "any-model"} | kwargs))
+
+
+def test_torch_int8_quantization_stays_close(tiny_bert):
+    expected = CrossEncoder(str(tiny_bert), device="cpu").predict(PAIRS)
+    ranker = CrossEncoderRanker(str(tiny_bert), device="cpu", quantize=True)
+    scores = ranker.predict(PAIRS)
+    linears = [module for module in ranker._scorer.logits_fn.model.modules() if type(module).__name__ == "Linear"]
+    assert linears and all("quantized.dynamic" in type(module).__module__ for module in linears)
+    # The random tiny model is far more sensitive than real weights (~1e-3 on MiniLM); check it stays close.
+    assert np.abs(scores - expected).max() < 0.25
+    assert np.corrcoef(scores, expected)[0, 1] > 0.8
+
+
+def test_cuda_request_without_cuda_falls_back_to_cpu(tiny_bert):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    ranker = CrossEncoderRanker(str(tiny_bert), device="cuda", precision="auto")
+    np.testing.assert_allclose(ranker.predict(PAIRS), CrossEncoder(str(tiny_bert), device="cpu").predict(PAIRS),
+                               atol=1e-4)
+    assert ranker._torch_device.type == "cpu"
+
+
+# ---------------------------------------------------------------- threads and batching
+
+
+def test_concurrent_runs_equal_serial_runs(tiny_bert):
+    ranker = CrossEncoderRanker(str(tiny_bert), top_k=None, device="cpu", batch_size=2)
+    queries = [QUERY, "shock wave", "laminar plate", "mach number", "heat", "wing pressure"] * 3
+    serial = [[(d.id, d.score) for d in ranker.run(query=q, documents=documents())["documents"]] for q in queries]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        parallel = list(pool.map(lambda q: ranker.run(query=q, documents=documents())["documents"], queries))
+    for expected, got in zip(serial, parallel):
+        assert [d.id for d in got] == [doc_id for doc_id, _ in expected]
+        assert [d.score for d in got] == pytest.approx([score for _, score in expected], abs=1e-6)
+
+
+def test_concurrent_first_calls_warm_up_once(tiny_bert):
+    ranker = CrossEncoderRanker(str(tiny_bert), device="cpu")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: ranker.predict(PAIRS), range(4)))
+    for scores in results[1:]:
+        np.testing.assert_allclose(scores, results[0], atol=1e-6)
+
+
+def test_token_budget_batches_sorted_and_bounded():
+    lengths = [5, 50, 7, 49, 20, 3, 50]
+    batches = plan_token_budget_batches(lengths, max_tokens=100, max_batch_size=3)
+    assert sorted(index for batch in batches for index in batch) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= 3
+        assert max(lengths[i] for i in batch) * len(batch) <= 100
+    flat = [lengths[index] for batch in batches for index in batch]
+    assert flat == sorted(lengths, reverse=True)
+    assert plan_token_budget_batches([500], max_tokens=100, max_batch_size=3) == [[0]]
+
+
+# ---------------------------------------------------------------- real weights on real text
+
+
+def test_real_minilm_cross_encoder_on_cranfield(minilm_path, cranfield_dir, tmp_path):
+    from rerank_pipeline.cross_encoder_checkpoint import init_cross_encoder_from_encoder
+
+    model_dir = init_cross_encoder_from_encoder(minilm_path, tmp_path / "minilm-ce", max_length=512, seed=0)
+    with open(cranfield_dir / "corpus.jsonl", encoding="utf-8") as corpus:
+        texts = [json.loads(line) for _, line in zip(range(12), corpus)]
+    with open(cranfield_dir / "queries.jsonl", encoding="utf-8") as queries:
+        query = json.loads(queries.readline())["text"]
+    pairs = [(query, f"{doc['title']}\n{doc['text']}") for doc in texts]
+    expected = CrossEncoder(str(model_dir), device="cpu").predict(pairs)
+    ranker = CrossEncoderRanker(str(model_dir), top_k=5, device="cpu", meta_fields_to_embed=["title"])
+    np.testing.assert_allclose(ranker.predict(pairs), expected, atol=1e-4, rtol=0)
+    docs = [Document(id=doc["_id"], content=doc["text"], meta={"title": doc["title"]}) for doc in texts]
+    ranked = ranker.run(query=query, documents=docs)["documents"]
+    assert [d.id for d in ranked] == [texts[i]["_id"] for i in np.argsort(-expected, kind="stable")[:5]]

@@ -1,0 +1,86 @@
+"""``rerank-pipeline train``: bad input gives one-line errors; a short run prints the tables and writes the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rerank_pipeline.cli import main
+from test_training import make_tiny_bert_with_words, toy_collection
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_words(tmp_path_factory):
+    return make_tiny_bert_with_words(tmp_path_factory.mktemp("tiny-bert-words"))
+
+
+def write_beir(folder, dataset, splits=("train",), test_share=0.3):
+    """Write a toy collection as a BEIR folder; the last ``test_share`` of the queries go to ``test``."""
+    (folder / "qrels").mkdir(parents=True)
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as out:
+        for doc_id, doc in dataset.corpus.items():
+            out.write(json.dumps({"_id": doc_id, **doc}) + "\n")
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as out:
+        for qid, text in dataset.queries.items():
+            out.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    query_ids = list(dataset.qrels)
+    cut = round(len(query_ids) * (1 - test_share))
+    for split, ids in (("train", query_ids[:cut]), ("test", query_ids[cut:])):
+        if split in splits:
+            rows = [f"{qid}\t{doc_id}\t{gain}" for qid in ids for doc_id, gain in dataset.qrels[qid].items()]
+            (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+def run_cli(capsys, *argv):
+    code = main(["train", *map(str, argv)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_an_existing_output_folder_is_refused(tmp_path, capsys):
+    beir = write_beir(tmp_path / "beir", toy_collection())
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.safetensors").write_text("x")
+    code, _, err = run_cli(capsys, "--beir-dir", beir, "--base-model", "x", "--output", tmp_path / "out", "--first-stage", "bm25")
+    assert code == 2 and "already exists" in err and "--overwrite" in err and "--resume" in err
+
+
+def test_no_positive_and_unknown_positive_are_clear_errors(tmp_path, capsys):
+    beir = write_beir(tmp_path / "beir", toy_collection())
+    (beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq0\tt0d0\t0\n")
+    code, _, err = run_cli(capsys, "--beir-dir", beir, "--base-model", "x", "--output", tmp_path / "o1", "--first-stage", "bm25")
+    assert code == 2 and "no query has a positive judgement" in err
+    (beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq0\tmissing-doc\t1\n")
+    code, _, err = run_cli(capsys, "--beir-dir", beir, "--base-model", "x", "--output", tmp_path / "o2", "--first-stage", "bm25")
+    assert code == 2 and "missing-doc" in err and "not in the corpus" in err
+
+
+def test_too_few_queries_for_a_dev_split_and_training_on_the_test_split_are_refused(tmp_path, capsys):
+    dataset = toy_collection()
+    dataset.qrels = {qid: dataset.qrels[qid] for qid in list(dataset.qrels)[:6]}
+    beir = write_beir(tmp_path / "beir", dataset, test_share=0.0)
+    code, _, err = run_cli(capsys, "--beir-dir", beir, "--base-model", "x", "--output", tmp_path / "o", "--first-stage", "bm25")
+    assert code == 2 and "too few judged queries for a dev split" in err
+    code, _, err = run_cli(capsys, "--beir-dir", beir, "--base-model", "x", "--output", tmp_path / "o3",
+                           "--train-split", "train", "--eval-split", "train")
+    assert code == 2 and "held-out split" in err
+
+
+def test_a_short_run_prints_dev_and_before_after_tables_and_writes_the_report(tiny_bert_words, tmp_path, capsys):
+    beir = write_beir(tmp_path / "beir", toy_collection(), splits=("train", "test"), test_share=0.2)
+    output, report = tmp_path / "model", tmp_path / "report"
+    code, out, err = run_cli(
+        capsys, "--beir-dir", beir, "--base-model", tiny_bert_words, "--output", output, "--first-stage", "bm25",
+        "--eval-split", "test", "--max-steps", "3", "--max-length", "32", "--self-supervised-pairs", "4", "--quiet",
+        "--report-dir", report, "--dev-fraction", "0.3",
+    )
+    assert code == 0, err
+    assert "Dev split" in out and "Before / after" in out and "bm25 → reranker" in out and "_R100 protocol" in out
+    results = json.loads((report / "results.json").read_text())
+    assert results["evaluation"]["rows"]["bm25"]["ndcg@10"] >= 0
+    assert "Training report" in (output / "README.md").read_text()
+    assert (output / "fusion.json").is_file() and not (output / "checkpoints").exists()
+    code, _, err = run_cli(capsys, "--beir-dir", beir, "--base-model", tiny_bert_words, "--output", output, "--first-stage", "bm25")
+    assert code == 2 and "already exists" in err
