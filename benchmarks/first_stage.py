@@ -122,26 +122,28 @@ def bench_bm25(documents: list[Document], queries: list[str], slow_queries: int,
     return result
 
 
-def clustered_vectors(count: int, dim: int, clusters: int, rng: np.random.Generator) -> np.ndarray:
+def clustered_vectors(count: int, dim: int, clusters: int, rng: np.random.Generator, spread: float) -> np.ndarray:
     centres = rng.standard_normal((clusters, dim), dtype=np.float32)
     vectors = np.empty((count, dim), dtype=np.float32)
     for start in range(0, count, 100_000):
         stop = min(count, start + 100_000)
         vectors[start:stop] = centres[rng.integers(0, clusters, stop - start)]
-        vectors[start:stop] += 0.5 * rng.standard_normal((stop - start, dim), dtype=np.float32)
+        vectors[start:stop] += spread * rng.standard_normal((stop - start, dim), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors
 
 
-def bench_faiss(count: int, ann: str, queries: int, dim: int = 384, top_k: int = 100, nprobe: int = 16) -> dict:
+def bench_faiss(
+    count: int, ann: str, queries: int, dim: int = 384, top_k: int = 100, nprobe: int = 16, spread: float = 0.5
+) -> dict:
     import faiss
 
     rng = np.random.default_rng(count)
-    vectors = clustered_vectors(count, dim, clusters=max(100, count // 500), rng=rng)
+    vectors = clustered_vectors(count, dim, clusters=max(100, count // 500), rng=rng, spread=spread)
     picks = vectors[rng.integers(0, count, queries)]
     query_vectors = picks + 0.1 * rng.standard_normal(picks.shape, dtype=np.float32) / np.sqrt(dim)
     query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
-    result: dict = {"vectors": count, "dim": dim, "ann": ann, "threads": faiss.omp_get_max_threads()}
+    result: dict = {"vectors": count, "dim": dim, "ann": ann, "spread": spread, "threads": faiss.omp_get_max_threads()}
 
     for name, index_type in (("exact", "flat"), ("ann", ann)):
         base = rss_mb()
@@ -171,6 +173,10 @@ def main() -> None:
     parser.add_argument("--nprobe", type=int, default=16, help="IVF cells searched per query")
     parser.add_argument("--slow-queries", type=int, default=5, help="queries timed for rank-bm25 and Haystack")
     parser.add_argument("--faiss-queries", type=int, default=200, help="queries for the FAISS comparison")
+    parser.add_argument(
+        "--spread", type=float, default=0.5,
+        help="cluster spread per dimension (centres are N(0,1)); larger values make clusters overlap",
+    )
     parser.add_argument("--output", help="also write the results as JSON here")
     args = parser.parse_args()
 
@@ -199,10 +205,10 @@ def main() -> None:
                 f"rank-bm25 {row['rank_bm25_rss_mb']:.0f}, haystack {row['haystack_rss_mb']:.0f}"
             )
     for size in [int(s) for s in args.faiss_sizes.split(",") if s]:
-        row = bench_faiss(size, args.ann, args.faiss_queries, nprobe=args.nprobe)
+        row = bench_faiss(size, args.ann, args.faiss_queries, nprobe=args.nprobe, spread=args.spread)
         report["faiss"].append(row)
         print(
-            f"FAISS {size:>8} x {row['dim']} ({row['threads']} threads) | build s: exact {row['exact_build_s']:.1f}, "
+            f"FAISS {size:>8} x {row['dim']} (spread {row['spread']}, {row['threads']} threads) | build s: exact {row['exact_build_s']:.1f}, "
             f"{row['ann']} {row['ann_build_s']:.1f} | q/s: exact {row['exact_qps']:.0f}, {row['ann']} {row['ann_qps']:.0f} "
             f"(x{row['ann_qps_ratio']:.1f}) | {row['ann']} recall@100 {row['ann_recall_at_100']:.3f} | "
             f"RSS MB: vectors {row['vectors_mb']:.0f}, exact {row['exact_rss_mb']:.0f}, {row['ann']} {row['ann_rss_mb']:.0f}"

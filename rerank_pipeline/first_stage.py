@@ -198,8 +198,8 @@ class HybridFirstStage:
         self.dense.index_dir = saved_dir
         if self.index_dir:
             with atomic_directory(self.index_dir) as staging:
-                write_settings(staging, {"backend": "hybrid", "format_version": 1, "rrf_k": self.rrf_k,
-                                         "fusion_depth": self.fusion_depth})
+                settings = {"backend": "hybrid", "format_version": 1, "rrf_k": self.rrf_k, "fusion_depth": self.fusion_depth}
+                write_settings(staging, settings)
                 (staging / "bm25").mkdir()
                 self.bm25.store.write_to(staging / "bm25")
                 (staging / "dense").mkdir()
@@ -262,6 +262,22 @@ def _dense(index_dir: str | None, embedding_model: str | None, options: dict[str
     return DenseFirstStage(store, encoder, index_dir=index_dir, meta_fields_to_embed=fields)
 
 
+FLOAT_OPTIONS = ("k1", "b")
+INT_OPTIONS = ("hnsw_m", "ef_construction", "ef_search", "nlist", "nprobe", "batch_size", "rrf_k", "fusion_depth")
+
+
+def _coerce_numbers(options: dict[str, Any]) -> dict[str, Any]:
+    """Options may come from the command line as strings ("k1=0.9"): convert the numeric ones."""
+    coerced = dict(options)
+    for key, value in options.items():
+        if isinstance(value, str) and key in FLOAT_OPTIONS + INT_OPTIONS:
+            try:
+                coerced[key] = float(value) if key in FLOAT_OPTIONS else int(value)
+            except ValueError:
+                raise ValueError(f"option {key} must be a number, got {value!r}") from None
+    return coerced
+
+
 def build_first_stage(
     kind: str = "bm25", *, index_dir: str | Path | None = None, embedding_model: str | None = None, **options: Any
 ) -> FirstStage:
@@ -278,7 +294,7 @@ def build_first_stage(
     settings = read_settings(index_dir) if index_dir else None
     if settings is not None and _settings_kind(settings) != kind:
         raise ValueError(f"{index_dir} holds a {_settings_kind(settings)!r} index, not {kind!r}")
-    options = dict(options)
+    options = _coerce_numbers(options)
     if kind == "bm25":
         stage: FirstStage = _bm25(index_dir, options)
     elif kind == "dense":

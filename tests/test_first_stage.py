@@ -81,3 +81,10 @@ def test_cranfield_dense_and_hybrid_reach_reference_ndcg(cranfield_dir, minilm_p
         run = {qid: dict(hits) for qid, hits in stage.retrieve(dataset.queries, top_k=100).items()}
         score = ir_measures.calc_aggregate([ndcg], dataset.qrels, run)[ndcg]
         assert round(score, 3) >= reference, f"{stage.name}: nDCG@10 {score:.4f} < {reference}"
+
+
+def test_numeric_options_given_as_strings_are_converted():
+    stage = build_first_stage("bm25", k1="1.2", b="0.75")
+    assert (stage.store.k1, stage.store.b) == (1.2, 0.75)
+    with pytest.raises(ValueError, match="k1 must be a number"):
+        build_first_stage("bm25", k1="high")

@@ -180,3 +180,13 @@ def test_training_arguments_plumbing_for_gpus_and_multiple_processes(tmp_path):
     assert precision_flags("auto", cuda=False) == {"bf16": False, "fp16": False, "use_cpu": True}
     with pytest.raises(ValueError, match="needs a GPU"):
         precision_flags("bf16", cuda=False)
+
+
+def test_listwise_lambda_loss_option_trains(tiny_bert_words, tmp_path):
+    dataset = toy_collection()
+    candidates = CandidateSource.from_rankings(shuffled_rankings(dataset))
+    config = tiny_config(tiny_bert_words, loss="lambda", batch_size=2, self_supervised_pairs=0, evaluations_per_epoch=1)
+    result = train_reranker(dataset, tmp_path / "model", config, candidates=candidates, show_progress=False, max_steps=3)
+    losses = [entry["loss"] for entry in result.log_history if "loss" in entry]
+    assert losses and all(np.isfinite(losses))
+    assert (tmp_path / "model" / "model.safetensors").is_file()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -135,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         payload = {**summary_payload(result), "command": command, "total_seconds": round(time.perf_counter() - started, 1),
                    "evaluation": evaluation.to_dict() if evaluation else None}
         write_json(report / "results.json", payload)
-        write_text_atomic(report / "report.md", "# Training report\n\n" + section.split("\n", 1)[1] +
+        write_text_atomic(report / "report.md", "# Training report\n" + section.split("\n", 2)[2] +
                           f"\nTotal wall time (indexing, training, evaluation): {payload['total_seconds'] / 60:.1f} min.\n")
     print(f"\nTotal {(time.perf_counter() - started) / 60:.1f} min.")
     return 0

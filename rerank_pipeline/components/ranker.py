@@ -242,9 +242,9 @@ class CrossEncoderRanker:
                     owners.append(owner)
                     pairs.append((query, passage))
         passage_logits = self._scorer.logits(pairs, batch_size, max_batch_tokens, show_progress_bar)
+        index = torch.tensor(owners).unsqueeze(-1).expand_as(passage_logits)
         best = torch.full((len(queries), passage_logits.shape[-1]), float("-inf"))
-        best = best.index_reduce_(0, torch.tensor(owners), passage_logits, reduce="amax")
-        return best
+        return best.scatter_reduce_(0, index, passage_logits, reduce="amax", include_self=False)
 
     def _document_text(self, document: Document) -> str | None:
         content = document.content if isinstance(document.content, str) else None

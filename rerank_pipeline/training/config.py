@@ -6,7 +6,7 @@ Cranfield report was produced with; nothing in them refers to one collection.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 LOSSES = ("bce", "lambda")
@@ -57,7 +57,6 @@ class TrainingConfig:
     fusion_depth: int = 100
     seed: int = 42
     precision: str = "auto"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.negative_rank_range = tuple(int(r) for r in self.negative_rank_range)  # type: ignore[assignment]
