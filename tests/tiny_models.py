@@ -35,7 +35,7 @@ def write_vocab(folder: Path) -> Path:
 
 def make_tokenizer(folder: Path, model_max_length: int) -> BertTokenizerFast:
     folder.mkdir(parents=True, exist_ok=True)
-    return BertTokenizerFast(vocab_file=str(write_vocab(folder)), model_max_length=model_max_length)
+    return BertTokenizerFast(vocab=str(write_vocab(folder)), model_max_length=model_max_length)
 
 
 def make_tiny_bert_cross_encoder(folder: Path, max_length: int = 64, seed: int = 0) -> Path:
