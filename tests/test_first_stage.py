@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import ir_measures
 import pytest
@@ -69,9 +68,6 @@ def test_dense_and_hybrid_with_real_minilm(minilm_path, tmp_path):
     assert open_first_stage(tmp_path / "hybrid").retrieve(QUERIES, top_k=3) == fused
 
 
-@pytest.mark.skipif(
-    not os.environ.get("RERANK_SLOW_TESTS"), reason="embeds all of Cranfield (~40 s on 2 cores); set RERANK_SLOW_TESTS=1"
-)
 def test_cranfield_dense_and_hybrid_reach_reference_ndcg(cranfield_dir, minilm_path):
     dataset = load_beir(cranfield_dir, "test")
     hybrid = build_first_stage("hybrid", embedding_model=str(minilm_path))

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-from rerank_pipeline import __version__
-from rerank_pipeline.cli import evaluate, retrieval, train
+# Haystack's telemetry retries against an unreachable host offline; a CLI run should not pay for that.
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
+
+from rerank_pipeline import __version__  # noqa: E402
+from rerank_pipeline.cli import evaluate, retrieval, train  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

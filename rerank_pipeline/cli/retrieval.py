@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 # A command-line run should not phone home (Haystack telemetry); users can still opt in explicitly.
-os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 
 from haystack import Document  # noqa: E402
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rerank_pipeline.eval.end_to_end import EndToEndResult
-from rerank_pipeline.eval.protocol import ProtocolResult, SuiteResult, metric_names, model_card_strings
+from rerank_pipeline.eval.protocol import ProtocolResult, SuiteResult, metric_names
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
