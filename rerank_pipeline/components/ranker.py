@@ -11,7 +11,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from haystack import Document, component, default_from_dict, default_to_dict
-from haystack.core.serialization import allow_deserialization_module
 from haystack.utils import ComponentDevice
 
 from rerank_pipeline.components._passages import split_long_document
@@ -28,9 +27,6 @@ from rerank_pipeline.components._scoring import (
 )
 
 logger = logging.getLogger(__name__)
-
-# Haystack 3 only rebuilds components from allow-listed modules; a Pipeline YAML naming this ranker must load.
-allow_deserialization_module(__name__)
 
 LONG_DOCUMENT_POLICIES = ("truncate", "max_passage")
 EMPTY_DOCUMENT_POLICIES = ("skip", "score")
