@@ -111,14 +111,21 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
         header = next(reader, None)
         if header is None:
             raise DatasetError(f"qrels file is empty: {path}")
-        if header[0] != "query-id":  # headerless file: the first row is data
-            reader = iter([header, *reader])
-        for line_number, row in enumerate(reader, start=2):
+        first_line = 2
+        if not header or header[0] != "query-id":  # headerless file: the first row is data
+            reader, first_line = iter([header, *reader]), 1
+        for line_number, row in enumerate(reader, start=first_line):
             if not row:
                 continue
             if len(row) < 3:
                 raise DatasetError(f"{path}:{line_number}: expected 'query-id corpus-id score', got {row}")
-            qrels.setdefault(row[0], {})[row[1]] = int(float(row[2]))
+            try:
+                gain = int(float(row[2]))
+            except ValueError as error:
+                raise DatasetError(
+                    f"{path}:{line_number}: score {row[2]!r} is not a number (a header row must start with 'query-id')"
+                ) from error
+            qrels.setdefault(row[0], {})[row[1]] = gain
     return qrels
 
 
@@ -139,7 +146,11 @@ def load_beir(path: str | Path, split: str = "test", name: str | None = None) ->
     queries_path = root / "queries.jsonl"
     if not queries_path.is_file():
         raise DatasetError(f"queries file not found: {queries_path}")
-    all_queries = {str(row["_id"]): row["text"] for row in read_jsonl(queries_path)}
+    query_rows = read_jsonl(queries_path)
+    for row in query_rows:
+        if "_id" not in row or "text" not in row:
+            raise DatasetError(f"{queries_path}: every line needs '_id' and 'text' (got keys {sorted(row)})")
+    all_queries = {str(row["_id"]): row["text"] for row in query_rows}
     qrels = load_qrels(qrels_path)
     queries = {qid: all_queries[qid] for qid in qrels if qid in all_queries}
     dataset = RetrievalDataset(name=name or root.name, corpus=corpus, queries=queries, qrels=qrels)

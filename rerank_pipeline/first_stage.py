@@ -134,9 +134,14 @@ class DenseFirstStage:
         self.meta_fields_to_embed = list(meta_fields_to_embed)
 
     def index(self, documents: list[Document]) -> None:
-        """Embed and store documents whose id or text is new; save to ``index_dir`` when set."""
+        """Embed and store documents whose id, text or meta is new; save to ``index_dir`` when set."""
         stored = {doc.id: doc for doc in self.store.filter_documents()}
-        fresh = [doc for doc in documents if doc.id not in stored or stored[doc.id].content != doc.content]
+        # meta counts too: a changed title changes the embedded text, and other meta must not stay stale in the store
+        fresh = [
+            doc
+            for doc in documents
+            if doc.id not in stored or stored[doc.id].content != doc.content or stored[doc.id].meta != doc.meta
+        ]
         if fresh:
             vectors = self.encoder.encode(
                 [document_text(doc, self.meta_fields_to_embed) for doc in fresh], progress=len(fresh) > 1000

@@ -117,3 +117,24 @@ def test_cranfield_bm25_reaches_reference_ndcg(cranfield_dir):
     scores = ir_measures.calc_aggregate([ir_measures.nDCG @ 10, ir_measures.R @ 100], dataset.qrels, run)
     assert scores[ir_measures.nDCG @ 10] >= 0.350
     assert scores[ir_measures.R @ 100] >= 0.72
+
+
+def test_save_keeps_documents_that_have_no_index_terms(tmp_path):
+    store = EmbeddedBM25DocumentStore(index_dir=tmp_path / "index")
+    store.write_documents([Document(id="a", content="the of and"), Document(id="b", content="")])
+    store.save()
+    reopened = EmbeddedBM25DocumentStore(index_dir=tmp_path / "index")
+    assert sorted(doc.id for doc in reopened.filter_documents()) == ["a", "b"]
+    reopened.write_documents([Document(id="c", content="wing flutter")])
+    assert [doc_id for doc_id, _ in reopened.search_ids(["flutter"])[0]] == ["c"]
+    assert reopened.count_documents() == 3
+
+
+def test_a_refused_duplicate_leaves_the_store_unchanged():
+    store = EmbeddedBM25DocumentStore()
+    store.write_documents(DOCS)
+    with pytest.raises(DuplicateDocumentError):
+        store.write_documents([Document(id="new", content="flutter"), DOCS[0]], policy=DuplicatePolicy.FAIL)
+    assert store.count_documents() == len(DOCS)
+    store.write_documents([Document(id="d4", content="wing flutter")])
+    assert "d4" in [doc_id for doc_id, _ in store.search_ids(["flutter"])[0]]

@@ -111,3 +111,12 @@ def test_index_updates_an_existing_index_unless_rebuild(tmp_path, capsys):
     assert EmbeddedBM25DocumentStore(index_dir=index_dir).count_documents() == 3
     main(["index", "--jsonl", str(extra), "--index-dir", str(index_dir), "--rebuild"])
     assert EmbeddedBM25DocumentStore(index_dir=index_dir).count_documents() == 1
+
+
+def test_search_table_shows_a_numeric_title():
+    from haystack import Document
+
+    from rerank_pipeline.cli.retrieval import _render_table
+
+    table = _render_table("novels", [Document(id="b1", content="Big Brother is watching", meta={"title": 1984}, score=1.0)], 120)
+    assert "1984 | Big Brother is watching" in table

@@ -70,3 +70,24 @@ def test_live_elasticsearch_ranks_like_embedded_bm25(tmp_path):
                 assert r == pytest.approx(s, rel=0.05)  # Lucene stores lengths lossily
     finally:
         stage.store.client.indices.delete(index=index, ignore_unavailable=True)
+
+
+def test_zero_k1_and_b_are_kept_not_replaced_by_defaults(monkeypatch):
+    from rerank_pipeline.components import elasticsearch as es
+
+    opened = {}
+    monkeypatch.setattr(es, "open_document_store", lambda index, **kwargs: opened.update(kwargs) or object())
+    monkeypatch.setattr(es, "bm25_retriever", lambda store, top_k=10: None)
+    stage = es.ElasticsearchFirstStage.create(None, None, {"k1": 1.2, "b": 0.0})
+    assert (opened["k1"], opened["b"]) == (1.2, 0.0)
+    assert (stage.settings["k1"], stage.settings["b"]) == (1.2, 0.0)
+    reopened = es.ElasticsearchFirstStage.create(None, stage.settings, {})
+    assert reopened.settings["b"] == 0.0
+
+
+def test_a_url_without_scheme_does_not_echo_its_credentials():
+    with pytest.raises(ValueError, match="http") as error:
+        elasticsearch_url("elastic:hunter2@localhost:9200")
+    assert "hunter2" not in str(error.value)
+    with pytest.raises(ValueError, match="'localhost:9200'"):
+        elasticsearch_url("localhost:9200")

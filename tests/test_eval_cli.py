@@ -87,3 +87,14 @@ def test_cli_errors_are_one_line(beir_dir, capsys):
     assert "publishes no first-stage ranking" in capsys.readouterr().err
     assert main(["eval", "--no-rerank"]) == 2
     assert "exactly one of" in capsys.readouterr().err
+
+
+def test_config_scalar_for_a_list_option_is_one_item(tmp_path):
+    from rerank_pipeline.cli import build_parser
+    from rerank_pipeline.cli.evaluate import _apply_config
+
+    config = tmp_path / "eval.yaml"
+    config.write_text("nanobeir: msmarco\nfirst-stage-option: url=http://localhost:9200\n")
+    args = build_parser().parse_args(["eval", "--config", str(config)])
+    _apply_config(args)
+    assert args.nanobeir == ["msmarco"] and args.first_stage_option == ["url=http://localhost:9200"]

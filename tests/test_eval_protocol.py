@@ -202,3 +202,17 @@ def test_our_cross_encoder_ranker_gives_the_same_protocol_numbers(tiny_bert, tin
     theirs = CrossEncoderRerankingEvaluator(st_samples(dataset, 12), name="toy_R12", batch_size=16, write_csv=False)(tiny_cross_encoder)
     ours = rerank_protocol(dataset, None, ranker, rerank_k=12, batch_size=16)
     assert_same_metrics(ours.prefixed(), theirs)
+
+
+def test_single_document_lists_do_not_crash():
+    """rerank_k=1 (allowed) leaves one document per query when its only positive is ranked first; sklearn's
+    ndcg_score refuses one-document lists, so the protocol scores them itself."""
+    corpus = {"d1": {"title": "", "text": "wing flow"}, "d2": {"title": "", "text": "heat plate"}}
+    dataset = RetrievalDataset(
+        name="one", corpus=corpus, queries={"q1": "wing", "q2": "heat"},
+        qrels={"q1": {"d1": 1}, "q2": {"d2": 1}}, rankings={"q1": ["d1", "d2"], "q2": ["d1", "d2"]},
+    )
+    result = rerank_protocol(dataset, None, IdentityScorer(), rerank_k=1)
+    assert result.per_query["q1"]["ndcg@10"] == 1.0 and result.per_query["q1"]["base_ndcg@10"] == 1.0
+    retrieved_only = rerank_protocol(dataset, None, IdentityScorer(), rerank_k=1, always_rerank_positives=False)
+    assert retrieved_only.per_query["q1"]["ndcg@10"] == 1.0 and retrieved_only.per_query["q2"]["ndcg@10"] == 0.0

@@ -84,3 +84,29 @@ def test_numeric_options_given_as_strings_are_converted():
     assert (stage.store.k1, stage.store.b) == (1.2, 0.75)
     with pytest.raises(ValueError, match="k1 must be a number"):
         build_first_stage("bm25", k1="high")
+
+
+def test_dense_first_stage_reembeds_a_document_whose_title_changed():
+    import numpy as np
+
+    from rerank_pipeline.components.faiss_store import FAISSDocumentStore
+    from rerank_pipeline.first_stage import DenseFirstStage
+
+    class CountingEncoder:
+        model = "fake"
+
+        def __init__(self):
+            self.texts: list[str] = []
+
+        def encode(self, texts, progress=False):
+            self.texts.extend(texts)
+            return np.array([[float(len(text)), 1.0] for text in texts], dtype=np.float32)
+
+    encoder = CountingEncoder()
+    stage = DenseFirstStage(FAISSDocumentStore(use_gpu=False), encoder)
+    stage.index([Document(id="a", content="wing flutter", meta={"title": "old"})])
+    stage.index([Document(id="a", content="wing flutter", meta={"title": "old"})])  # unchanged: not embedded again
+    assert encoder.texts == ["old wing flutter"]
+    stage.index([Document(id="a", content="wing flutter", meta={"title": "a new title"})])
+    assert encoder.texts[-1] == "a new title wing flutter"
+    assert stage.store.get_documents(["a"])[0].meta["title"] == "a new title"

@@ -84,3 +84,30 @@ def test_a_short_run_prints_dev_and_before_after_tables_and_writes_the_report(ti
     assert (output / "fusion.json").is_file() and not (output / "checkpoints").exists()
     code, _, err = run_cli(capsys, "--beir-dir", beir, "--base-model", tiny_bert_words, "--output", output, "--first-stage", "bm25")
     assert code == 2 and "already exists" in err
+
+
+def test_overwrite_keeps_the_old_model_when_the_data_is_refused(tmp_path, capsys):
+    dataset = toy_collection()
+    dataset.qrels = {qid: dataset.qrels[qid] for qid in list(dataset.qrels)[:6]}
+    beir = write_beir(tmp_path / "beir", dataset, test_share=0.0)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.safetensors").write_text("x")
+    code, _, err = run_cli(capsys, "--beir-dir", beir, "--base-model", "x", "--output", tmp_path / "out",
+                           "--first-stage", "bm25", "--overwrite")
+    assert code == 2 and "too few judged queries" in err
+    assert (tmp_path / "out" / "model.safetensors").exists()
+    code, _, err = run_cli(capsys, "--beir-dir", beir, "--base-model", "x", "--output", tmp_path / "out",
+                           "--overwrite", "--resume")
+    assert code == 2 and "either --overwrite or --resume" in err
+
+
+def test_judgements_repeating_held_out_queries_by_text_are_refused_before_training(tmp_path, capsys):
+    dataset = toy_collection()
+    beir = write_beir(tmp_path / "beir", dataset, splits=("train", "test"), test_share=0.3)
+    test_ids = list(dataset.qrels)[round(len(dataset.qrels) * 0.7):]
+    rows = [{"query": dataset.queries[qid], "positive_id": doc_id} for qid in test_ids for doc_id in dataset.qrels[qid]]
+    judgements = tmp_path / "judgements.jsonl"
+    judgements.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    code, _, err = run_cli(capsys, "--beir-dir", beir, "--judgements", judgements, "--eval-split", "test",
+                           "--base-model", "x", "--output", tmp_path / "out", "--first-stage", "bm25")
+    assert code == 2 and "shares" in err and "queries with the training judgements" in err

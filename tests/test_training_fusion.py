@@ -65,3 +65,11 @@ def test_dev_curve_picks_the_weight_that_helps_and_scores_each_pair_once():
     assert curve[1.0]["ndcg@10"] == pytest.approx(1.0) and curve[0.0]["ndcg@10"] < 1.0
     assert choose_fusion_weight(curve) == min(w for w, m in curve.items() if m["ndcg@10"] == pytest.approx(1.0))
     assert choose_fusion_weight({0.0: {"ndcg@10": 0.5}, 1.0: {"ndcg@10": 0.5}}) == 0.0  # ties fall back to the first stage
+
+
+def test_failed_fusion_save_leaves_no_temporary_file(tmp_path):
+    save_fusion_settings(tmp_path, 0.7)
+    with pytest.raises(TypeError):
+        save_fusion_settings(tmp_path, 0.3, scorer=object())  # not JSON-serializable
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["fusion.json"]
+    assert load_fusion_weight(tmp_path) == 0.7

@@ -81,6 +81,8 @@ def _apply_config(args: argparse.Namespace) -> None:
         if getattr(args, dest) == _PARSER.get_default(dest):  # the command line wins
             if dest == "always_rerank_positives" and isinstance(value, bool):
                 value = str(value).lower()
+            if dest in ("nanobeir", "first_stage_option") and not isinstance(value, list):
+                value = [value]  # ``nanobeir: msmarco`` is one name, not a list of its letters
             setattr(args, dest, value)
 
 

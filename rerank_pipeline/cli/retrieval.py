@@ -106,7 +106,7 @@ def _render_table(query: str, documents: list[Document], width: int) -> str:
     rows = [f"query: {query}", f"{'rank':>4}  {'score':>9}  {'id':<12}  text"]
     snippet_width = max(20, width - 33)
     for rank, doc in enumerate(documents, start=1):
-        title = doc.meta.get("title") or ""
+        title = str(doc.meta.get("title") or "")  # a JSONL title may be a number
         text = " ".join((doc.content or "").split())
         if title and not text.lower().startswith(title.lower()):
             text = f"{title} | {text}"

@@ -85,15 +85,29 @@ def run(args: argparse.Namespace) -> int:
     if args.eval_split and args.eval_split == args.train_split and not args.judgements:
         raise ValueError(f"--eval-split {args.eval_split!r} is the training split; evaluate on a held-out split")
     config = config_from_args(args)
-    prepare_output_dir(args.output, overwrite=args.overwrite, resume=args.resume)  # fail before any slow work
+    if args.overwrite and args.resume:
+        raise ValueError("choose either --overwrite or --resume, not both")
+    # fail before any slow work, but only check here: --overwrite empties the folder once the data has loaded
+    prepare_output_dir(args.output, resume=args.resume or args.overwrite)
     dataset = load_training_collection(args.beir_dir, args.train_split, args.judgements, args.corpus)
+    held_out = None
+    if args.eval_split:  # refuse a leaking held-out split before training, not after
+        held_out = load_beir(args.beir_dir, args.eval_split)
+        # by id, and by text: a judgements file without query ids numbers its queries q1, q2, ... itself
+        trained_texts = {" ".join(text.lower().split()) for text in dataset.judged_queries().values()}
+        overlap = sorted(
+            qid for qid, text in held_out.judged_queries().items()
+            if qid in dataset.judged_queries() or " ".join(text.lower().split()) in trained_texts
+        )
+        if overlap:
+            raise ValueError(f"--eval-split {args.eval_split!r} shares {len(overlap)} queries with the training judgements, e.g. {overlap[:5]}")
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     say(f"training data: {len(dataset.judged_queries())} judged queries, {len(dataset.corpus)} documents")
     say(f"indexing the corpus with the {config.first_stage} first stage ...")
     candidates = CandidateSource.build(dataset, config.first_stage, config.embedding_model)
     overrides = {"max_steps": args.max_steps} if args.max_steps else {}
     result = train_reranker(
-        dataset, args.output, config, candidates, resume=args.resume, show_progress=not args.quiet,
+        dataset, args.output, config, candidates, overwrite=args.overwrite, resume=args.resume, show_progress=not args.quiet,
         keep_checkpoints=args.keep_checkpoints, **overrides,
     )
     if not is_main_process():  # under torchrun / accelerate, rank 0 evaluates and writes the report
@@ -103,10 +117,6 @@ def run(args: argparse.Namespace) -> int:
     print(dev_table(result.dev_fusion_curve, result.fusion_weight))
     evaluation = None
     if args.eval_split:
-        held_out = load_beir(args.beir_dir, args.eval_split)
-        overlap = sorted(set(held_out.judged_queries()) & set(dataset.judged_queries()))
-        if overlap:
-            raise ValueError(f"--eval-split {args.eval_split!r} shares {len(overlap)} queries with the training judgements, e.g. {overlap[:5]}")
         say(f"evaluating on {args.eval_split} ({len(held_out.judged_queries())} queries) ...")
         rankings = candidates.retrieve(held_out.judged_queries(), top_k=config.fusion_depth)
         extra = {}

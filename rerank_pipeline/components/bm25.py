@@ -203,6 +203,12 @@ class EmbeddedBM25DocumentStore:
             raise ValueError("write_documents expects a list of haystack Document objects")
         if policy == DuplicatePolicy.NONE:
             policy = DuplicatePolicy.OVERWRITE
+        if policy == DuplicatePolicy.FAIL:  # refuse before changing anything, so a failed call leaves no trace
+            seen = set(self._documents)
+            for doc in documents:
+                if doc.id in seen:
+                    raise DuplicateDocumentError(f"a document with id {doc.id!r} is already stored")
+                seen.add(doc.id)
         self._ensure_terms()
         written = 0
         fresh = []
@@ -285,7 +291,8 @@ class EmbeddedBM25DocumentStore:
         """Write the index files into an existing, empty ``folder`` (not atomic; see :meth:`save`)."""
         self._ensure_engine()
         write_settings(folder, self.settings())
-        write_documents_jsonl(folder / DOCUMENTS_FILE, (self._documents[i] for i in self._engine_ids))
+        # All documents, in the engine's row order when there is an engine (its ids are exactly the store's then).
+        write_documents_jsonl(folder / DOCUMENTS_FILE, (self._documents[i] for i in (self._engine_ids or self._documents)))
         if self._engine is not None:
             self._engine.save(str(folder / "bm25s"), show_progress=False)
 

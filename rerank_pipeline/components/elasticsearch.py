@@ -46,7 +46,9 @@ def elasticsearch_url(url: str | None = None) -> str:
             "the Elasticsearch URL must not contain credentials; set ELASTIC_API_KEY in the environment instead"
         )
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"not an http(s) URL for Elasticsearch: {url!r}")
+        # "user:secret@host" without a scheme parses with no username: never echo what precedes an '@'
+        shown = "<redacted>@" + url.rsplit("@", 1)[1] if "@" in url else url
+        raise ValueError(f"not an http(s) URL for Elasticsearch: {shown!r}")
     return url
 
 
@@ -164,6 +166,11 @@ def bm25_retriever(store, top_k: int = 10):
     return retriever_cls(document_store=store, top_k=top_k, fuzziness="0")
 
 
+def _first_set(*values: Any) -> Any:
+    """The first value that is not None (0.0 is a valid BM25 ``b`` or ``k1``, so ``or`` would drop it)."""
+    return next(value for value in values if value is not None)
+
+
 class ElasticsearchFirstStage:
     """Elasticsearch BM25 as a :class:`rerank_pipeline.first_stage.FirstStage`."""
 
@@ -185,8 +192,8 @@ class ElasticsearchFirstStage:
             "url": elasticsearch_url(options.pop("url", None) or recorded.get("url")),
             "index": options.pop("index", None) or recorded.get("index") or "rerank-pipeline",
             "analyzer": Analyzer.from_dict(options.pop("analyzer", None) or recorded.get("analyzer")).to_dict(),
-            "k1": options.pop("k1", None) or recorded.get("k1") or DEFAULT_K1,
-            "b": options.pop("b", None) or recorded.get("b") or DEFAULT_B,
+            "k1": _first_set(options.pop("k1", None), recorded.get("k1"), DEFAULT_K1),
+            "b": _first_set(options.pop("b", None), recorded.get("b"), DEFAULT_B),
             "meta_fields_to_index": options.pop("meta_fields_to_index", None)
             or recorded.get("meta_fields_to_index")
             or list(DEFAULT_META_FIELDS),

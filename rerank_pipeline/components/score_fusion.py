@@ -48,9 +48,13 @@ def save_fusion_settings(model_dir: str | Path, weight: float, **details: Any) -
     path = Path(model_dir) / FUSION_FILE
     payload = {"method": "minmax", "weight": float(weight), **details}
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".fusion-", suffix=".json")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(payload, out, indent=2)
-    os.replace(temp, path)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(payload, out, indent=2)
+        os.replace(temp, path)
+    except BaseException:  # e.g. details that are not JSON: leave no half-written temporary file behind
+        Path(temp).unlink(missing_ok=True)
+        raise
     return path
 
 

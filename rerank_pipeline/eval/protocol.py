@@ -47,7 +47,8 @@ def query_metrics(is_relevant: Sequence[int], scores: np.ndarray, at_k: int) -> 
         if is_relevant[index]:
             mrr = 1 / (rank + 1)
             break
-    ndcg = ndcg_score([is_relevant], [scores], k=at_k)
+    # sklearn refuses a one-document list; its nDCG is simply whether that document is relevant
+    ndcg = ndcg_score([is_relevant], [scores], k=at_k) if len(scores) > 1 else float(bool(is_relevant[0]))
     ap = average_precision_score(is_relevant, scores)
     return mrr, float(ndcg), float(ap)
 

@@ -225,9 +225,9 @@ def train_reranker(
     """
     config = config or TrainingConfig()
     started = time.perf_counter()
-    output = prepare_output_dir(output_dir, overwrite=overwrite, resume=resume)
     judged = list(dataset.judged_queries())
     train_ids, dev_ids = split_dev(judged, config.dev_fraction, config.min_dev_queries, config.seed)
+    output = prepare_output_dir(output_dir, overwrite=overwrite, resume=resume)  # after the checks: overwrite deletes
     logger.info("training on %d judged queries, %d held out for dev", len(train_ids), len(dev_ids))
 
     candidates = candidates or CandidateSource.build(dataset, config.first_stage, config.embedding_model)
