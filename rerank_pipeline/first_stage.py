@@ -17,7 +17,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from haystack import Document
-from tqdm.auto import tqdm
 
 from rerank_pipeline.components.bm25 import DEFAULT_META_FIELDS, EmbeddedBM25DocumentStore, document_text
 from rerank_pipeline.components.faiss_store import FAISSDocumentStore
@@ -331,14 +330,3 @@ def open_first_stage(index_dir: str | Path, **options: Any) -> FirstStage:
     if settings is None:
         raise FileNotFoundError(f"no index in {index_dir} (index.json missing); build one with `rerank-pipeline index`")
     return build_first_stage(_settings_kind(settings), index_dir=index_dir, **options)
-
-
-def retrieve_in_batches(
-    stage: FirstStage, queries: dict[str, str], top_k: int = 100, batch_size: int = 256, progress: bool = True
-) -> dict[str, list[tuple[str, float]]]:
-    """Call ``stage.retrieve`` on slices of ``queries`` with a progress bar (for large query sets)."""
-    items = list(queries.items())
-    results: dict[str, list[tuple[str, float]]] = {}
-    for start in tqdm(range(0, len(items), batch_size), desc=f"{stage.name} retrieval", disable=not progress):
-        results.update(stage.retrieve(dict(items[start : start + batch_size]), top_k=top_k))
-    return results
