@@ -79,6 +79,10 @@ def main() -> int:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-batch-tokens", type=int, default=None,
+                        help="token budget of our ranker's batches (default: the component's default for CPU)")
+    parser.add_argument("--st-batch-sizes", type=int, nargs="*", default=[8],
+                        help="extra sentence-transformers rows at these batch sizes, to show its best setting too")
     parser.add_argument("--skip-onnx", action="store_true", help="leave out the ONNX Runtime paths")
     parser.add_argument("--skip-haystack", action="store_true", help="leave out SentenceTransformersSimilarityRanker")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
@@ -92,16 +96,23 @@ def main() -> int:
         ))
         cross_encoder = CrossEncoder(model_dir, device="cpu")
 
-        def sentence_transformers_scores(query: str, documents: list[Document]) -> dict[str, float]:
-            values = cross_encoder.predict([(query, d.content) for d in documents], batch_size=args.batch_size)
-            return {d.id: float(v) for d, v in zip(documents, values)}
+        def sentence_transformers_predict(batch_size: int) -> Callable[[str, list[Document]], dict[str, float]]:
+            def scores(query: str, documents: list[Document]) -> dict[str, float]:
+                values = cross_encoder.predict([(query, d.content) for d in documents], batch_size=batch_size)
+                return {d.id: float(v) for d, v in zip(documents, values)}
+
+            return scores
 
         def haystack_run(component) -> Callable[[str, list[Document]], dict[str, float]]:
             return lambda query, documents: {
                 d.id: d.score for d in component.run(query=query, documents=documents, top_k=len(documents))["documents"]
             }
 
-        rankers: dict[str, Callable] = {"sentence-transformers CrossEncoder.predict": sentence_transformers_scores}
+        rankers: dict[str, Callable] = {"sentence-transformers CrossEncoder.predict": sentence_transformers_predict(
+            args.batch_size
+        )}
+        for batch_size in args.st_batch_sizes:
+            rankers[f"  same, batch_size={batch_size}"] = sentence_transformers_predict(batch_size)
         if not args.skip_haystack:
             from haystack_integrations.components.rankers.sentence_transformers import (
                 SentenceTransformersSimilarityRanker,
@@ -118,7 +129,8 @@ def main() -> int:
                 "backend": "onnx", "quantize": True, "onnx_cache_dir": f"{scratch}/onnx",
             }
         for name, options in variants.items():
-            ranker = CrossEncoderRanker(model_dir, top_k=None, device="cpu", batch_size=args.batch_size, **options)
+            ranker = CrossEncoderRanker(model_dir, top_k=None, device="cpu", batch_size=args.batch_size,
+                                        max_batch_tokens=args.max_batch_tokens, **options)
             ranker.warm_up()
             rankers[name] = haystack_run(ranker)
 

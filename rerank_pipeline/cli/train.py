@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from rerank_pipeline.training.config import FIRST_STAGES, LOSSES, TrainingConfig
+from rerank_pipeline.training.config import DISTILLATION_MODES, FIRST_STAGES, LOSSES, TrainingConfig
 
 DEFAULTS = TrainingConfig()
 
@@ -43,7 +43,14 @@ def register(subparsers) -> None:
                         help="skip candidates scoring within this relative margin of the best positive")
     mining.add_argument("--self-supervised-pairs", type=int, default=DEFAULTS.self_supervised_pairs,
                         help="title/first-sentence pseudo-queries drawn from the corpus (0 turns them off)")
-    training = parser.add_argument_group("training")
+    distillation = parser.add_argument_group("distillation warm start (first-stage scores as soft labels)")
+    distillation.add_argument("--distillation", choices=DISTILLATION_MODES, default=DEFAULTS.distillation,
+                              help="auto: only for a base without a trained cross-encoder head")
+    distillation.add_argument("--distillation-queries", type=int, default=DEFAULTS.distillation_queries,
+                              help="pseudo-queries from the corpus added to the training queries")
+    distillation.add_argument("--distillation-epochs", type=float, default=DEFAULTS.distillation_epochs)
+    distillation.add_argument("--distillation-learning-rate", type=float, default=DEFAULTS.distillation_learning_rate)
+    training = parser.add_argument_group("training on the judged pairs")
     training.add_argument("--loss", choices=LOSSES, default=DEFAULTS.loss, help="bce (pointwise) or lambda (listwise LambdaLoss)")
     training.add_argument("--epochs", type=float, default=DEFAULTS.num_epochs)
     training.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate)
@@ -66,7 +73,9 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
         num_epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size, max_length=args.max_length,
         num_negatives=args.num_negatives, negative_rank_range=tuple(args.negative_ranks),
         false_negative_margin=args.false_negative_margin, self_supervised_pairs=args.self_supervised_pairs,
-        dev_fraction=args.dev_fraction, precision=args.precision, seed=args.seed,
+        dev_fraction=args.dev_fraction, precision=args.precision, seed=args.seed, distillation=args.distillation,
+        distillation_queries=args.distillation_queries, distillation_epochs=args.distillation_epochs,
+        distillation_learning_rate=args.distillation_learning_rate,
     )
 
 

@@ -31,7 +31,9 @@ logger = logging.getLogger(__name__)
 LONG_DOCUMENT_POLICIES = ("truncate", "max_passage")
 EMPTY_DOCUMENT_POLICIES = ("skip", "score")
 BACKENDS = ("torch", "onnx")
-DEFAULT_MAX_BATCH_TOKENS = {"cpu": 8192, "cuda": 65536}
+# Measured with benchmarks/rerank_throughput.py: on CPU small batches stay in cache (2048 tokens: 1.2x the
+# throughput of 8192 at identical scores); on CUDA large batches fill the device.
+DEFAULT_MAX_BATCH_TOKENS = {"cpu": 2048, "cuda": 65536}
 
 
 @component
@@ -87,7 +89,7 @@ class CrossEncoderRanker:
             exceeds the window into overlapping passages and keep the best passage score (MaxP).
         :param trust_remote_code: Allow checkpoints that ship their own modelling code (e.g. gte-multilingual).
         :param passage_overlap: Tokens shared by consecutive passages under ``max_passage``.
-        :param max_batch_tokens: Padded-token budget of one batch (``None``: 8192 on CPU, 65536 on CUDA).
+        :param max_batch_tokens: Padded-token budget of one batch (``None``: 2048 on CPU, 65536 on CUDA).
         :param precision: ``"auto"`` (fp32 on CPU; bf16, else fp16, on CUDA), ``"fp32"``, ``"bf16"`` or ``"fp16"``.
         :param backend: ``"torch"`` or ``"onnx"`` (ONNX Runtime; exported once and cached).
         :param quantize: Int8 dynamic quantization of the linear layers (faster on CPU, scores move by ~1e-3):
@@ -225,7 +227,7 @@ class CrossEncoderRanker:
         self, queries: list[str], documents: list[str], batch_size: int, show_progress_bar: bool = False
     ) -> torch.Tensor:
         assert self._scorer is not None and self._torch_device is not None
-        max_batch_tokens = self.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(self._torch_device.type, 8192)
+        max_batch_tokens = self.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(self._torch_device.type, DEFAULT_MAX_BATCH_TOKENS["cpu"])
         if self.long_document == "truncate":
             return self._scorer.logits(list(zip(queries, documents)), batch_size, max_batch_tokens, show_progress_bar)
         owners: list[int] = []

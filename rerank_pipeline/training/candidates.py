@@ -55,3 +55,11 @@ class CandidateSource:
         if not queries:
             return {}
         return self.first_stage.retrieve(dict(queries), top_k=top_k)
+
+    def retriever_rankings(self, queries: Mapping[str, str], top_k: int = 100) -> list[Rankings]:
+        """One ranking per underlying retriever with its own scores: BM25 and dense for a hybrid first stage,
+        the one retriever otherwise (precomputed rankings count as one)."""
+        parts = [getattr(self.first_stage, side, None) for side in ("bm25", "dense")]
+        if all(part is not None for part in parts):
+            return [part.retrieve(dict(queries), top_k=top_k) for part in parts]
+        return [self.retrieve(queries, top_k=top_k)]

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 LOSSES = ("bce", "lambda")
+DISTILLATION_MODES = ("auto", "on", "off")
 FIRST_STAGES = ("bm25", "dense", "hybrid")
 
 
@@ -24,7 +25,12 @@ class TrainingConfig:
     skipped as a likely unjudged positive (``None`` turns this off). ``self_supervised_pairs`` pseudo-queries
     (a document's title, else its first sentence) are paired with the rest of their document and
     ``self_supervised_negatives`` mined (and ``self_supervised_random_negatives`` random) negatives each, so the fresh scoring head learns term matching from
-    the corpus itself before the judged pairs refine it. ``dev_fraction`` of the judged queries (at least
+    the corpus itself before the judged pairs refine it. Distillation warm start
+    (``distillation``: ``auto`` = only when the base model has no trained one-label classification head):
+    the training queries plus ``distillation_queries`` pseudo-queries, each with its first-stage top
+    ``distillation_depth`` and ``distillation_random_documents`` random documents, labelled with the first
+    stage's normalised scores, trained with BCE for ``distillation_epochs`` at ``distillation_learning_rate``
+    before the judged pairs (see :mod:`rerank_pipeline.training.distillation`). ``dev_fraction`` of the judged queries (at least
     ``min_dev_queries``) are held out for model selection.
 
     Optimisation: BCE with ``pos_weight = negatives / positives`` (``loss="bce"``) or LambdaLoss
@@ -36,8 +42,8 @@ class TrainingConfig:
     first_stage: str = "hybrid"
     embedding_model: str | None = None
     loss: str = "bce"
-    num_epochs: float = 2.0
-    learning_rate: float = 2e-4
+    num_epochs: float = 1.0
+    learning_rate: float = 5e-5
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     batch_size: int = 16
@@ -46,10 +52,16 @@ class TrainingConfig:
     num_random_negatives: int = 4
     negative_rank_range: tuple[int, int] = (3, 50)
     false_negative_margin: float | None = None
-    self_supervised_pairs: int = 2000
+    self_supervised_pairs: int = 0
     self_supervised_negatives: int = 1
     self_supervised_random_negatives: int = 1
     graded_labels: bool = True
+    distillation: str = "auto"
+    distillation_queries: int = 250
+    distillation_depth: int = 14
+    distillation_random_documents: int = 3
+    distillation_epochs: float = 1.0
+    distillation_learning_rate: float = 2e-4
     dev_fraction: float = 0.2
     min_dev_queries: int = 5
     dev_rerank_depth: int = 30
@@ -68,12 +80,17 @@ class TrainingConfig:
         if not 1 <= low <= high:
             raise ValueError(f"negative_rank_range must be 1 <= low <= high, got {self.negative_rank_range}")
         counts = ("num_negatives", "num_random_negatives", "self_supervised_pairs", "self_supervised_negatives",
-                  "self_supervised_random_negatives")
+                  "self_supervised_random_negatives", "distillation_queries", "distillation_depth",
+                  "distillation_random_documents")
         negative = [name for name in counts if getattr(self, name) < 0]
         if negative:
             raise ValueError(f"{', '.join(negative)} must be >= 0")
         if not 0 < self.dev_fraction < 1:
             raise ValueError(f"dev_fraction must be between 0 and 1, got {self.dev_fraction}")
+        if self.distillation not in DISTILLATION_MODES:
+            raise ValueError(f"distillation must be one of {DISTILLATION_MODES}, got {self.distillation!r}")
+        if self.distillation_epochs <= 0 or self.distillation_learning_rate <= 0:
+            raise ValueError("distillation_epochs and distillation_learning_rate must be > 0")
         if self.num_epochs <= 0 or self.learning_rate <= 0 or self.batch_size <= 0 or self.max_length <= 8:
             raise ValueError("num_epochs, learning_rate, batch_size must be > 0 and max_length > 8")
         if self.false_negative_margin is not None and not 0 <= self.false_negative_margin < 1:

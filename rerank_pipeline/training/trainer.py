@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,11 @@ from rerank_pipeline.components.score_fusion import save_fusion_settings
 from rerank_pipeline.datasets import RetrievalDataset
 from rerank_pipeline.training.candidates import CandidateSource
 from rerank_pipeline.training.config import TrainingConfig
+from rerank_pipeline.training.distillation import (
+    build_distillation_pairs,
+    distilled_model_dir,
+    is_trained_cross_encoder,
+)
 from rerank_pipeline.training.fusion_tuning import CachedScorer, choose_fusion_weight, fusion_curve, score_candidates
 from rerank_pipeline.training.judgements import split_dev
 from rerank_pipeline.training.negatives import mine_hard_negatives, sample_random_negatives
@@ -32,6 +37,7 @@ from rerank_pipeline.training.self_supervised import sample_pseudo_queries
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+DISTILLATION_DIR = "distillation"
 CONFIG_FILE = "training_config.json"
 SUMMARY_FILE = "training_summary.json"
 
@@ -122,7 +128,7 @@ def build_training_arguments(
     world_size: int | None = None,
     cuda: bool | None = None,
     bf16_supported: bool | None = None,
-    metric_for_best_model: str = "eval_dev_R30_ndcg@10",
+    metric_for_best_model: str | None = "eval_dev_R30_ndcg@10",
     **overrides: Any,
 ):
     """``CrossEncoderTrainingArguments`` for the recipe.
@@ -205,6 +211,59 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     os.replace(temp, path)
 
 
+def wants_distillation(config: TrainingConfig, model) -> bool:
+    """``on``/``off`` as given; ``auto`` distils only a base without a trained one-label classification head."""
+    if config.distillation == "auto":
+        return not is_trained_cross_encoder(model)
+    return config.distillation == "on"
+
+
+def warm_start_by_distillation(
+    model,
+    dataset: RetrievalDataset,
+    train_ids: list[str],
+    candidates: CandidateSource,
+    config: TrainingConfig,
+    output: Path,
+    resume: bool,
+    show_progress: bool,
+    **argument_overrides: Any,
+) -> tuple[Any, dict[str, int]]:
+    """Train ``model`` on first-stage soft labels (:mod:`~rerank_pipeline.training.distillation`) and return it
+    with the pair counts. The result is saved in ``output/distilled``; a resumed run loads it from there."""
+    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, losses
+
+    saved = distilled_model_dir(output)
+    if resume and (saved / "config.json").is_file():
+        logger.info("resuming after the distillation stage: loading %s", saved)
+        return CrossEncoder(str(saved), num_labels=1, max_length=config.max_length, device=model.device), {}
+    pseudo = sample_pseudo_queries(dataset.corpus, config.distillation_queries, config.seed)
+    queries = {qid: dataset.queries[qid] for qid in train_ids} | {f"pseudo:{p.doc_id}": p.query for p in pseudo}
+    pairs = build_distillation_pairs(
+        queries,
+        candidates.retrieve(queries, top_k=config.distillation_depth),
+        candidates.retriever_rankings(queries, top_k=config.fusion_depth),
+        dataset.document_text, sorted(dataset.corpus), config.distillation_depth,
+        config.distillation_random_documents, config.seed,
+    )
+    counts = {"distillation_queries": len(queries), "distillation_pairs": len(pairs)}
+    logger.info("distillation warm start: %s", counts)
+    stage = replace(config, num_epochs=config.distillation_epochs, learning_rate=config.distillation_learning_rate)
+    stage_dir = output / DISTILLATION_DIR
+    arguments = build_training_arguments(
+        stage, stage_dir, len(pairs), metric_for_best_model=None, eval_strategy="no", load_best_model_at_end=False,
+        disable_tqdm=not show_progress, **argument_overrides,
+    )
+    trainer = CrossEncoderTrainer(
+        model=model, args=arguments, train_dataset=pairs.pairwise_dataset().shuffle(seed=config.seed),
+        loss=losses.BinaryCrossEntropyLoss(model),
+    )
+    trainer.train(resume_from_checkpoint=last_checkpoint(stage_dir) if resume else None)
+    if is_main_process():
+        model.save_pretrained(str(saved))
+    return model, counts
+
+
 def train_reranker(
     dataset: RetrievalDataset,
     output_dir: str | Path,
@@ -218,10 +277,13 @@ def train_reranker(
 ) -> TrainingResult:
     """Train a reranker on ``dataset`` (its queries and qrels are the training judgements) into ``output_dir``.
 
+    A base without a trained scoring head is first warm-started by distillation from the first stage
+    (``config.distillation``), then trained on the judged pairs.
+
     ``candidates`` supplies first-stage rankings (built from ``config.first_stage`` when ``None``).
     ``argument_overrides`` go to ``CrossEncoderTrainingArguments`` (e.g. ``max_steps`` for a smoke test).
-    Checkpoints (``output_dir/checkpoints``, what ``resume`` continues from) are removed once the model is saved,
-    unless ``keep_checkpoints``.
+    Checkpoints (``output_dir/checkpoints``, ``output_dir/distillation`` and the warm-started ``output_dir/distilled``,
+    what ``resume`` continues from) are removed once the model is saved, unless ``keep_checkpoints``.
     """
     config = config or TrainingConfig()
     started = time.perf_counter()
@@ -269,6 +331,12 @@ def train_reranker(
     from rerank_pipeline.eval.evaluator import RerankingEvaluator
 
     model = load_base_model(config)
+    training_started = time.perf_counter()  # both stages count as training time
+    if wants_distillation(config, model):
+        model, distillation_counts = warm_start_by_distillation(
+            model, dataset, train_ids, candidates, config, output, resume, show_progress, **argument_overrides
+        )
+        counts.update(distillation_counts)
     dev_dataset = RetrievalDataset(
         name="dev", corpus=dataset.corpus, queries={qid: dataset.queries[qid] for qid in dev_ids},
         qrels={qid: dataset.qrels[qid] for qid in dev_ids},
@@ -287,7 +355,6 @@ def train_reranker(
     resume_from = last_checkpoint(output) if resume else None
     if resume and resume_from is None:
         logger.warning("no checkpoint under %s; training from the start", output / CHECKPOINT_DIR)
-    training_started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from)
     training_seconds = time.perf_counter() - training_started
 
@@ -306,7 +373,8 @@ def train_reranker(
             dev_ndcg_at_10={str(w): round(m["ndcg@10"], 4) for w, m in curve.items()},
         )
     if not keep_checkpoints and is_main_process():
-        shutil.rmtree(output / CHECKPOINT_DIR, ignore_errors=True)
+        for intermediate in (output / CHECKPOINT_DIR, output / DISTILLATION_DIR, distilled_model_dir(output)):
+            shutil.rmtree(intermediate, ignore_errors=True)
     result = TrainingResult(
         output_dir=output, config=config, train_queries=train_ids, dev_queries=dev_ids, pair_counts=counts,
         dev_fusion_curve=curve, fusion_weight=weight, dev_protocol=dev_protocol, training_seconds=training_seconds,
