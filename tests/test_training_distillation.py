@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from test_training import tiny_config, toy_collection
 
 from rerank_pipeline.training import TrainingConfig, train_reranker
-from rerank_pipeline.training.distillation import build_distillation_pairs, distilled_model_dir, teacher_labels
+from rerank_pipeline.training.distillation import (
+    build_distillation_pairs,
+    distilled_model_dir,
+    teacher_labels,
+)
 from rerank_pipeline.training.trainer import wants_distillation
-from test_training import tiny_bert_words, tiny_config, toy_collection  # noqa: F401 (fixture)
 
 
 def test_teacher_labels_average_each_retrievers_normalised_scores():
@@ -45,9 +49,8 @@ def test_distillation_pairs_are_the_top_candidates_plus_distinct_random_document
 def tiny_plain_encoder(tmp_path_factory):
     """A tiny BERT encoder saved without a classification head (like a bi-encoder's transformer)."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
     from tiny_models import write_vocab
+    from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder = tmp_path_factory.mktemp("tiny-plain-encoder")
     tokenizer = BertTokenizerFast(vocab=str(write_vocab(folder)), model_max_length=64)
@@ -59,11 +62,11 @@ def tiny_plain_encoder(tmp_path_factory):
     return folder
 
 
-def test_auto_distils_a_plain_encoder_but_not_a_trained_cross_encoder(tiny_plain_encoder, tiny_bert_words):
+def test_auto_distils_a_plain_encoder_but_not_a_trained_cross_encoder(tiny_plain_encoder, tiny_bert):
     from sentence_transformers.cross_encoder import CrossEncoder
 
     plain = CrossEncoder(str(tiny_plain_encoder), num_labels=1, device="cpu")
-    cross = CrossEncoder(str(tiny_bert_words), num_labels=1, device="cpu")
+    cross = CrossEncoder(str(tiny_bert), num_labels=1, device="cpu")
     auto = TrainingConfig(base_model="x")
     assert wants_distillation(auto, plain) and not wants_distillation(auto, cross)
     assert wants_distillation(TrainingConfig(base_model="x", distillation="on"), cross)
