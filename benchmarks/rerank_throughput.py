@@ -4,7 +4,8 @@ All rankers score the same (query, BM25 top-k document) pairs of a BEIR collecti
 (all-MiniLM-L6-v2 weights with a fresh seeded one-label head, max_length 512, saved to a temp folder). Timings are
 interleaved over ``--rounds`` rounds and the best round of each ranker is kept, so load from other processes hurts
 all of them alike. Prints pairs/s, the ratio to ``sentence_transformers.CrossEncoder.predict`` measured in the same
-run, and the largest absolute score difference to it.
+run, and the largest absolute score difference to it. ``CrossEncoder.predict`` is also timed at ``--st-batch-sizes``
+(smaller batches are its best setting on CPU), so the ratio can be read against its best, not only its default.
 
     HF_HUB_OFFLINE=1 flock /tmp/cpu.lock python benchmarks/rerank_throughput.py --queries 2 --rounds 2
 """
