@@ -24,6 +24,7 @@ from haystack.document_stores.types import DuplicatePolicy
 from haystack.utils.filters import document_matches_filter
 from tqdm.auto import tqdm
 
+from rerank_pipeline.components._store_retriever import StoreRetriever
 from rerank_pipeline.components.index_folder import (
     DOCUMENTS_FILE,
     atomic_directory,
@@ -345,32 +346,10 @@ class EmbeddedBM25DocumentStore:
 
 
 @component
-class EmbeddedBM25Retriever:
+class EmbeddedBM25Retriever(StoreRetriever):
     """Haystack retriever over an :class:`EmbeddedBM25DocumentStore`: query in, top-k scored documents out."""
 
-    def __init__(
-        self, document_store: EmbeddedBM25DocumentStore, top_k: int = 10, filters: dict[str, Any] | None = None
-    ) -> None:
-        if not isinstance(document_store, EmbeddedBM25DocumentStore):
-            raise ValueError("document_store must be an EmbeddedBM25DocumentStore")
-        if top_k <= 0:
-            raise ValueError(f"top_k must be positive, got {top_k}")
-        self.document_store = document_store
-        self.top_k = top_k
-        self.filters = filters
-
-    def to_dict(self) -> dict[str, Any]:
-        """Serialize, document store included."""
-        return default_to_dict(
-            self, document_store=self.document_store.to_dict(), top_k=self.top_k, filters=self.filters
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EmbeddedBM25Retriever":
-        """Inverse of :meth:`to_dict`."""
-        params = data["init_parameters"]
-        params["document_store"] = EmbeddedBM25DocumentStore.from_dict(params["document_store"])
-        return default_from_dict(cls, data)
+    store_class = EmbeddedBM25DocumentStore
 
     @component.output_types(documents=list[Document])
     def run(self, query: str, top_k: int | None = None, filters: dict[str, Any] | None = None) -> dict[str, Any]:

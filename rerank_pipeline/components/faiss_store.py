@@ -19,6 +19,7 @@ from haystack.document_stores.errors import DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
 from haystack.utils.filters import document_matches_filter
 
+from rerank_pipeline.components._store_retriever import StoreRetriever
 from rerank_pipeline.components.index_folder import (
     DOCUMENTS_FILE,
     atomic_directory,
@@ -326,30 +327,10 @@ class FAISSDocumentStore:
 
 
 @component
-class FAISSEmbeddingRetriever:
+class FAISSEmbeddingRetriever(StoreRetriever):
     """Haystack retriever over a :class:`FAISSDocumentStore`: query embedding in, top-k documents out."""
 
-    def __init__(self, document_store: FAISSDocumentStore, top_k: int = 10, filters: dict[str, Any] | None = None):
-        if not isinstance(document_store, FAISSDocumentStore):
-            raise ValueError("document_store must be a FAISSDocumentStore")
-        if top_k <= 0:
-            raise ValueError(f"top_k must be positive, got {top_k}")
-        self.document_store = document_store
-        self.top_k = top_k
-        self.filters = filters
-
-    def to_dict(self) -> dict[str, Any]:
-        """Serialize, document store included."""
-        return default_to_dict(
-            self, document_store=self.document_store.to_dict(), top_k=self.top_k, filters=self.filters
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FAISSEmbeddingRetriever":
-        """Inverse of :meth:`to_dict`."""
-        params = data["init_parameters"]
-        params["document_store"] = FAISSDocumentStore.from_dict(params["document_store"])
-        return default_from_dict(cls, data)
+    store_class = FAISSDocumentStore
 
     @component.output_types(documents=list[Document])
     def run(
