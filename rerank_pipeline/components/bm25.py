@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from rerank_pipeline.components._store_retriever import StoreRetriever
 from rerank_pipeline.components.index_folder import (
     DOCUMENTS_FILE,
-    atomic_directory,
+    SavesToIndexFolder,
     read_documents_jsonl,
     read_settings,
     write_documents_jsonl,
@@ -126,7 +126,7 @@ def document_text(document: Document, meta_fields: tuple[str, ...] | list[str] =
     return " ".join(parts)
 
 
-class EmbeddedBM25DocumentStore:
+class EmbeddedBM25DocumentStore(SavesToIndexFolder):
     """In-process document store with Lucene BM25 search, persisted to a folder.
 
     - ``index_dir``: folder to load from (when it holds an index) and to :meth:`save` to.
@@ -276,17 +276,6 @@ class EmbeddedBM25DocumentStore:
         return [self._documents[doc_id] for doc_id in document_ids]
 
     # --- persistence -----------------------------------------------------------------------
-
-    def save(self, index_dir: str | Path | None = None) -> Path:
-        """Write the index to ``index_dir`` (default: the store's own), replacing it atomically."""
-        target = index_dir or self.index_dir
-        if target is None:
-            raise ValueError("no index_dir: pass one to save() or to the store")
-        with atomic_directory(target) as staging:
-            self.write_to(staging)
-        if self.index_dir is None:
-            self.index_dir = str(target)
-        return Path(target)
 
     def write_to(self, folder: Path) -> None:
         """Write the index files into an existing, empty ``folder`` (not atomic; see :meth:`save`)."""

@@ -22,7 +22,7 @@ from haystack.utils.filters import document_matches_filter
 from rerank_pipeline.components._store_retriever import StoreRetriever
 from rerank_pipeline.components.index_folder import (
     DOCUMENTS_FILE,
-    atomic_directory,
+    SavesToIndexFolder,
     read_documents_jsonl,
     read_settings,
     write_documents_jsonl,
@@ -87,7 +87,7 @@ def build_faiss_index(
     return index
 
 
-class FAISSDocumentStore:
+class FAISSDocumentStore(SavesToIndexFolder):
     """Documents with embeddings, searched with FAISS; persisted to a folder.
 
     - ``index_dir``: folder to load from (when it holds an index) and to :meth:`save` to.
@@ -275,17 +275,6 @@ class FAISSDocumentStore:
         return faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
 
     # --- persistence -----------------------------------------------------------------------
-
-    def save(self, index_dir: str | Path | None = None) -> Path:
-        """Write the index to ``index_dir`` (default: the store's own), replacing it atomically."""
-        target = index_dir or self.index_dir
-        if target is None:
-            raise ValueError("no index_dir: pass one to save() or to the store")
-        with atomic_directory(target) as staging:
-            self.write_to(staging)
-        if self.index_dir is None:
-            self.index_dir = str(target)
-        return Path(target)
 
     def write_to(self, folder: Path) -> None:
         """Write the index files into an existing, empty ``folder`` (not atomic; see :meth:`save`)."""

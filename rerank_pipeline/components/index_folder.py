@@ -87,3 +87,23 @@ def read_documents_jsonl(path: str | Path) -> list[Document]:
     """Read documents written by :func:`write_documents_jsonl`."""
     with open(path, encoding="utf-8") as handle:
         return [Document.from_dict(json.loads(line)) for line in handle if line.strip()]
+
+
+class SavesToIndexFolder:
+    """Mixin for stores persisted to a folder: :meth:`save` stages the files of ``write_to`` and swaps them in."""
+
+    index_dir: str | None
+
+    def write_to(self, folder: Path) -> None:  # pragma: no cover - every store defines it
+        raise NotImplementedError
+
+    def save(self, index_dir: str | Path | None = None) -> Path:
+        """Write the index to ``index_dir`` (default: the store's own), replacing it atomically."""
+        target = index_dir or self.index_dir
+        if target is None:
+            raise ValueError("no index_dir: pass one to save() or to the store")
+        with atomic_directory(target) as staging:
+            self.write_to(staging)
+        if self.index_dir is None:
+            self.index_dir = str(target)
+        return Path(target)
