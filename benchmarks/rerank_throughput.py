@@ -6,6 +6,8 @@ interleaved over ``--rounds`` rounds and the best round of each ranker is kept, 
 all of them alike. Prints pairs/s, the ratio to ``sentence_transformers.CrossEncoder.predict`` measured in the same
 run, and the largest absolute score difference to it. ``CrossEncoder.predict`` is also timed at ``--st-batch-sizes``
 (smaller batches are its best setting on CPU), so the ratio can be read against its best, not only its default.
+The OpenVINO int8 path (when openvino and nncf are installed) is calibrated on the candidates of one more query,
+never on the pairs it is timed and compared on.
 
     HF_HUB_OFFLINE=1 flock /tmp/cpu.lock python benchmarks/rerank_throughput.py --queries 2 --rounds 2
 """
@@ -13,6 +15,7 @@ run, and the largest absolute score difference to it. ``CrossEncoder.predict`` i
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import tempfile
@@ -85,11 +88,16 @@ def main() -> int:
     parser.add_argument("--st-batch-sizes", type=int, nargs="*", default=[8],
                         help="extra sentence-transformers rows at these batch sizes, to show its best setting too")
     parser.add_argument("--skip-onnx", action="store_true", help="leave out the ONNX Runtime paths")
+    parser.add_argument("--skip-openvino", action="store_true", help="leave out the OpenVINO paths")
     parser.add_argument("--skip-haystack", action="store_true", help="leave out SentenceTransformersSimilarityRanker")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args()
 
-    candidates = bm25_candidates(args.beir_dir, args.split, args.queries, args.top_k)
+    # One more query than is timed: its pairs calibrate the OpenVINO int8 path, so it is never calibrated on the
+    # very pairs it is timed and compared on.
+    *candidates, (calibration_query, calibration_documents) = bm25_candidates(
+        args.beir_dir, args.split, args.queries + 1, args.top_k
+    )
     num_pairs = sum(len(documents) for _, documents in candidates)
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = str(init_cross_encoder_from_encoder(
@@ -128,6 +136,12 @@ def main() -> int:
             variants["CrossEncoderRanker onnx fp32"] = {"backend": "onnx", "onnx_cache_dir": f"{scratch}/onnx"}
             variants["CrossEncoderRanker onnx int8 (quantize=True)"] = {
                 "backend": "onnx", "quantize": True, "onnx_cache_dir": f"{scratch}/onnx",
+            }
+        if not args.skip_openvino and importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf"):
+            variants["CrossEncoderRanker openvino fp32"] = {"backend": "openvino"}
+            variants["CrossEncoderRanker openvino int8 (quantize=True)"] = {
+                "backend": "openvino", "quantize": True,
+                "calibration_pairs": [(calibration_query, d.content) for d in calibration_documents],
             }
         for name, options in variants.items():
             ranker = CrossEncoderRanker(model_dir, top_k=None, device="cpu", batch_size=args.batch_size,

@@ -12,7 +12,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 
-from tiny_models import make_tiny_bert_cross_encoder, make_tiny_modernbert_cross_encoder  # noqa: E402
+from tiny_models import (  # noqa: E402
+    BACKEND_PAIRS,
+    make_tiny_bert_cross_encoder,
+    make_tiny_modernbert_cross_encoder,
+)
 
 CRANFIELD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cranfield"
 
@@ -42,3 +46,11 @@ def cranfield_dir() -> Path:
     if not (CRANFIELD / "corpus.jsonl").is_file():
         pytest.skip(f"Cranfield collection not found at {CRANFIELD}")
     return CRANFIELD
+
+
+@pytest.fixture(scope="session")
+def expected(tiny_bert):
+    """sentence-transformers' scores of the tiny BERT on ``BACKEND_PAIRS``, the reference of every backend test."""
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(str(tiny_bert), device="cpu").predict(BACKEND_PAIRS)

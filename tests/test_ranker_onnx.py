@@ -7,21 +7,10 @@ import pytest
 from sentence_transformers import CrossEncoder
 
 from rerank_pipeline.components import CrossEncoderRanker
+from tiny_models import BACKEND_PAIRS as PAIRS
 
 pytest.importorskip("onnx", reason="pip install onnx for the ONNX export")
 pytest.importorskip("onnxruntime", reason="pip install onnxruntime for the ONNX backend")
-
-QUERY = "supersonic boundary layer heat transfer"
-PAIRS = [(QUERY, "boundary layer flow " * n) for n in (1, 3, 9, 27, 60)] + [
-    ("shock wave", "a shock wave on a wing"),
-    ("laminar plate", "the theory of laminar flow on a flat plate"),
-    ("x", "pressure"),
-]
-
-
-@pytest.fixture(scope="module")
-def expected(tiny_bert) -> np.ndarray:
-    return CrossEncoder(str(tiny_bert), device="cpu").predict(PAIRS)
 
 
 @pytest.mark.parametrize("model_fixture", ["tiny_bert", "tiny_modernbert"])

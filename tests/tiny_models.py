@@ -14,6 +14,13 @@ from transformers import (
     ModernBertForSequenceClassification,
 )
 
+# (query, document) pairs of many lengths that every ranker backend is checked on against sentence-transformers.
+BACKEND_QUERY = "supersonic boundary layer heat transfer"
+BACKEND_PAIRS = [(BACKEND_QUERY, "boundary layer flow " * n) for n in (1, 3, 9, 27, 60)] + [
+    ("shock wave", "a shock wave on a wing"),
+    ("laminar plate", "the theory of laminar flow on a flat plate"),
+    ("x", "pressure"),
+]
 # A wide initializer spreads the scores of random tiny models, so ordering and parity tests can tell pairs apart.
 INITIALIZER_RANGE = 0.5
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -110,6 +110,12 @@ def model_input_names(model: torch.nn.Module) -> set[str] | None:
     return set(parameters)
 
 
+def sample_features(tokenizer: Any, input_names: set[str] | None) -> dict[str, torch.Tensor]:
+    """A one-pair feature batch holding the inputs the model takes, to trace it for export or conversion."""
+    sample = dict(tokenizer(["a query"], ["a document"], padding=True, return_tensors="pt"))
+    return {name: tensor for name, tensor in sample.items() if input_names is None or name in input_names}
+
+
 def quantize_linear_layers_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Int8 dynamic quantization of every ``nn.Linear`` (weights int8, activations quantized per batch; CPU)."""
     import warnings
@@ -190,15 +196,21 @@ class PairScorer:
         """Return fp32 logits ``[len(pairs), num_labels]`` in input order."""
         if not pairs:
             return torch.empty((0, 1), dtype=torch.float32)
-        encoded = self.tokenize(pairs)
-        lengths = [len(ids) for ids in encoded["input_ids"]]
-        batches = plan_token_budget_batches(lengths, max_batch_tokens, batch_size)
+        encoded, batches = self.plan_batches(pairs, batch_size, max_batch_tokens)
         outputs: list[torch.Tensor | None] = [None] * len(pairs)
         for indices in tqdm(batches, desc="Scoring pairs", unit="batch", disable=not show_progress_bar):
             batch_logits = self.logits_fn(self.pad(encoded, indices))
             for row, index in enumerate(indices):
                 outputs[index] = batch_logits[row]
         return torch.stack(outputs)  # type: ignore[arg-type]
+
+    def plan_batches(
+        self, pairs: Sequence[tuple[str, str]], batch_size: int, max_batch_tokens: int
+    ) -> tuple[dict[str, list[list[int]]], list[list[int]]]:
+        """Tokenize ``pairs`` and cut them into token-budget batches: ``(encoded, [pair indices of a batch])``."""
+        encoded = self.tokenize(pairs)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        return encoded, plan_token_budget_batches(lengths, max_batch_tokens, batch_size)
 
 
 def apply_activation(logits: torch.Tensor, activation_fn: Callable | None) -> np.ndarray:

@@ -24,13 +24,16 @@ from rerank_pipeline.components._scoring import (
     model_input_names,
     quantize_linear_layers_int8,
     resolve_autocast_dtype,
+    sample_features,
 )
 
 logger = logging.getLogger(__name__)
 
 LONG_DOCUMENT_POLICIES = ("truncate", "max_passage")
 EMPTY_DOCUMENT_POLICIES = ("skip", "score")
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "openvino")
+# Pairs an int8 OpenVINO model is calibrated on when the caller gives none: the first pairs it is asked to score.
+CALIBRATION_PAIRS = 128
 # Measured with benchmarks/rerank_throughput.py: on CPU small batches stay in cache (2048 tokens: 1.2x the
 # throughput of 8192 at identical scores); on CUDA large batches fill the device.
 DEFAULT_MAX_BATCH_TOKENS = {"cpu": 2048, "cuda": 65536}
@@ -66,8 +69,9 @@ class CrossEncoderRanker:
         passage_overlap: int = 64,
         max_batch_tokens: int | None = None,
         precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
-        backend: Literal["torch", "onnx"] = "torch",
+        backend: Literal["torch", "onnx", "openvino"] = "torch",
         quantize: bool = False,
+        calibration_pairs: list[tuple[str, str]] | None = None,
         empty_documents: Literal["skip", "score"] = "skip",
         allow_unsafe_weights: bool = False,
         onnx_cache_dir: str | None = None,
@@ -91,10 +95,15 @@ class CrossEncoderRanker:
         :param passage_overlap: Tokens shared by consecutive passages under ``max_passage``.
         :param max_batch_tokens: Padded-token budget of one batch (``None``: 2048 on CPU, 65536 on CUDA).
         :param precision: ``"auto"`` (fp32 on CPU; bf16, else fp16, on CUDA), ``"fp32"``, ``"bf16"`` or ``"fp16"``.
-        :param backend: ``"torch"`` or ``"onnx"`` (ONNX Runtime; exported once and cached).
-        :param quantize: Int8 dynamic quantization of the linear layers (faster on CPU, scores move by ~1e-3):
-            ONNX Runtime ``quantize_dynamic`` with ``backend="onnx"``, ``torch.ao`` dynamic quantization (CPU only)
-            with ``backend="torch"``.
+        :param backend: ``"torch"``, ``"onnx"`` (ONNX Runtime; exported once and cached) or ``"openvino"``
+            (CPU only; converted in memory at warm-up; ``pip install 'rerank-pipeline[openvino]'``).
+        :param quantize: Int8 inference (faster on CPU, scores move by ~1e-3): ``torch.ao`` dynamic quantization of
+            the linear layers with ``backend="torch"`` (CPU only), ONNX Runtime ``quantize_dynamic`` with
+            ``backend="onnx"``, NNCF static int8 of weights and activations with ``backend="openvino"`` (the
+            fastest: activation ranges are calibrated on ``calibration_pairs``).
+        :param calibration_pairs: (query, document) texts like those the ranker will score, for
+            ``backend="openvino", quantize=True``; ``None`` calibrates on the first ``CALIBRATION_PAIRS`` pairs the
+            ranker scores (so the first call takes longer).
         :param empty_documents: Documents with no text: ``"skip"`` (left out of the result) or ``"score"``.
         :param allow_unsafe_weights: Also accept pickle (``.bin``) weights; by default only safetensors load.
         :param onnx_cache_dir: Where ONNX exports are cached (default ``~/.cache/rerank_pipeline/onnx``).
@@ -121,10 +130,17 @@ class CrossEncoderRanker:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if quantize and precision in ("bf16", "fp16"):
             raise ValueError("quantize=True runs int8 weights; it cannot be combined with precision bf16/fp16")
+        device_name = device.to_torch_str() if isinstance(device, ComponentDevice) else device
+        if backend == "openvino" and device_name is not None and not str(device_name).startswith("cpu"):
+            raise ValueError(f"backend='openvino' runs on the CPU; got device {device_name!r}")
+        if calibration_pairs is not None and not (backend == "openvino" and quantize):
+            raise ValueError("calibration_pairs is only used by backend='openvino' with quantize=True")
+        if calibration_pairs is not None and not calibration_pairs:
+            raise ValueError("calibration_pairs must hold at least one (query, document) pair, or be None")
 
         self.model = str(model)
         self.top_k = top_k
-        self.device = device.to_torch_str() if isinstance(device, ComponentDevice) else device
+        self.device = device_name
         self.batch_size = batch_size
         self.max_length = max_length
         self.meta_fields_to_embed = list(meta_fields_to_embed or [])
@@ -140,6 +156,7 @@ class CrossEncoderRanker:
         self.precision = precision
         self.backend = backend
         self.quantize = quantize
+        self.calibration_pairs = [(str(query), str(text)) for query, text in calibration_pairs or []] or None
         self.empty_documents = empty_documents
         self.allow_unsafe_weights = allow_unsafe_weights
         self.onnx_cache_dir = onnx_cache_dir
@@ -149,6 +166,7 @@ class CrossEncoderRanker:
         self._model_prompt = ""
         self._torch_device: torch.device | None = None
         self._warm_up_lock = threading.Lock()
+        self._calibration_lock = threading.Lock()
 
     # ------------------------------------------------------------------ loading
 
@@ -161,7 +179,8 @@ class CrossEncoderRanker:
                 self._load()
 
     def _load(self) -> None:
-        device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        default_device = "cuda" if torch.cuda.is_available() and self.backend != "openvino" else "cpu"
+        device = torch.device(self.device or default_device)
         if device.type == "cuda" and not torch.cuda.is_available():
             logger.warning("CUDA requested for '%s' but not available; falling back to CPU", self.model)
             device = torch.device("cpu")
@@ -179,6 +198,13 @@ class CrossEncoderRanker:
         input_names = model_input_names(hf_model)
         if self.backend == "onnx":
             logits_fn, input_names = self._onnx_logits(hf_model, tokenizer, input_names, device)
+        elif self.backend == "openvino":
+            from rerank_pipeline.openvino_backend import OpenVinoLogits
+
+            logits_fn = OpenVinoLogits(
+                hf_model, sample_features(tokenizer, input_names), self.precision, self.quantize
+            )
+            input_names = set(logits_fn.input_names)
         else:
             hf_model.eval()
             if self.quantize:
@@ -190,6 +216,21 @@ class CrossEncoderRanker:
         self._num_labels = int(getattr(hf_model.config, "num_labels", 1))
         self._torch_device = device
         self._scorer = PairScorer(tokenizer, logits_fn, max_length, input_names)
+        if self.calibration_pairs:
+            self._calibrate([(self._model_prompt + query, text) for query, text in self.calibration_pairs])
+
+    def _calibrate(self, pairs: list[tuple[str, str]]) -> None:
+        """Calibrate an int8 OpenVINO model on (up to ``CALIBRATION_PAIRS`` of) ``pairs``; no-op otherwise."""
+        assert self._scorer is not None
+        logits_fn = self._scorer.logits_fn
+        if not getattr(logits_fn, "needs_calibration", False):
+            return
+        with self._calibration_lock:
+            if logits_fn.needs_calibration:
+                sample = pairs[:CALIBRATION_PAIRS]
+                logger.info("Calibrating the int8 OpenVINO model of '%s' on %d pairs", self.model, len(sample))
+                encoded, batches = self._scorer.plan_batches(sample, self.batch_size, self._max_batch_tokens())
+                logits_fn.calibrate([self._scorer.pad(encoded, indices) for indices in batches])
 
     def _onnx_logits(
         self, hf_model: torch.nn.Module, tokenizer: Any, input_names: set[str] | None,
@@ -197,8 +238,7 @@ class CrossEncoderRanker:
     ) -> tuple[Any, set[str]]:
         from rerank_pipeline.onnx_export import OnnxLogits, cached_onnx_export
 
-        sample = dict(tokenizer(["a query"], ["a document"], padding=True, return_tensors="pt"))
-        sample = {name: tensor for name, tensor in sample.items() if input_names is None or name in input_names}
+        sample = sample_features(tokenizer, input_names)
         path = cached_onnx_export(self.model, hf_model, sample, self.quantize, self.onnx_cache_dir)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else None
         session = OnnxLogits(path, providers=providers)
@@ -226,10 +266,12 @@ class CrossEncoderRanker:
     def _pair_logits(
         self, queries: list[str], documents: list[str], batch_size: int, show_progress_bar: bool = False
     ) -> torch.Tensor:
-        assert self._scorer is not None and self._torch_device is not None
-        max_batch_tokens = self.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS.get(self._torch_device.type, DEFAULT_MAX_BATCH_TOKENS["cpu"])
+        assert self._scorer is not None
+        max_batch_tokens = self._max_batch_tokens()
         if self.long_document == "truncate":
-            return self._scorer.logits(list(zip(queries, documents)), batch_size, max_batch_tokens, show_progress_bar)
+            pairs = list(zip(queries, documents))
+            self._calibrate(pairs)
+            return self._scorer.logits(pairs, batch_size, max_batch_tokens, show_progress_bar)
         owners: list[int] = []
         pairs: list[tuple[str, str]] = []
         with self._scorer._tokenizer_lock:
@@ -239,10 +281,16 @@ class CrossEncoderRanker:
                 ):
                     owners.append(owner)
                     pairs.append((query, passage))
+        self._calibrate(pairs)
         passage_logits = self._scorer.logits(pairs, batch_size, max_batch_tokens, show_progress_bar)
         index = torch.tensor(owners).unsqueeze(-1).expand_as(passage_logits)
         best = torch.full((len(queries), passage_logits.shape[-1]), float("-inf"))
         return best.scatter_reduce_(0, index, passage_logits, reduce="amax", include_self=False)
+
+    def _max_batch_tokens(self) -> int:
+        assert self._torch_device is not None
+        default = DEFAULT_MAX_BATCH_TOKENS.get(self._torch_device.type, DEFAULT_MAX_BATCH_TOKENS["cpu"])
+        return self.max_batch_tokens or default
 
     def _document_text(self, document: Document) -> str | None:
         content = document.content if isinstance(document.content, str) else None
@@ -326,6 +374,7 @@ class CrossEncoderRanker:
             precision=self.precision,
             backend=self.backend,
             quantize=self.quantize,
+            calibration_pairs=[list(pair) for pair in self.calibration_pairs] if self.calibration_pairs else None,
             empty_documents=self.empty_documents,
             allow_unsafe_weights=self.allow_unsafe_weights,
             onnx_cache_dir=self.onnx_cache_dir,
