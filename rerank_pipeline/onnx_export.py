@@ -29,7 +29,8 @@ def default_cache_dir() -> Path:
 
 def model_fingerprint(model_id: str, input_names: list[str]) -> str:
     """A short hash naming one export folder: local files (name, size, mtime) or the Hub id, and the inputs."""
-    parts: dict[str, Any] = {"model": model_id, "inputs": input_names, "torch": torch.__version__}
+    # "graph" names what the export holds: 2 = the last layer computed for the first token only.
+    parts: dict[str, Any] = {"model": model_id, "inputs": input_names, "torch": torch.__version__, "graph": 2}
     folder = Path(model_id).expanduser()
     if folder.is_dir():
         parts["model"] = str(folder.resolve())

@@ -98,3 +98,20 @@ def test_config_scalar_for_a_list_option_is_one_item(tmp_path):
     args = build_parser().parse_args(["eval", "--config", str(config)])
     _apply_config(args)
     assert args.nanobeir == ["msmarco"] and args.first_stage_option == ["url=http://localhost:9200"]
+
+
+def test_cli_passes_the_ranker_backend_on(beir_dir, tiny_bert, tmp_path, capsys):
+    pytest.importorskip("openvino", reason="pip install 'rerank-pipeline[openvino]' for the OpenVINO backend")
+    reports = {}
+    for name, options in {"torch": [], "openvino": ["--backend", "openvino"]}.items():
+        reports[name] = tmp_path / name
+        assert main([
+            "eval", "--beir-dir", str(beir_dir), "--first-stage", "bm25", "--model", str(tiny_bert), "--rerank-k", "10",
+            "--top-k", "20", "--no-progress", "--output", str(reports[name]), *options,
+        ]) == 0
+    assert f"cross-encoder {tiny_bert} (openvino)" in capsys.readouterr().out
+    torch_metrics, openvino_metrics = (
+        json.loads((reports[name] / "metrics.json").read_text())["protocol"]["always_rerank_positives"]["metrics"]
+        for name in ("torch", "openvino")
+    )
+    assert openvino_metrics == pytest.approx(torch_metrics, abs=1e-4)

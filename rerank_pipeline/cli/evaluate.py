@@ -52,6 +52,8 @@ def register(subparsers) -> None:
     rerank.add_argument("--no-rerank", action="store_true", help="no model: report the first stage (identity reranker)")
     rerank.add_argument("--batch-size", type=int, default=64)
     rerank.add_argument("--device", default=None)
+    rerank.add_argument("--backend", choices=("torch", "onnx", "openvino"), default="torch", help="CrossEncoderRanker backend")
+    rerank.add_argument("--quantize", action="store_true", help="int8 inference (CrossEncoderRanker quantize=True)")
 
     protocol = parser.add_argument_group("protocol and reports")
     protocol.add_argument("--rerank-k", type=int, default=100, help="candidates reranked per query")
@@ -174,8 +176,9 @@ def run(args: argparse.Namespace) -> int:
     if args.no_rerank or args.reranker == "identity":
         scorer, reranker_label = (IdentityScorer(), "none (first-stage order)")
     else:
-        scorer = load_scorer(args.reranker, args.model, batch_size=args.batch_size, device=args.device)
-        reranker_label = f"{args.reranker} {args.model}"
+        ranker_options = {"backend": args.backend, "quantize": args.quantize} if args.reranker == "cross-encoder" else {}
+        scorer = load_scorer(args.reranker, args.model, batch_size=args.batch_size, device=args.device, **ranker_options)
+        reranker_label = f"{args.reranker} {args.model}" + (f" ({args.backend}{', int8' if args.quantize else ''})" if ranker_options else "")
     print(f"reranker: {reranker_label}; candidates: {first_stage}; rerank_k={args.rerank_k}", flush=True)
 
     suite_name = "NanoBEIR" if args.nanobeir else "mean"

@@ -13,6 +13,7 @@ import torch
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils import ComponentDevice
 
+from rerank_pipeline.components._first_token_head import compute_last_layer_for_first_token_only
 from rerank_pipeline.components._passages import split_long_document
 from rerank_pipeline.components._scoring import (
     PRECISIONS,
@@ -193,6 +194,7 @@ class CrossEncoderRanker:
                 f"'{self.model}' is not a plain sequence-classification cross-encoder; "
                 "use sentence_transformers.CrossEncoder for this architecture"
             )
+        compute_last_layer_for_first_token_only(hf_model)
         tokenizer = cross_encoder.tokenizer
         max_length = effective_max_length(tokenizer, hf_model.config)
         input_names = model_input_names(hf_model)

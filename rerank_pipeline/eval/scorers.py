@@ -79,9 +79,11 @@ class BiEncoderScorer:
 SCORER_KINDS = ("cross-encoder", "bi-encoder", "identity")
 
 
-def load_scorer(kind: str, model: str | None = None, batch_size: int = 64, device: str | None = None):
+def load_scorer(kind: str, model: str | None = None, batch_size: int = 64, device: str | None = None, **ranker_options):
     """Build a scorer by kind: ``cross-encoder`` (our CrossEncoderRanker when present, else sentence-transformers
-    ``CrossEncoder``), ``bi-encoder`` (:class:`BiEncoderScorer`) or ``identity`` (no model)."""
+    ``CrossEncoder``), ``bi-encoder`` (:class:`BiEncoderScorer`) or ``identity`` (no model).
+
+    ``ranker_options`` (e.g. ``backend="openvino", quantize=True``) go to :class:`CrossEncoderRanker`."""
     if kind == "identity":
         return IdentityScorer()
     if kind not in SCORER_KINDS:
@@ -95,7 +97,7 @@ def load_scorer(kind: str, model: str | None = None, batch_size: int = 64, devic
     except ImportError:
         CrossEncoderRanker = None
     if CrossEncoderRanker is not None:
-        ranker = CrossEncoderRanker(model=str(model), batch_size=batch_size, device=device)
+        ranker = CrossEncoderRanker(model=str(model), batch_size=batch_size, device=device, **ranker_options)
         if hasattr(ranker, "warm_up"):
             ranker.warm_up()
         return ranker
