@@ -79,7 +79,8 @@ def test_openvino_ranker_round_trips_through_yaml(tiny_bert):
     [
         ({"backend": "openvino", "device": "cuda"}, "runs on the CPU"),
         ({"calibration_pairs": CALIBRATION}, "only used by backend='openvino' with quantize=True"),
-        ({"backend": "openvino", "quantize": True, "calibration_pairs": []}, "at least one"),
+        ({"backend": "openvino", "quantize": True, "calibration_pairs": []}, "non-empty list of"),
+        ({"backend": "openvino", "quantize": True, "calibration_pairs": [("query only",)]}, "non-empty list of"),
     ],
 )
 def test_openvino_bad_options_are_refused(tiny_bert, kwargs, message):

@@ -136,8 +136,11 @@ class CrossEncoderRanker:
             raise ValueError(f"backend='openvino' runs on the CPU; got device {device_name!r}")
         if calibration_pairs is not None and not (backend == "openvino" and quantize):
             raise ValueError("calibration_pairs is only used by backend='openvino' with quantize=True")
-        if calibration_pairs is not None and not calibration_pairs:
-            raise ValueError("calibration_pairs must hold at least one (query, document) pair, or be None")
+        if calibration_pairs is not None and (
+            not calibration_pairs
+            or any(not isinstance(pair, (list, tuple)) or len(pair) != 2 for pair in calibration_pairs)
+        ):
+            raise ValueError("calibration_pairs must be a non-empty list of (query, document) pairs, or None")
 
         self.model = str(model)
         self.top_k = top_k
