@@ -12,6 +12,8 @@ from transformers import (
     BertTokenizerFast,
     ModernBertConfig,
     ModernBertForSequenceClassification,
+    XLMRobertaConfig,
+    XLMRobertaForSequenceClassification,
 )
 
 # (query, document) pairs of many lengths that every ranker backend is checked on against sentence-transformers.
@@ -70,5 +72,20 @@ def make_tiny_modernbert_cross_encoder(folder: Path, max_length: int = 128, seed
         global_attn_every_n_layers=2, local_attention=16, initializer_range=INITIALIZER_RANGE,
     )
     ModernBertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_tiny_xlm_roberta_cross_encoder(folder: Path, max_length: int = 64, seed: int = 0) -> Path:
+    """Save a 2-layer XLM-RoBERTa sequence classifier with one label (the bge-reranker family's architecture)."""
+    tokenizer = make_tokenizer(folder, max_length)
+    torch.manual_seed(seed)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=max_length + 2, type_vocab_size=2, num_labels=1,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+        initializer_range=INITIALIZER_RANGE,
+    )
+    XLMRobertaForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -1,6 +1,7 @@
 """Skip the last encoder layer's work on the tokens a BERT classification head never reads.
 
-``BertForSequenceClassification`` reads only the first ([CLS]) token of the last layer (its pooler takes
+A BERT-family sequence classifier (BERT/MiniLM, RoBERTa, XLM-RoBERTa e.g. bge-reranker) reads only the
+first ([CLS] / <s>) token of the last layer (BERT's pooler and the others' classification heads take
 ``hidden[:, 0]``). That layer still needs every token's keys and values, but its query, attention output and
 feed-forward only for the first token: 10 of the last layer's 12 hidden-size matrix products per token are
 skipped (1/7 of a 6-layer model's linear work), and the logits are the same up to float rounding (parity-tested
@@ -13,12 +14,17 @@ import torch
 import transformers
 from torch.nn import functional
 
-SUPPORTED_CLASSES = ("BertForSequenceClassification",)
+# Classifiers whose encoder layers are BERT layers (same submodule names) and whose head reads token 0 only.
+SUPPORTED_CLASSES = (
+    "BertForSequenceClassification",
+    "RobertaForSequenceClassification",
+    "XLMRobertaForSequenceClassification",
+)
 SUPPORTED_ATTENTION = ("sdpa", "eager")
 
 
 class FirstTokenLastLayer(torch.nn.Module):
-    """A BERT layer that returns the hidden state of the first token only (``[batch, 1, hidden]``)."""
+    """A BERT-style layer that returns the hidden state of the first token only (``[batch, 1, hidden]``)."""
 
     def __init__(self, layer: torch.nn.Module) -> None:
         super().__init__()
@@ -44,8 +50,8 @@ class FirstTokenLastLayer(torch.nn.Module):
 def compute_last_layer_for_first_token_only(model: torch.nn.Module) -> bool:
     """Swap ``model``'s last encoder layer for a :class:`FirstTokenLastLayer` when it is safe; True if swapped.
 
-    Safe means: a ``BertForSequenceClassification`` encoder (not a decoder, no cross-attention) on SDPA or eager
-    attention, under transformers 5 (whose encoder passes a layer's output on as a tensor).
+    Safe means: one of ``SUPPORTED_CLASSES`` as an encoder (not a decoder, no cross-attention, absolute positions)
+    on SDPA or eager attention, under transformers 5 (whose encoder passes a layer's output on as a tensor).
     """
     config = getattr(model, "config", None)
     if (
@@ -57,7 +63,7 @@ def compute_last_layer_for_first_token_only(model: torch.nn.Module) -> bool:
         or getattr(config, "position_embedding_type", "absolute") != "absolute"
     ):
         return False
-    layers = model.bert.encoder.layer
+    layers = getattr(model, model.base_model_prefix).encoder.layer
     if isinstance(layers[-1], FirstTokenLastLayer):
         return True
     layers[-1] = FirstTokenLastLayer(layers[-1])
