@@ -21,14 +21,14 @@ from haystack import Document, component, default_from_dict, default_to_dict
 FUSION_FILE = "fusion.json"
 
 
-def min_max(scores: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Scale scores to [0, 1]; constant scores all become 0.5 (no information either way)."""
+def min_max(scores: Sequence[float] | np.ndarray, constant: float = 0.5) -> np.ndarray:
+    """Scale scores to [0, 1]; constant scores all become ``constant`` (0.5: no information either way)."""
     values = np.asarray(scores, dtype=np.float64)
     if values.size == 0:
         return values
     low, high = float(values.min()), float(values.max())
     if high - low <= 1e-12:
-        return np.full_like(values, 0.5)
+        return np.full_like(values, constant)
     return (values - low) / (high - low)
 
 

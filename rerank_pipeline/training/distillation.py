@@ -14,17 +14,13 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
+from rerank_pipeline.components.score_fusion import min_max
 from rerank_pipeline.training.pairs import TrainingPairs
 
 Ranking = Sequence[tuple[str, float]]
-
-
-def min_max(values: Sequence[float]) -> list[float]:
-    """Scale ``values`` to [0, 1]; all-equal values become 0."""
-    low, high = min(values), max(values)
-    if high <= low:
-        return [0.0 for _ in values]
-    return [(value - low) / (high - low) for value in values]
+DISTILLED_DIR = "distilled"
 
 
 def teacher_labels(candidates: Sequence[str], retriever_rankings: Sequence[Ranking]) -> list[float]:
@@ -38,9 +34,8 @@ def teacher_labels(candidates: Sequence[str], retriever_rankings: Sequence[Ranki
     for ranking in retriever_rankings:
         scores = dict(ranking)
         floor = min(scores.values(), default=0.0)
-        per_retriever.append(min_max([scores.get(doc_id, floor) for doc_id in candidates]))
-    averaged = [sum(column) / len(per_retriever) for column in zip(*per_retriever)]
-    return min_max(averaged)
+        per_retriever.append(min_max([scores.get(doc_id, floor) for doc_id in candidates], constant=0.0))
+    return min_max(np.mean(per_retriever, axis=0), constant=0.0).tolist()
 
 
 def is_trained_cross_encoder(model) -> bool:
@@ -78,9 +73,6 @@ def build_distillation_pairs(
             pairs.add(query_id, query, document_text(doc_id), label)
     pairs.self_supervised_pairs = len(pairs)
     return pairs
-
-
-DISTILLED_DIR = "distilled"
 
 
 def distilled_model_dir(output_dir: str | Path) -> Path:
