@@ -115,3 +115,23 @@ def test_cli_passes_the_ranker_backend_on(beir_dir, tiny_bert, tmp_path, capsys)
         for name in ("torch", "openvino")
     )
     assert openvino_metrics == pytest.approx(torch_metrics, abs=1e-4)
+
+
+def test_cli_passes_the_window_and_long_document_policy_on(beir_dir, tiny_bert, tmp_path, capsys):
+    out = tmp_path / "maxp"
+    assert main([
+        "eval", "--beir-dir", str(beir_dir), "--first-stage", "bm25", "--model", str(tiny_bert), "--rerank-k", "10",
+        "--top-k", "20", "--max-length", "16", "--long-document", "max_passage", "--no-progress", "--output", str(out),
+    ]) == 0
+    assert f"cross-encoder {tiny_bert} (torch, max_length 16, max_passage)" in capsys.readouterr().out
+    got = json.loads((out / "metrics.json").read_text())["protocol"]["always_rerank_positives"]["metrics"]
+    dataset = load_beir(beir_dir, "test")
+    rankings = retrieve_rankings(dataset, "bm25", top_k=20)
+    results = {
+        policy: rerank_protocol(
+            dataset, rankings, load_scorer("cross-encoder", str(tiny_bert), max_length=16, long_document=policy), rerank_k=10
+        ).prefixed()
+        for policy in ("max_passage", "truncate")
+    }
+    assert results["max_passage"] != pytest.approx(results["truncate"], abs=1e-6)  # the toy documents exceed 16 tokens
+    assert got == pytest.approx(results["max_passage"], abs=1e-9)

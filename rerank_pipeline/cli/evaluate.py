@@ -54,6 +54,9 @@ def register(subparsers) -> None:
     rerank.add_argument("--device", default=None)
     rerank.add_argument("--backend", choices=("torch", "onnx", "openvino"), default="torch", help="CrossEncoderRanker backend")
     rerank.add_argument("--quantize", action="store_true", help="int8 inference (CrossEncoderRanker quantize=True)")
+    rerank.add_argument("--max-length", type=int, default=None, help="token window of a pair (default: the checkpoint's own)")
+    rerank.add_argument("--long-document", choices=("truncate", "max_passage"), default="truncate",
+                        help="documents longer than the window: truncate, or score overlapping passages and keep the best (MaxP)")
 
     protocol = parser.add_argument_group("protocol and reports")
     protocol.add_argument("--rerank-k", type=int, default=100, help="candidates reranked per query")
@@ -176,9 +179,12 @@ def run(args: argparse.Namespace) -> int:
     if args.no_rerank or args.reranker == "identity":
         scorer, reranker_label = (IdentityScorer(), "none (first-stage order)")
     else:
-        ranker_options = {"backend": args.backend, "quantize": args.quantize} if args.reranker == "cross-encoder" else {}
+        ranker_options = {}
+        if args.reranker == "cross-encoder":
+            ranker_options = {"backend": args.backend, "quantize": args.quantize, "max_length": args.max_length,
+                              "long_document": args.long_document}
         scorer = load_scorer(args.reranker, args.model, batch_size=args.batch_size, device=args.device, **ranker_options)
-        reranker_label = f"{args.reranker} {args.model}" + (f" ({args.backend}{', int8' if args.quantize else ''})" if ranker_options else "")
+        reranker_label = f"{args.reranker} {args.model}" + (f" ({_ranker_description(ranker_options)})" if ranker_options else "")
     print(f"reranker: {reranker_label}; candidates: {first_stage}; rerank_k={args.rerank_k}", flush=True)
 
     suite_name = "NanoBEIR" if args.nanobeir else "mean"
@@ -231,3 +237,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nwrote {len(written)} files to {args.output}")
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _ranker_description(options: dict) -> str:
+    """e.g. ``openvino, int8, max_length 128, max_passage`` (defaults left out but the backend)."""
+    parts = [options["backend"]]
+    if options["quantize"]:
+        parts.append("int8")
+    if options["max_length"] is not None:
+        parts.append(f"max_length {options['max_length']}")
+    if options["long_document"] != "truncate":
+        parts.append(options["long_document"])
+    return ", ".join(parts)
+

@@ -27,8 +27,9 @@ def split_long_document(
     passage and is truncated by the usual ``longest_first`` rule.
     """
     special = tokenizer.num_special_tokens_to_add(pair=True)
-    query_tokens = len(tokenizer(query, add_special_tokens=False)["input_ids"])
-    encoded = tokenizer(document, add_special_tokens=False, return_offsets_mapping=True)
+    query_tokens = len(tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"])
+    # verbose=False: measuring a document longer than the model window is the point here, not an error
+    encoded = tokenizer(document, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     offsets = encoded["offset_mapping"]
     budget = max_length - special - query_tokens
     if budget < max(MIN_PASSAGE_TOKENS, max_length // 4):
