@@ -1,6 +1,6 @@
 """Export a Hugging Face sequence classifier to ONNX (optionally int8 dynamic-quantized) and run it with ONNX Runtime.
 
-The exported file is cached under a key made of the model's identity (folder contents or Hub id), the input names
+The exported file is cached under a key made of the model's identity (folder contents, or Hub id and commit), the input names
 and the quantization flag, and written atomically (temporary file, then ``os.replace``).
 """
 
@@ -27,8 +27,20 @@ def default_cache_dir() -> Path:
     return Path(root) / "onnx"
 
 
-def model_fingerprint(model_id: str, input_names: list[str]) -> str:
-    """A short hash naming one export folder: local files (name, size, mtime) or the Hub id, and the inputs."""
+def hub_revision(model_id: str, hub_cache_dir: str | Path | None = None) -> str | None:
+    """The commit a Hub model id resolves to in the local Hugging Face cache (what loading it reads), or ``None``."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(model_id, "config.json", cache_dir=hub_cache_dir)
+    except ValueError:  # not a valid repo id
+        return None
+    return Path(cached).parent.name if isinstance(cached, str) else None  # .../snapshots/<commit>/config.json
+
+
+def model_fingerprint(model_id: str, input_names: list[str], hub_cache_dir: str | Path | None = None) -> str:
+    """A short hash naming one export folder: local files (name, size, mtime), or the Hub id and the commit it
+    resolves to (so an updated Hub model is exported again), and the inputs."""
     # "graph" names what the export holds: 2 = the last layer computed for the first token only.
     parts: dict[str, Any] = {"model": model_id, "inputs": input_names, "torch": torch.__version__, "graph": 2}
     folder = Path(model_id).expanduser()
@@ -38,6 +50,8 @@ def model_fingerprint(model_id: str, input_names: list[str]) -> str:
             (str(path.relative_to(folder)), path.stat().st_size, path.stat().st_mtime_ns)
             for path in folder.rglob("*") if path.is_file()
         )
+    else:
+        parts["revision"] = hub_revision(model_id, hub_cache_dir)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 

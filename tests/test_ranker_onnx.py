@@ -36,3 +36,20 @@ def test_onnx_int8_close_to_fp32_and_cached(tiny_bert, expected, tmp_path):
                                onnx_cache_dir=str(tmp_path))
     np.testing.assert_allclose(again.predict(PAIRS), scores, atol=1e-6)
     assert sorted(path.name for path in tmp_path.rglob("*.onnx")) == exports
+
+
+def test_export_key_follows_the_hub_commit(tmp_path):
+    from rerank_pipeline.onnx_export import hub_revision, model_fingerprint
+
+    repo = tmp_path / "hub" / "models--org--reranker"
+    for commit in ("aaa111", "bbb222"):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    keys = {}
+    for commit in ("aaa111", "bbb222"):
+        (repo / "refs" / "main").write_text(commit)
+        assert hub_revision("org/reranker", tmp_path / "hub") == commit
+        keys[commit] = model_fingerprint("org/reranker", ["input_ids"], tmp_path / "hub")
+    assert keys["aaa111"] != keys["bbb222"]  # an updated Hub model gets a fresh export
+    assert hub_revision("org/not-cached", tmp_path / "hub") is None
