@@ -1,7 +1,7 @@
 """Export a Hugging Face sequence classifier to ONNX (optionally int8 dynamic-quantized) and run it with ONNX Runtime.
 
-The exported file is cached under a key made of the model's identity (folder contents, or Hub id and commit), the input names
-and the quantization flag, and written atomically (temporary file, then ``os.replace``).
+The exported file is cached under a key made of the model's identity (folder contents, or Hub id and commit), the
+input names and the quantization flag, and written atomically (temporary file, then ``os.replace``).
 """
 
 from __future__ import annotations

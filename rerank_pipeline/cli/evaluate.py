@@ -249,4 +249,3 @@ def _ranker_description(options: dict) -> str:
     if options["long_document"] != "truncate":
         parts.append(options["long_document"])
     return ", ".join(parts)
-
