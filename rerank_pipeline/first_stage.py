@@ -214,10 +214,16 @@ class HybridFirstStage:
     def retrieve(self, queries: dict[str, str], top_k: int = 100) -> dict[str, list[tuple[str, float]]]:
         """Fuse the BM25 and dense rankings of every query."""
         depth = max(top_k, self.fusion_depth)
-        sparse = self.bm25.retrieve(queries, top_k=depth)
-        dense = self.dense.retrieve(queries, top_k=depth)
+        return self.fuse(self.bm25.retrieve(queries, top_k=depth), self.dense.retrieve(queries, top_k=depth), top_k)
+
+    def fuse(
+        self, sparse: dict[str, list[tuple[str, float]]], dense: dict[str, list[tuple[str, float]]], top_k: int = 100
+    ) -> dict[str, list[tuple[str, float]]]:
+        """RRF of each query's BM25 and dense rankings (each cut to ``max(top_k, fusion_depth)``), as ``retrieve``."""
+        depth = max(top_k, self.fusion_depth)
         return {
-            qid: reciprocal_rank_fusion([sparse[qid], dense[qid]], top_k=top_k, k=self.rrf_k) for qid in queries
+            qid: reciprocal_rank_fusion([sparse[qid][:depth], dense[qid][:depth]], top_k=top_k, k=self.rrf_k)
+            for qid in sparse
         }
 
 

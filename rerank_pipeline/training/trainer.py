@@ -239,11 +239,11 @@ def warm_start_by_distillation(
         return CrossEncoder(str(saved), num_labels=1, max_length=config.max_length, device=model.device), {}
     pseudo = sample_pseudo_queries(dataset.corpus, config.distillation_queries, config.seed)
     queries = {qid: dataset.queries[qid] for qid in train_ids} | {f"pseudo:{p.doc_id}": p.query for p in pseudo}
+    fused, per_retriever = candidates.retrieve_with_retriever_rankings(
+        queries, top_k=config.distillation_depth, retriever_top_k=config.fusion_depth
+    )
     pairs = build_distillation_pairs(
-        queries,
-        candidates.retrieve(queries, top_k=config.distillation_depth),
-        candidates.retriever_rankings(queries, top_k=config.fusion_depth),
-        dataset.document_text, sorted(dataset.corpus), config.distillation_depth,
+        queries, fused, per_retriever, dataset.document_text, sorted(dataset.corpus), config.distillation_depth,
         config.distillation_random_documents, config.seed,
     )
     counts = {"distillation_queries": len(queries), "distillation_pairs": len(pairs)}
