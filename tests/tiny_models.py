@@ -9,6 +9,7 @@ import torch
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
+    BertModel,
     BertTokenizerFast,
     ModernBertConfig,
     ModernBertForSequenceClassification,
@@ -56,6 +57,17 @@ def make_tiny_bert_cross_encoder(folder: Path, max_length: int = 64, seed: int =
         intermediate_size=64, max_position_embeddings=512, num_labels=1, initializer_range=INITIALIZER_RANGE,
     )
     BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_tiny_bert_encoder(folder: Path, max_length: int = 64, seed: int = 0) -> Path:
+    """Save a 2-layer BERT encoder without a classification head (like a bi-encoder's transformer) to ``folder``."""
+    tokenizer = make_tokenizer(folder, max_length)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

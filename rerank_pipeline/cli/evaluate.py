@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 FIRST_STAGES = ("published", "bm25", "dense", "hybrid", "elasticsearch")
 POSITIVE_SETTINGS = {"true": [True], "false": [False], "both": [True, False]}
 _PARSER: argparse.ArgumentParser | None = None
+REPORT_MARKER = "metrics.json"  # an --output folder holding it is a previous report, replaced without --overwrite
 
 
 def register(subparsers) -> None:
@@ -38,6 +39,9 @@ def register(subparsers) -> None:
     source.add_argument("--hf-qrels-subset", default="default", help="subset of the qrels dataset ('none' for none)")
     source.add_argument("--split", default="test", help="qrels split (BEIR folder / HF dataset)")
     source.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
+    source.add_argument("--encoding", default="utf-8", help="text encoding of a BEIR folder's files (e.g. latin-1)")
+    source.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop", help="malformed line in a BEIR folder's files (bad JSON, missing fields, bytes not in --encoding): stop or skip (counted)")
+    source.add_argument("--on-duplicate", choices=("last", "first", "error"), default="last", help="a corpus or query id seen again in a BEIR folder: keep the last, the first, or stop; counted and reported")
 
     stage = parser.add_argument_group("first stage")
     stage.add_argument("--first-stage", choices=FIRST_STAGES, default=None, help="candidates: the dataset's published lists (NanoBEIR default) or our own first stage (default bm25)")
@@ -57,6 +61,8 @@ def register(subparsers) -> None:
     rerank.add_argument("--max-length", type=int, default=None, help="token window of a pair (default: the checkpoint's own)")
     rerank.add_argument("--long-document", choices=("truncate", "max_passage"), default="truncate",
                         help="documents longer than the window: truncate, or score overlapping passages and keep the best (MaxP)")
+    rerank.add_argument("--max-passages", type=int, default=None, help="max_passage: score at most this many passages of a document, its first ones (default: the ranker's, 32; a warning names each document cut)")
+    rerank.add_argument("--allow-untrained-head", action="store_true", help="accept a --model without a trained scoring head (it scores with a random head)")
 
     protocol = parser.add_argument_group("protocol and reports")
     protocol.add_argument("--rerank-k", type=int, default=100, help="candidates reranked per query")
@@ -64,7 +70,8 @@ def register(subparsers) -> None:
     protocol.add_argument("--always-rerank-positives", choices=tuple(POSITIVE_SETTINGS), default="true", help="put every positive into the reranked set (the model-card protocol); 'both' runs the two")
     protocol.add_argument("--end-to-end", choices=("auto", "on", "off"), default="auto", help="full-ranking metrics (ir_measures); auto = on for our own first stage")
     protocol.add_argument("--fusion", choices=("none", "rrf"), default="none", help="end to end: order the reranked top-k by the reranker alone or by RRF with the first stage")
-    protocol.add_argument("--output", default=None, help="write metrics.json, metrics.csv, per_query.csv, *.trec, chart.png, COMMAND.txt here")
+    protocol.add_argument("--output", default=None, help="write metrics.json, metrics.csv, per_query.csv, *.trec, chart.png, COMMAND.txt here (a new or empty folder, or a previous report, replaced as a whole)")
+    protocol.add_argument("--overwrite", action="store_true", help="replace an --output folder that holds other files")
     protocol.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)
     _PARSER = parser
@@ -134,7 +141,8 @@ def load_datasets(args: argparse.Namespace):
     if args.nanobeir:
         return [load_nanobeir(name, dataset_id=args.nanobeir_id, layout=args.nanobeir_layout) for name in args.nanobeir]
     if args.beir_dir:
-        return [load_beir(args.beir_dir, split=args.split)]
+        return [load_beir(args.beir_dir, split=args.split, encoding=args.encoding, on_bad_line=args.on_bad_line,
+                          on_duplicate=args.on_duplicate)]
     subset = None if str(args.hf_qrels_subset).lower() == "none" else args.hf_qrels_subset
     return [load_hf_beir(args.hf_dataset, split=args.split, qrels_id=args.hf_qrels_id, qrels_subset=subset)]
 
@@ -151,12 +159,25 @@ def _limit_queries(dataset, max_queries: int | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from rerank_pipeline.eval import IdentityScorer, evaluate_end_to_end, load_scorer, rerank_protocol_suite, retrieve_rankings
-    from rerank_pipeline.eval.reports import base_reranked_lines, end_to_end_table, protocol_table, write_report
-
+    """Evaluate as the options say; Ctrl-C tells what was kept (an ``--index-dir`` already saved), never a report."""
     _apply_config(args)
     if args.rerank_k < 1 or args.at_k < 1:
         raise ValueError("--rerank-k and --at-k must be >= 1")
+    _check_output_paths(args)
+    kept_indexes: list[str] = []
+    try:
+        return _run(args, kept_indexes)
+    except KeyboardInterrupt:
+        if not kept_indexes:
+            raise
+        raise KeyboardInterrupt(f"kept the first-stage index in {', '.join(kept_indexes)}; no report written") from None
+
+
+def _run(args: argparse.Namespace, kept_indexes: list[str]) -> int:
+    from rerank_pipeline.components.index_folder import atomic_directory
+    from rerank_pipeline.eval import IdentityScorer, evaluate_end_to_end, load_scorer, rerank_protocol_suite, retrieve_rankings
+    from rerank_pipeline.eval.reports import base_reranked_lines, end_to_end_table, protocol_table, write_report
+
     progress = not args.no_progress
     first_stage = args.first_stage or ("published" if args.nanobeir else "bm25")
     top_k = args.top_k or max(100, args.rerank_k)
@@ -176,13 +197,17 @@ def run(args: argparse.Namespace) -> int:
                 dataset, first_stage, top_k=top_k, index_dir=index_dir,
                 embedding_model=args.embedding_model, **_parse_options(args.first_stage_option),
             )
+            if index_dir:
+                kept_indexes.append(index_dir)
     if args.no_rerank or args.reranker == "identity":
         scorer, reranker_label = (IdentityScorer(), "none (first-stage order)")
     else:
         ranker_options = {}
         if args.reranker == "cross-encoder":
             ranker_options = {"backend": args.backend, "quantize": args.quantize, "max_length": args.max_length,
-                              "long_document": args.long_document}
+                              "long_document": args.long_document, "allow_untrained_head": args.allow_untrained_head}
+            if args.max_passages is not None:
+                ranker_options["max_passages"] = args.max_passages
         scorer = load_scorer(args.reranker, args.model, batch_size=args.batch_size, device=args.device, **ranker_options)
         reranker_label = f"{args.reranker} {args.model}" + (f" ({_ranker_description(ranker_options)})" if ranker_options else "")
     print(f"reranker: {reranker_label}; candidates: {first_stage}; rerank_k={args.rerank_k}", flush=True)
@@ -233,10 +258,25 @@ def run(args: argparse.Namespace) -> int:
             "reranker": reranker_label, "rerank_k": args.rerank_k, "at_k": args.at_k, "fusion": args.fusion,
             "embedding_model": args.embedding_model,
         }
-        written = write_report(args.output, protocol_results, end_to_end, command=command_line(args), settings=settings)
+        marker = None if args.overwrite else REPORT_MARKER
+        with atomic_directory(args.output, marker, "output folder") as staging:  # no stale file of an older run stays
+            written = write_report(staging, protocol_results, end_to_end, command=command_line(args), settings=settings)
         print(f"\nwrote {len(written)} files to {args.output}")
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _check_output_paths(args: argparse.Namespace) -> None:
+    """Refuse an unusable ``--output`` or ``--index-dir`` before any work (see :mod:`rerank_pipeline.output_paths`)."""
+    from rerank_pipeline.components.index_folder import check_index_dir
+    from rerank_pipeline.output_paths import check_replaceable_folder, check_writable_folder
+
+    if args.output:
+        check_replaceable_folder(args.output, REPORT_MARKER, "output folder", args.overwrite, "--overwrite")
+    if args.index_dir and args.nanobeir and len(args.nanobeir) > 1:
+        check_writable_folder(args.index_dir, "index folder")  # one index per dataset below it
+    elif args.index_dir:
+        check_index_dir(args.index_dir)
 
 
 def _ranker_description(options: dict) -> str:
@@ -248,4 +288,6 @@ def _ranker_description(options: dict) -> str:
         parts.append(f"max_length {options['max_length']}")
     if options["long_document"] != "truncate":
         parts.append(options["long_document"])
+    if "max_passages" in options:
+        parts.append(f"max_passages {options['max_passages']}")
     return ", ".join(parts)
