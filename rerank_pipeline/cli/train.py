@@ -103,12 +103,13 @@ def run(args: argparse.Namespace) -> int:
         prepare_output_dir(output)  # raises its "already exists" error
     if args.report_dir:
         check_writable_folder(args.report_dir, "report folder")
-    output_was_new = not output.exists() or is_empty_folder(output)
+    # the folder holding files before this run; --overwrite replaces it by a new one (a new inode) once data loaded
+    previous = output.stat().st_ino if output.is_dir() and not is_empty_folder(output) else None
     try:
         return _train(args, config, started)
     except BaseException as error:
-        created = (output_was_new or args.overwrite) and not args.resume
-        if output.is_dir() and created and not _holds_progress(output):
+        created = output.is_dir() and not args.resume and (previous is None or output.stat().st_ino != previous)
+        if created and not _holds_progress(output):
             shutil.rmtree(output, ignore_errors=True)  # nothing to resume from: the same command can run again
         elif output.is_dir() and isinstance(error, KeyboardInterrupt):
             raise KeyboardInterrupt(f"{output} kept: rerun with --resume to continue from its checkpoints") from None
