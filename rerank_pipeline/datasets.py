@@ -153,7 +153,9 @@ class ReadReport:
             logger.warning(summary)
 
 
-def read_text_lines(path: str | Path, encoding: str = "utf-8", report: ReadReport | None = None) -> Iterator[tuple[int, str]]:
+def read_text_lines(
+    path: str | Path, encoding: str = "utf-8", report: ReadReport | None = None
+) -> Iterator[tuple[int, str]]:
     """``(line number, text)`` of every non-blank line; a line not decodable in ``encoding`` goes to ``report``."""
     path = Path(path)
     report = report or ReadReport(path)
@@ -175,7 +177,9 @@ def read_text_lines(path: str | Path, encoding: str = "utf-8", report: ReadRepor
                 yield line_number, line
 
 
-def read_jsonl_rows(path: str | Path, encoding: str = "utf-8", report: ReadReport | None = None) -> Iterator[tuple[int, dict]]:
+def read_jsonl_rows(
+    path: str | Path, encoding: str = "utf-8", report: ReadReport | None = None
+) -> Iterator[tuple[int, dict]]:
     """``(line number, object)`` of every JSON-object line; bad lines go to ``report`` (stop or skip)."""
     report = report or ReadReport(Path(path))
     for line_number, line in read_text_lines(path, encoding, report):
@@ -287,7 +291,9 @@ def load_beir(
     if report.skipped:  # a skipped query line takes its judgements with it, counted
         orphaned = [qid for qid in qrels if qid not in all_queries]
         if orphaned:
-            logger.warning("%s: dropped the judgements of %d skipped queries: %s", qrels_path, len(orphaned), orphaned[:10])
+            logger.warning(
+                "%s: dropped the judgements of %d skipped queries: %s", qrels_path, len(orphaned), orphaned[:10]
+            )
             qrels = {qid: rels for qid, rels in qrels.items() if qid in all_queries}
     queries = {qid: all_queries[qid] for qid in qrels if qid in all_queries}
     dataset = RetrievalDataset(name=name or root.name, corpus=corpus, queries=queries, qrels=qrels)

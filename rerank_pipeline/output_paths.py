@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 class OutputPathError(ValueError):
-    """An output path cannot be used: it is a file, lies under a file, has an unwritable parent, or holds other files."""
+    """An output path cannot be used: a file, a path under a file, an unwritable parent, or a folder of other files."""
 
 
 def check_writable_folder(path: str | Path, what: str = "output folder") -> Path:
@@ -44,10 +44,11 @@ def is_empty_folder(path: str | Path) -> bool:
 def check_replaceable_folder(
     path: str | Path, marker: str | None, what: str, overwrite: bool = False, overwrite_option: str | None = None
 ) -> Path:
-    """Check ``path`` can be written and then replaced as a whole (see :func:`~rerank_pipeline.components.index_folder.atomic_directory`).
+    """Check ``path`` can be written and then replaced as a whole (by ``index_folder.atomic_directory``).
 
     Allowed: a new path, an empty folder, a folder holding ``marker`` (a previous output of the same command) or,
-    with ``overwrite`` (or no ``marker``), any folder. Anything else is refused, so a folder of other files is never deleted.
+    with ``overwrite`` (or no ``marker``), any folder. Anything else is refused, so a folder of other files is
+    never deleted.
     """
     path = check_writable_folder(path, what)
     if path.is_dir() and not overwrite and marker and not is_empty_folder(path) and not (path / marker).exists():

@@ -112,10 +112,12 @@ def test_duplicate_ids_are_counted_and_the_policy_applies(tmp_path, capsys):
 
     texts = {doc.id: doc.content for doc in EmbeddedBM25DocumentStore(index_dir=tmp_path / "last").filter_documents()}
     assert texts["1"] == "the second copy of document 1"
-    assert run_cli(capsys, "index", "--jsonl", corpus, "--index-dir", tmp_path / "first", "--on-duplicate", "first")[0] == 0
+    code, _, _ = run_cli(capsys, "index", "--jsonl", corpus, "--index-dir", tmp_path / "first", "--on-duplicate", "first")
+    assert code == 0
     texts = {doc.id: doc.content for doc in EmbeddedBM25DocumentStore(index_dir=tmp_path / "first").filter_documents()}
     assert texts["1"] == DOCS[0]["text"]
-    code, _, err = run_cli(capsys, "index", "--jsonl", corpus, "--index-dir", tmp_path / "err", "--on-duplicate", "error")
+    code, _, err = run_cli(capsys, "index", "--jsonl", corpus, "--index-dir", tmp_path / "err",
+                           "--on-duplicate", "error")
     assert code == 2 and f"{corpus}:3: id '1' already appeared on line 1" in one_line(err)
     assert not (tmp_path / "err").exists()
 

@@ -43,7 +43,9 @@ def write_settings(folder: str | Path, settings: dict[str, Any]) -> None:
 
 
 @contextmanager
-def atomic_directory(target: str | Path, marker: str | None = SETTINGS_FILE, what: str = "index folder") -> Iterator[Path]:
+def atomic_directory(
+    target: str | Path, marker: str | None = SETTINGS_FILE, what: str = "index folder"
+) -> Iterator[Path]:
     """Yield an empty temporary folder next to ``target``; on success it replaces ``target``.
 
     An existing ``target`` is replaced only when it is empty or holds ``marker`` (``None``: any folder), so a
