@@ -9,6 +9,7 @@ swapped in, so a failure midway leaves the previous index (or nothing) in place.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -19,8 +20,11 @@ from typing import Any
 
 from haystack import Document
 
+logger = logging.getLogger(__name__)
+
 SETTINGS_FILE = "index.json"
 DOCUMENTS_FILE = "documents.jsonl"
+JOURNAL_FILE = "journal.jsonl"
 
 
 def read_settings(index_dir: str | Path) -> dict[str, Any] | None:
@@ -72,15 +76,18 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(retired, ignore_errors=True)
 
 
+def document_row(document: Document) -> dict[str, Any]:
+    """A stored document as a JSON object (everything but the query-dependent ``score``)."""
+    row = document.to_dict(flatten=False)
+    row.pop("score", None)
+    return row
+
+
 def write_documents_jsonl(path: str | Path, documents: Iterator[Document] | list[Document]) -> None:
-    """Write documents (without embeddings) one JSON object a line."""
+    """Write documents one JSON object a line."""
     with open(path, "w", encoding="utf-8") as handle:
         for document in documents:
-            row = document.to_dict(flatten=False)
-            row.pop("embedding", None)
-            row.pop("sparse_embedding", None)
-            row.pop("score", None)
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(document_row(document), ensure_ascii=False) + "\n")
 
 
 def read_documents_jsonl(path: str | Path) -> list[Document]:
@@ -89,8 +96,50 @@ def read_documents_jsonl(path: str | Path) -> list[Document]:
         return [Document.from_dict(json.loads(line)) for line in handle if line.strip()]
 
 
+def append_journal(index_dir: str | Path, change: dict[str, Any]) -> None:
+    """Append one store change (``{"op": "write", "documents": [...]}``, ``delete`` ids, ``clear``) to the journal.
+
+    The line is written with one ``write`` call and fsynced before returning; a crash midway leaves a line without
+    its newline, which :func:`read_journal` ignores and the next append cuts off.
+    """
+    record = dict(change)
+    if "documents" in record:
+        record["documents"] = [document_row(document) for document in record["documents"]]
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    path = Path(index_dir) / JOURNAL_FILE
+    with open(path, "a+b") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size:
+            handle.seek(size - 1)
+            if handle.read(1) != b"\n":  # a torn line from an interrupted append: cut it off
+                handle.seek(0)
+                handle.truncate(handle.read().rfind(b"\n") + 1)
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_journal(index_dir: str | Path) -> list[dict[str, Any]]:
+    """The complete changes journaled in ``index_dir`` (a torn last line, from a crash, is left out)."""
+    path = Path(index_dir) / JOURNAL_FILE
+    if not path.is_file():
+        return []
+    changes = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.endswith("\n"):
+                logger.warning("Ignoring an incomplete last change in %s (interrupted write)", path)
+                break
+            change = json.loads(line)
+            if "documents" in change:
+                change["documents"] = [Document.from_dict(row) for row in change["documents"]]
+            changes.append(change)
+    return changes
+
+
 class SavesToIndexFolder:
-    """Mixin for stores persisted to a folder: :meth:`save` stages the files of ``write_to`` and swaps them in."""
+    """Mixin for stores persisted to a folder: :meth:`save` stages the files of ``write_to`` and swaps them in
+    (the new folder holds no journal: a save is a compaction)."""
 
     index_dir: str | None
 
