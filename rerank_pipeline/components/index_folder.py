@@ -8,6 +8,7 @@ swapped in, so a failure midway leaves the previous index (or nothing) in place.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -15,9 +16,11 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from haystack import Document
 
 logger = logging.getLogger(__name__)
@@ -76,11 +79,29 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(retired, ignore_errors=True)
 
 
-def document_row(document: Document) -> dict[str, Any]:
-    """A stored document as a JSON object (everything but the query-dependent ``score``)."""
-    row = document.to_dict(flatten=False)
+def document_row(document: Document, binary_embedding: bool = False) -> dict[str, Any]:
+    """A stored document as a JSON object (everything but the query-dependent ``score``).
+
+    ``binary_embedding`` writes the embedding as base64 float64 bytes (exact, and far faster to write and read than
+    decimal floats); :func:`document_from_row` reads both forms.
+    """
+    row = replace(document, embedding=None, score=None).to_dict(flatten=False)  # to_dict deep-copies every float
     row.pop("score", None)
+    if document.embedding is not None:
+        row["embedding"] = (
+            {"float64_base64": base64.b64encode(np.asarray(document.embedding, dtype="<f8").tobytes()).decode()}
+            if binary_embedding
+            else list(document.embedding)
+        )
     return row
+
+
+def document_from_row(row: dict[str, Any]) -> Document:
+    """Inverse of :func:`document_row`."""
+    embedding = row.get("embedding")
+    if isinstance(embedding, dict):
+        row = {**row, "embedding": np.frombuffer(base64.b64decode(embedding["float64_base64"]), dtype="<f8").tolist()}
+    return Document.from_dict(row)
 
 
 def write_documents_jsonl(path: str | Path, documents: Iterator[Document] | list[Document]) -> None:
@@ -93,7 +114,7 @@ def write_documents_jsonl(path: str | Path, documents: Iterator[Document] | list
 def read_documents_jsonl(path: str | Path) -> list[Document]:
     """Read documents written by :func:`write_documents_jsonl`."""
     with open(path, encoding="utf-8") as handle:
-        return [Document.from_dict(json.loads(line)) for line in handle if line.strip()]
+        return [document_from_row(json.loads(line)) for line in handle if line.strip()]
 
 
 def append_journal(index_dir: str | Path, change: dict[str, Any]) -> None:
@@ -104,7 +125,7 @@ def append_journal(index_dir: str | Path, change: dict[str, Any]) -> None:
     """
     record = dict(change)
     if "documents" in record:
-        record["documents"] = [document_row(document) for document in record["documents"]]
+        record["documents"] = [document_row(document, binary_embedding=True) for document in record["documents"]]
     line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
     path = Path(index_dir) / JOURNAL_FILE
     with open(path, "a+b") as handle:
@@ -132,7 +153,7 @@ def read_journal(index_dir: str | Path) -> list[dict[str, Any]]:
                 break
             change = json.loads(line)
             if "documents" in change:
-                change["documents"] = [Document.from_dict(row) for row in change["documents"]]
+                change["documents"] = [document_from_row(row) for row in change["documents"]]
             changes.append(change)
     return changes
 
