@@ -150,3 +150,18 @@ def test_run_async_in_an_async_pipeline_equals_run(kind):
     pipeline.add_component("retriever", retriever)
     result = asyncio.run(pipeline.run_async({"retriever": inputs}))
     assert result["retriever"]["documents"] == retriever.run(**inputs)["documents"]
+
+
+def test_the_journal_is_compacted_once_it_outgrows_the_snapshot(tmp_path):
+    from rerank_pipeline.components.index_folder import snapshot_bytes
+
+    folder = tmp_path / "index"
+    store = FAISSDocumentStore(index_dir=folder)
+    sizes = []
+    for i in range(40):
+        store.write_documents([Document(id=f"x{i}", content=f"document {i}", embedding=[float(i), 1.0, 0.0])])
+        journal = folder / JOURNAL_FILE
+        sizes.append(journal.stat().st_size if journal.exists() else 0)
+        assert sizes[-1] <= snapshot_bytes(folder)
+    assert 0 in sizes[2:] and max(sizes) > 0  # journaled, then compacted into a new snapshot
+    assert FAISSDocumentStore(index_dir=folder).filter_documents() == store.filter_documents()

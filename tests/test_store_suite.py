@@ -7,6 +7,8 @@ Only what the suites say a store's test class must provide is written here: the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from haystack import Document
 from haystack.document_stores.errors import DuplicateDocumentError
@@ -72,9 +74,30 @@ class TestFAISSDocumentStoreSuite(HaystackStoreSuite):
         return FAISSDocumentStore()
 
 
+def reopened_equals(store) -> None:
+    """After a suite test, a new store on the same folder holds exactly the live store's documents."""
+    if store.index_dir is None or store.count_documents() == 0 and not Path(store.index_dir).exists():
+        return
+    by_id = lambda documents: sorted(documents, key=lambda document: document.id)  # noqa: E731
+    assert by_id(type(store)(index_dir=store.index_dir).filter_documents()) == by_id(store.filter_documents())
+
+
 class TestFAISSDocumentStoreOnFolderSuite(HaystackStoreSuite):
-    """The same suite on a store opened on an index folder: every change also goes to disk."""
+    """The same suite on a store opened on an index folder: every change also goes to disk, and a store reopened
+    on the folder after each test holds the same documents."""
 
     @pytest.fixture
     def document_store(self, tmp_path):
-        return FAISSDocumentStore(index_dir=tmp_path / "index")
+        store = FAISSDocumentStore(index_dir=tmp_path / "index")
+        yield store
+        reopened_equals(store)
+
+
+class TestEmbeddedBM25DocumentStoreOnFolderSuite(HaystackStoreSuite):
+    """As above, for the BM25 store."""
+
+    @pytest.fixture
+    def document_store(self, tmp_path):
+        store = EmbeddedBM25DocumentStore(index_dir=tmp_path / "index")
+        yield store
+        reopened_equals(store)

@@ -7,8 +7,9 @@ suite are here too; async calls run in a one-thread executor so the event loop i
 Persistence rule: a store with an ``index_dir`` persists every change before the call that makes it returns, so a
 ``DocumentWriter`` pipeline persists without extra code. The first change to a folder without an index writes a full
 snapshot (atomically, see :func:`atomic_directory`); later changes are appended to the folder's journal as one
-fsynced line each (a crash mid-append leaves a torn last line, which is ignored: the previous state). Reopening the
-folder replays the journal; :meth:`save` writes a fresh snapshot and so empties the journal.
+fsynced line each (a crash mid-append leaves a torn last line, which is ignored: the previous state). Once the journal
+is larger than the snapshot, the change is followed by a new snapshot (which empties the journal), so the write cost
+stays linear and a reopen, which replays the journal, never replays more than the snapshot holds.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from rerank_pipeline.components.index_folder import (
     append_journal,
     read_journal,
     read_settings,
+    snapshot_bytes,
 )
 
 T = TypeVar("T")
@@ -197,8 +199,8 @@ class InMemoryIndexedStore(SavesToIndexFolder):
         if persist and self.index_dir is not None:
             if read_settings(self.index_dir) is None:
                 self.save()
-            else:
-                append_journal(self.index_dir, change)
+            elif append_journal(self.index_dir, change) > snapshot_bytes(self.index_dir):
+                self.save()  # compaction once the journal outgrows the snapshot: O(1) amortized per document
 
     def _replay_journal(self) -> None:
         """Apply the changes journaled in ``index_dir`` since its snapshot (called after loading the snapshot)."""

@@ -117,11 +117,18 @@ def read_documents_jsonl(path: str | Path) -> list[Document]:
         return [document_from_row(json.loads(line)) for line in handle if line.strip()]
 
 
-def append_journal(index_dir: str | Path, change: dict[str, Any]) -> None:
+def snapshot_bytes(index_dir: str | Path) -> int:
+    """Size of the index files in ``index_dir``, the journal left out."""
+    return sum(
+        path.stat().st_size for path in Path(index_dir).rglob("*") if path.is_file() and path.name != JOURNAL_FILE
+    )
+
+
+def append_journal(index_dir: str | Path, change: dict[str, Any]) -> int:
     """Append one store change (``{"op": "write", "documents": [...]}``, ``delete`` ids, ``clear``) to the journal.
 
     The line is written with one ``write`` call and fsynced before returning; a crash midway leaves a line without
-    its newline, which :func:`read_journal` ignores and the next append cuts off.
+    its newline, which :func:`read_journal` ignores and the next append cuts off. Returns the journal's size.
     """
     record = dict(change)
     if "documents" in record:
@@ -138,6 +145,7 @@ def append_journal(index_dir: str | Path, change: dict[str, Any]) -> None:
         handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())
+        return handle.tell()
 
 
 def read_journal(index_dir: str | Path) -> list[dict[str, Any]]:
