@@ -53,7 +53,8 @@ def test_replace_by_id_and_additions_after_search():
     store = FAISSDocumentStore(index_type="hnsw")
     store.write_documents(documents(vectors))
     store.search_ids(vectors[:1], top_k=1)
-    store.write_documents([Document(id="d0", content="moved", embedding=vectors[7].tolist())], policy=DuplicatePolicy.OVERWRITE)
+    moved = Document(id="d0", content="moved", embedding=vectors[7].tolist())
+    store.write_documents([moved], policy=DuplicatePolicy.OVERWRITE)
     store.write_documents([Document(id="new", content="added", embedding=vectors[9].tolist())])
     assert store.count_documents() == 51
     top = {d for d, _ in store.search_ids(vectors[7:8], top_k=2)[0]}
@@ -78,7 +79,7 @@ def test_bad_input_is_refused():
     store = FAISSDocumentStore()
     store.write_documents(documents(clustered(5)))
     with pytest.raises(ValueError, match="dimension"):
-        store.write_documents([Document(id="ok", content="fine", embedding=[0.0] * 32), Document(id="y", embedding=[1.0, 0.0])])
+        store.write_documents([Document(id="ok", embedding=[0.0] * 32), Document(id="y", embedding=[1.0, 0.0])])
     assert store.count_documents() == 5  # the whole batch was refused
     with pytest.raises(ValueError, match="index_type"):
         FAISSDocumentStore(index_type="lsh")
@@ -95,7 +96,8 @@ def test_documents_without_embedding_are_kept_but_never_searched(tmp_path):
     store.write_documents([Document(id="d0", content="now plain")], policy=DuplicatePolicy.OVERWRITE)
     assert "d0" not in {d for d, _ in store.search_ids(vectors[:1], top_k=10)[0]}
     reopened = FAISSDocumentStore(index_dir=tmp_path / "idx")
-    assert {d.id: d.embedding for d in reopened.filter_documents()} == {d.id: d.embedding for d in store.filter_documents()}
+    embeddings = {d.id: d.embedding for d in store.filter_documents()}
+    assert {d.id: d.embedding for d in reopened.filter_documents()} == embeddings
     assert len(reopened.search_ids(vectors[:1], top_k=10)[0]) == 4
 
 

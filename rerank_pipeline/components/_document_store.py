@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from pathlib import Path
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from haystack import Document
