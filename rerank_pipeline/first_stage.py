@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from haystack import Document
+from haystack.document_stores.types import DuplicatePolicy
 
 from rerank_pipeline.components.bm25 import DEFAULT_META_FIELDS, EmbeddedBM25DocumentStore, document_text
 from rerank_pipeline.components.faiss_store import FAISSDocumentStore
@@ -105,7 +106,7 @@ class BM25FirstStage:
 
     def index(self, documents: list[Document]) -> None:
         """Add or replace documents; save to ``index_dir`` when set."""
-        self.store.write_documents(list(documents))
+        self.store.write_documents(list(documents), policy=DuplicatePolicy.OVERWRITE)
         if self.index_dir:
             self.store.save(self.index_dir)
 
@@ -149,7 +150,7 @@ class DenseFirstStage:
                 Document.from_dict({**doc.to_dict(flatten=False), "embedding": vector.tolist()})
                 for doc, vector in zip(fresh, vectors)
             ]
-            self.store.write_documents(embedded)
+            self.store.write_documents(embedded, policy=DuplicatePolicy.OVERWRITE)
         if self.index_dir:
             self.save(self.index_dir)
 
@@ -196,7 +197,7 @@ class HybridFirstStage:
 
     def index(self, documents: list[Document]) -> None:
         """Index into both sides; save both into ``index_dir`` (``bm25/`` and ``dense/``) when set."""
-        self.bm25.store.write_documents(list(documents))
+        self.bm25.store.write_documents(list(documents), policy=DuplicatePolicy.OVERWRITE)
         self.dense.index_dir, saved_dir = None, self.dense.index_dir
         self.dense.index(documents)
         self.dense.index_dir = saved_dir

@@ -53,10 +53,12 @@ def test_scores_follow_lucene_bm25():
         assert hits[doc.id] == pytest.approx(lucene("flutter", doc) + lucene("wing", doc), rel=1e-5)
 
 
-def test_writing_an_existing_id_replaces_it():
+def test_overwriting_an_existing_id_replaces_it_and_the_default_policy_refuses_it():
     store = EmbeddedBM25DocumentStore()
     store.write_documents(DOCS)
-    store.write_documents([Document(id="d2", content="rotor blade noise")])
+    with pytest.raises(DuplicateDocumentError):  # DuplicatePolicy.NONE is FAIL, as in InMemoryDocumentStore
+        store.write_documents([Document(id="d2", content="rotor blade noise")])
+    store.write_documents([Document(id="d2", content="rotor blade noise")], policy=DuplicatePolicy.OVERWRITE)
     assert store.count_documents() == 3
     assert store.search_ids(["hypersonic"], top_k=3) == [[]]
     assert store.search_ids(["rotor"], top_k=3)[0][0][0] == "d2"

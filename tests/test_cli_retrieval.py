@@ -99,7 +99,11 @@ def test_failure_midway_leaves_the_previous_index_untouched(tmp_path, monkeypatc
     more = write_jsonl(tmp_path / "more.jsonl", [json.dumps({"_id": "3", "text": "jet noise"})])
     assert main(["index", "--jsonl", str(more), "--index-dir", str(index_dir)]) == 2
     assert "disk full" in capsys.readouterr().err
-    assert {p.name: p.read_bytes() for p in index_dir.rglob("*") if p.is_file()} == before
+    # The snapshot is untouched; the write itself was journaled (durable) before the failed re-save.
+    after = {p.name: p.read_bytes() for p in index_dir.rglob("*") if p.is_file()}
+    assert {name: data for name, data in after.items() if name != "journal.jsonl"} == before
+    monkeypatch.undo()
+    assert EmbeddedBM25DocumentStore(index_dir=index_dir).count_documents() == len(GOOD) + 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl", "idx", "more.jsonl"]  # no temp folders left
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from haystack import Document
+from haystack.document_stores.types import DuplicatePolicy
 
 from rerank_pipeline.components import FAISSDocumentStore, FAISSEmbeddingRetriever
 
@@ -52,7 +53,8 @@ def test_replace_by_id_and_additions_after_search():
     store = FAISSDocumentStore(index_type="hnsw")
     store.write_documents(documents(vectors))
     store.search_ids(vectors[:1], top_k=1)
-    store.write_documents([Document(id="d0", content="moved", embedding=vectors[7].tolist())])
+    moved = Document(id="d0", content="moved", embedding=vectors[7].tolist())
+    store.write_documents([moved], policy=DuplicatePolicy.OVERWRITE)
     store.write_documents([Document(id="new", content="added", embedding=vectors[9].tolist())])
     assert store.count_documents() == 51
     top = {d for d, _ in store.search_ids(vectors[7:8], top_k=2)[0]}
@@ -75,13 +77,38 @@ def test_persist_and_reload(tmp_path):
 
 def test_bad_input_is_refused():
     store = FAISSDocumentStore()
-    with pytest.raises(ValueError, match="no embedding"):
-        store.write_documents([Document(id="x", content="no vector")])
     store.write_documents(documents(clustered(5)))
     with pytest.raises(ValueError, match="dimension"):
-        store.write_documents([Document(id="y", content="short", embedding=[1.0, 0.0])])
+        store.write_documents([Document(id="ok", embedding=[0.0] * 32), Document(id="y", embedding=[1.0, 0.0])])
+    assert store.count_documents() == 5  # the whole batch was refused
     with pytest.raises(ValueError, match="index_type"):
         FAISSDocumentStore(index_type="lsh")
+
+
+def test_documents_without_embedding_are_kept_but_never_searched(tmp_path):
+    vectors = clustered(5)
+    store = FAISSDocumentStore(index_dir=tmp_path / "idx")
+    store.write_documents([*documents(vectors), Document(id="plain", content="no vector", meta={"part": 1})])
+    assert store.count_documents() == 6
+    assert [d.id for d in store.filter_documents({"field": "meta.part", "operator": "==", "value": 1})] == ["plain"]
+    assert "plain" not in {d for d, _ in store.search_ids(vectors, top_k=10)[0]}
+    # replacing an embedded document by one without embedding takes it out of vector search too
+    store.write_documents([Document(id="d0", content="now plain")], policy=DuplicatePolicy.OVERWRITE)
+    assert "d0" not in {d for d, _ in store.search_ids(vectors[:1], top_k=10)[0]}
+    reopened = FAISSDocumentStore(index_dir=tmp_path / "idx")
+    embeddings = {d.id: d.embedding for d in store.filter_documents()}
+    assert {d.id: d.embedding for d in reopened.filter_documents()} == embeddings
+    assert len(reopened.search_ids(vectors[:1], top_k=10)[0]) == 4
+
+
+def test_embeddings_come_back_as_written():
+    store = FAISSDocumentStore()
+    doc = Document(id="x", content="text", embedding=[0.1, 0.2, 0.30000000000000004])
+    store.write_documents([doc])
+    assert store.filter_documents() == [doc]
+    retriever = FAISSEmbeddingRetriever(store, return_embedding=True)
+    assert retriever.run(query_embedding=[0.1, 0.2, 0.3])["documents"][0].embedding == doc.embedding
+    assert FAISSEmbeddingRetriever(store).run(query_embedding=[0.1, 0.2, 0.3])["documents"][0].embedding is None
 
 
 def test_retriever_component_with_filters(tmp_path):

@@ -43,8 +43,16 @@ def load_sentence_transformers_cross_encoder(
     allow_unsafe_weights: bool = False,
     max_length: int | None = None,
     allow_untrained_head: bool = False,
+    token: str | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    tokenizer_kwargs: dict[str, Any] | None = None,
+    config_kwargs: dict[str, Any] | None = None,
 ) -> Any:
     """Load ``model`` (Hub id or local folder) as a ``sentence_transformers.CrossEncoder``.
+
+    ``token`` authenticates Hub downloads; ``model_kwargs``, ``tokenizer_kwargs`` and ``config_kwargs`` go to
+    transformers' ``from_pretrained`` of the model, tokenizer and config (``model_kwargs`` may override the
+    safetensors-only default).
 
     Raises ``FileNotFoundError`` for a missing local folder and :class:`ModelLoadError` (naming the model) for
     anything else that stops loading: an unknown or offline Hub id, pickle-only weights without
@@ -58,14 +66,17 @@ def load_sentence_transformers_cross_encoder(
     local = Path(model).expanduser()
     if not local.exists() and looks_like_local_path(model):
         raise FileNotFoundError(f"Cross-encoder model folder '{model}' does not exist")
-    model_kwargs = {} if allow_unsafe_weights else {"use_safetensors": True}
+    model_kwargs = {**({} if allow_unsafe_weights else {"use_safetensors": True}), **(model_kwargs or {})}
     try:
         cross_encoder = CrossEncoder(
             str(local) if local.exists() else model,
             device=device,
             trust_remote_code=trust_remote_code,
             max_length=max_length,
+            token=token,
             model_kwargs=model_kwargs,
+            processor_kwargs=dict(tokenizer_kwargs) if tokenizer_kwargs else None,
+            config_kwargs=dict(config_kwargs) if config_kwargs else None,
         )
     except Exception as error:  # transformers raises OSError, ValueError, HFValidationError, ... for the same cause
         hints = []

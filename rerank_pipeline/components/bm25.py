@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +19,15 @@ import bm25s
 import numpy as np
 import Stemmer
 from haystack import Document, component, default_from_dict, default_to_dict
-from haystack.document_stores.errors import DuplicateDocumentError
-from haystack.document_stores.types import DuplicatePolicy
+from haystack.document_stores.in_memory.document_store import BM25_SCALING_FACTOR
+from haystack.utils import expit
 from haystack.utils.filters import document_matches_filter
 from tqdm.auto import tqdm
 
+from rerank_pipeline.components._document_store import InMemoryIndexedStore, validate_filters
 from rerank_pipeline.components._store_retriever import StoreRetriever
 from rerank_pipeline.components.index_folder import (
     DOCUMENTS_FILE,
-    SavesToIndexFolder,
     read_documents_jsonl,
     read_settings,
     write_documents_jsonl,
@@ -126,7 +126,7 @@ def document_text(document: Document, meta_fields: tuple[str, ...] | list[str] =
     return " ".join(parts)
 
 
-class EmbeddedBM25DocumentStore(SavesToIndexFolder):
+class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
     """In-process document store with Lucene BM25 search, persisted to a folder.
 
     - ``index_dir``: folder to load from (when it holds an index) and to :meth:`save` to.
@@ -134,8 +134,9 @@ class EmbeddedBM25DocumentStore(SavesToIndexFolder):
     - ``analyzer``: :class:`Analyzer` or its dict; None keeps a loaded index's analyzer or uses the default.
     - ``meta_fields_to_index``: meta fields indexed before the content (default ``["title"]``).
 
-    Writing a document whose id is already stored replaces it. The BM25 matrix is
-    rebuilt lazily, on the first search after a change.
+    Documents are written as by Haystack's ``InMemoryDocumentStore`` (``DuplicatePolicy.NONE`` refuses an id
+    already stored). With an ``index_dir``, every change is saved there before the call returns. The BM25 matrix
+    is rebuilt lazily, on the first search (or save) after a change.
     """
 
     def __init__(
@@ -148,13 +149,14 @@ class EmbeddedBM25DocumentStore(SavesToIndexFolder):
     ) -> None:
         self.index_dir = str(index_dir) if index_dir is not None else None
         requested = Analyzer.from_dict(analyzer) if isinstance(analyzer, dict) else analyzer
-        self._documents: dict[str, Document] = {}
+        self._init_document_store()
         self._terms: dict[str, list[str]] | None = {}
         self._engine: bm25s.BM25 | None = None
         self._engine_ids: list[str] = []
         settings = read_settings(self.index_dir) if self.index_dir else None
         if settings is not None:
             self._load(Path(self.index_dir), settings)
+            self._replay_journal()
             fields_changed = meta_fields_to_index is not None and list(meta_fields_to_index) != self.meta_fields
             if fields_changed or (requested is not None and requested != self.analyzer):
                 raise ValueError(
@@ -188,53 +190,24 @@ class EmbeddedBM25DocumentStore(SavesToIndexFolder):
         """Rebuild from :meth:`to_dict`, loading the documents from ``index_dir``."""
         return default_from_dict(cls, data)
 
-    def count_documents(self) -> int:
-        """Number of stored documents."""
-        return len(self._documents)
+    # --- index upkeep (the DocumentStore protocol itself is in InMemoryIndexedStore) ------------
 
-    def filter_documents(self, filters: dict[str, Any] | None = None) -> list[Document]:
-        """Stored documents matching Haystack ``filters`` (all of them without filters)."""
-        if not filters:
-            return list(self._documents.values())
-        return [doc for doc in self._documents.values() if document_matches_filter(filters=filters, document=doc)]
-
-    def write_documents(self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE) -> int:
-        """Add documents; an existing id is replaced (``OVERWRITE``, the default), skipped, or refused (``FAIL``)."""
-        if not isinstance(documents, list) or not all(isinstance(doc, Document) for doc in documents):
-            raise ValueError("write_documents expects a list of haystack Document objects")
-        if policy == DuplicatePolicy.NONE:
-            policy = DuplicatePolicy.OVERWRITE
-        if policy == DuplicatePolicy.FAIL:  # refuse before changing anything, so a failed call leaves no trace
-            seen = set(self._documents)
-            for doc in documents:
-                if doc.id in seen:
-                    raise DuplicateDocumentError(f"a document with id {doc.id!r} is already stored")
-                seen.add(doc.id)
+    def _index_written(self, documents: list[Document]) -> None:
         self._ensure_terms()
-        written = 0
-        fresh = []
-        for doc in documents:
-            if doc.id in self._documents:
-                if policy == DuplicatePolicy.FAIL:
-                    raise DuplicateDocumentError(f"a document with id {doc.id!r} is already stored")
-                if policy == DuplicatePolicy.SKIP:
-                    continue
-            self._documents[doc.id] = doc
-            fresh.append(doc)
-            written += 1
-        for doc, terms in zip(fresh, self.analyzer.analyze_many([self._text(d) for d in fresh], progress=len(fresh) > 10000)):
-            self._terms[doc.id] = terms
-        if written:
-            self._engine = None
-        return written
+        for document, terms in zip(
+            documents, self.analyzer.analyze_many([self._text(d) for d in documents], progress=len(documents) > 10000)
+        ):
+            self._terms[document.id] = terms
+        self._engine = None
 
-    def delete_documents(self, document_ids: list[str]) -> None:
-        """Remove documents by id (unknown ids are ignored)."""
+    def _index_removed(self, document_ids: list[str]) -> None:
         self._ensure_terms()
         for doc_id in document_ids:
-            if self._documents.pop(doc_id, None) is not None:
-                self._terms.pop(doc_id, None)
-                self._engine = None
+            self._terms.pop(doc_id, None)
+        self._engine = None
+
+    def _index_cleared(self) -> None:
+        self._terms, self._engine, self._engine_ids = {}, None, []
 
     # --- search ----------------------------------------------------------------------------
 
@@ -242,18 +215,20 @@ class EmbeddedBM25DocumentStore(SavesToIndexFolder):
         self, queries: list[str], top_k: int = 10, filters: dict[str, Any] | None = None
     ) -> list[list[tuple[str, float]]]:
         """For each query, ``[(doc_id, score)]`` best first; documents sharing no term are left out."""
-        self._ensure_engine()
-        if self._engine is None or not queries:
-            return [[] for _ in queries]
-        k = min(top_k, len(self._engine_ids))
-        mask = None
-        if filters:
-            mask = np.array(
-                [document_matches_filter(filters=filters, document=self._documents[i]) for i in self._engine_ids],
-                dtype=np.float32,
-            )
-        query_terms = self.analyzer.analyze_many(queries)
-        rows, scores = self._engine.retrieve(query_terms, k=k, show_progress=False, weight_mask=mask)
+        validate_filters(filters)
+        with self._lock:
+            self._ensure_engine()
+            if self._engine is None or not queries:
+                return [[] for _ in queries]
+            k = min(top_k, len(self._engine_ids))
+            mask = None
+            if filters:
+                mask = np.array(
+                    [document_matches_filter(filters=filters, document=self._documents[i]) for i in self._engine_ids],
+                    dtype=np.float32,
+                )
+            query_terms = self.analyzer.analyze_many(queries)
+            rows, scores = self._engine.retrieve(query_terms, k=k, show_progress=False, weight_mask=mask)
         results = []
         for row_ids, row_scores in zip(rows, scores):
             results.append(
@@ -261,15 +236,24 @@ class EmbeddedBM25DocumentStore(SavesToIndexFolder):
             )
         return results
 
-    def bm25_retrieval(self, query: str, top_k: int = 10, filters: dict[str, Any] | None = None) -> list[Document]:
-        """The ``top_k`` best documents for ``query``, each a copy carrying its BM25 ``score``."""
-        hits = self.search_ids([query], top_k=top_k, filters=filters)[0]
-        return [self._with_score(doc_id, score) for doc_id, score in hits]
+    def bm25_retrieval(
+        self, query: str, top_k: int = 10, filters: dict[str, Any] | None = None, scale_score: bool = False
+    ) -> list[Document]:
+        """The ``top_k`` best documents for ``query``, each a copy carrying its BM25 ``score``.
 
-    def _with_score(self, doc_id: str, score: float) -> Document:
-        data = self._documents[doc_id].to_dict(flatten=False)
-        data["score"] = score
-        return Document.from_dict(data)
+        ``scale_score`` maps scores to (0, 1) as ``InMemoryDocumentStore`` does: ``expit(score / 8)``.
+        """
+        hits = self.search_ids([query], top_k=top_k, filters=filters)[0]
+        return [
+            replace(self._documents[doc_id], score=expit(score / BM25_SCALING_FACTOR) if scale_score else score)
+            for doc_id, score in hits
+        ]
+
+    async def bm25_retrieval_async(
+        self, query: str, top_k: int = 10, filters: dict[str, Any] | None = None, scale_score: bool = False
+    ) -> list[Document]:
+        """Async :meth:`bm25_retrieval` (runs in a worker thread)."""
+        return await self._in_thread(self.bm25_retrieval, query, top_k, filters, scale_score)
 
     def get_documents(self, document_ids: list[str]) -> list[Document]:
         """Stored documents by id, in the order asked (unknown ids raise ``KeyError``)."""
@@ -279,12 +263,14 @@ class EmbeddedBM25DocumentStore(SavesToIndexFolder):
 
     def write_to(self, folder: Path) -> None:
         """Write the index files into an existing, empty ``folder`` (not atomic; see :meth:`save`)."""
-        self._ensure_engine()
-        write_settings(folder, self.settings())
-        # All documents, in the engine's row order when there is an engine (its ids are exactly the store's then).
-        write_documents_jsonl(folder / DOCUMENTS_FILE, (self._documents[i] for i in (self._engine_ids or self._documents)))
-        if self._engine is not None:
-            self._engine.save(str(folder / "bm25s"), show_progress=False)
+        with self._lock:
+            self._ensure_engine()
+            write_settings(folder, self.settings())
+            # All documents, in the engine's row order when there is one (its ids are exactly the store's then).
+            ordered = (self._documents[i] for i in (self._engine_ids or self._documents))
+            write_documents_jsonl(folder / DOCUMENTS_FILE, ordered)
+            if self._engine is not None:
+                self._engine.save(str(folder / "bm25s"), show_progress=False)
 
     def settings(self) -> dict[str, Any]:
         """What ``index.json`` records about this index."""
@@ -336,15 +322,39 @@ class EmbeddedBM25DocumentStore(SavesToIndexFolder):
 
 @component
 class EmbeddedBM25Retriever(StoreRetriever):
-    """Haystack retriever over an :class:`EmbeddedBM25DocumentStore`: query in, top-k scored documents out."""
+    """Haystack retriever over an :class:`EmbeddedBM25DocumentStore`, like ``InMemoryBM25Retriever``.
+
+    Usage:
+        retriever = EmbeddedBM25Retriever(store, top_k=5, filter_policy="merge")
+        retriever.run(query="boundary layer")["documents"]
+    """
 
     store_class = EmbeddedBM25DocumentStore
 
     @component.output_types(documents=list[Document])
-    def run(self, query: str, top_k: int | None = None, filters: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Return ``{"documents": [...]}``, best first, each with its BM25 ``score``."""
-        return {
-            "documents": self.document_store.bm25_retrieval(
-                query, top_k=top_k or self.top_k, filters=filters if filters is not None else self.filters
-            )
-        }
+    def run(
+        self,
+        query: str,
+        filters: dict[str, Any] | None = None,
+        top_k: int | None = None,
+        scale_score: bool | None = None,
+    ) -> dict[str, list[Document]]:
+        """Return ``{"documents": [...]}``, best first, each with its BM25 ``score``.
+
+        ``filters`` combine with the init filters per ``filter_policy``; ``top_k`` and ``scale_score`` override
+        the init values for this call.
+        """
+        arguments = self._search_arguments(top_k, filters, scale_score)
+        return {"documents": self.document_store.bm25_retrieval(query, **arguments)}
+
+    @component.output_types(documents=list[Document])
+    async def run_async(
+        self,
+        query: str,
+        filters: dict[str, Any] | None = None,
+        top_k: int | None = None,
+        scale_score: bool | None = None,
+    ) -> dict[str, list[Document]]:
+        """Async :meth:`run`: the search runs in the store's worker thread."""
+        arguments = self._search_arguments(top_k, filters, scale_score)
+        return {"documents": await self.document_store.bm25_retrieval_async(query, **arguments)}

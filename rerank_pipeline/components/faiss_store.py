@@ -9,20 +9,20 @@ or ``"ivf"``). With faiss-gpu and a CUDA device, flat and IVF indexes search on 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 from haystack import Document, component, default_from_dict, default_to_dict
-from haystack.document_stores.errors import DuplicateDocumentError
-from haystack.document_stores.types import DuplicatePolicy
+from haystack.document_stores.types import FilterPolicy
 from haystack.utils.filters import document_matches_filter
 
+from rerank_pipeline.components._document_store import InMemoryIndexedStore, validate_filters
 from rerank_pipeline.components._store_retriever import StoreRetriever
 from rerank_pipeline.components.index_folder import (
     DOCUMENTS_FILE,
-    SavesToIndexFolder,
     read_documents_jsonl,
     read_settings,
     write_documents_jsonl,
@@ -87,7 +87,7 @@ def build_faiss_index(
     return index
 
 
-class FAISSDocumentStore(SavesToIndexFolder):
+class FAISSDocumentStore(InMemoryIndexedStore):
     """Documents with embeddings, searched with FAISS; persisted to a folder.
 
     - ``index_dir``: folder to load from (when it holds an index) and to :meth:`save` to.
@@ -96,8 +96,11 @@ class FAISSDocumentStore(SavesToIndexFolder):
     - ``use_gpu``: ``"auto"`` (GPU when faiss-gpu sees CUDA), True, or False.
     - ``embedding_model``: recorded in the index settings so queries use the same model.
 
-    Writing a document whose id is stored replaces it; the FAISS index is rebuilt
-    lazily after replacements or deletions, and extended in place after additions.
+    Documents are written as by Haystack's ``InMemoryDocumentStore`` (``DuplicatePolicy.NONE`` refuses an id
+    already stored); documents without an embedding are kept (filterable, counted) but never returned by vector
+    search. Readers get the embeddings as written. With an ``index_dir``, every change is saved there before the
+    call returns. The FAISS index is rebuilt lazily after replacements or deletions, and extended in place after
+    additions.
     """
 
     def __init__(
@@ -125,14 +128,16 @@ class FAISSDocumentStore(SavesToIndexFolder):
         }
         self.use_gpu = use_gpu
         self.embedding_model = embedding_model
-        self._documents: dict[str, Document] = {}
+        self._init_document_store()
         self._rows: dict[str, int] = {}
-        self._vectors = np.zeros((0, 0), dtype=np.float32)
+        self._vectors = np.zeros((0, 0), dtype=np.float64)
         self._index: faiss.Index | None = None
         self._indexed_rows = 0
+        self._recorded_settings: dict[str, Any] = {}
         settings = read_settings(self.index_dir) if self.index_dir else None
         if settings is not None:
             self._load(Path(self.index_dir), settings)
+            self._replay_journal()
 
     # --- Haystack DocumentStore protocol -------------------------------------------------
 
@@ -152,102 +157,134 @@ class FAISSDocumentStore(SavesToIndexFolder):
         """Rebuild from :meth:`to_dict`, loading the index from ``index_dir``."""
         return default_from_dict(cls, data)
 
-    def count_documents(self) -> int:
-        """Number of stored documents."""
-        return len(self._documents)
-
     @property
     def embedding_dim(self) -> int | None:
-        """Dimension of the stored vectors (None while empty)."""
+        """Dimension of the stored vectors (None while none is stored)."""
         return self._vectors.shape[1] if self._vectors.size else None
 
-    def filter_documents(self, filters: dict[str, Any] | None = None) -> list[Document]:
-        """Stored documents (without embeddings) matching Haystack ``filters``."""
-        docs = list(self._documents.values())
-        if not filters:
-            return docs
-        return [doc for doc in docs if document_matches_filter(filters=filters, document=doc)]
+    # --- index upkeep (the DocumentStore protocol itself is in InMemoryIndexedStore) ------------
 
-    def write_documents(self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE) -> int:
-        """Add documents that carry an ``embedding``; an existing id is replaced by default."""
-        if not isinstance(documents, list) or not all(isinstance(doc, Document) for doc in documents):
-            raise ValueError("write_documents expects a list of haystack Document objects")
-        missing = [doc.id for doc in documents if doc.embedding is None]
-        if missing:
-            raise ValueError(f"{len(missing)} documents have no embedding (first: {missing[0]!r}); embed them first")
-        if policy == DuplicatePolicy.NONE:
-            policy = DuplicatePolicy.OVERWRITE
-        kept: dict[str, Document] = {}
-        for doc in documents:
-            if doc.id in self._documents or doc.id in kept:
-                if policy == DuplicatePolicy.FAIL:
-                    raise DuplicateDocumentError(f"a document with id {doc.id!r} is already stored")
-                if policy == DuplicatePolicy.SKIP:
-                    continue
-            kept[doc.id] = doc
-        if not kept:
-            return 0
-        vectors = normalize_rows(np.asarray([doc.embedding for doc in kept.values()], dtype=np.float32))
-        if self._vectors.size and vectors.shape[1] != self._vectors.shape[1]:
-            raise ValueError(f"embedding dimension {vectors.shape[1]} does not match the store's {self._vectors.shape[1]}")
-        new_rows = []
-        for doc, vector in zip(kept.values(), vectors):
-            stripped = Document.from_dict({**doc.to_dict(flatten=False), "embedding": None})
-            self._documents[doc.id] = stripped
+    def _check_writable(self, documents: list[Document]) -> None:
+        dims = {len(doc.embedding) for doc in documents if doc.embedding is not None}
+        if 0 in dims:
+            raise ValueError("a document has an empty embedding")
+        expected = self.embedding_dim
+        if len(dims) > 1 or (expected is not None and dims and dims != {expected}):
+            raise ValueError(
+                f"embedding dimensions {sorted(dims)} do not match the store's {expected or 'single dimension'}"
+            )
+
+    def _index_written(self, documents: list[Document]) -> None:
+        unembedded = [doc.id for doc in documents if doc.embedding is None and doc.id in self._rows]
+        if unembedded:
+            self._remove_rows(unembedded)
+        embedded = [doc for doc in documents if doc.embedding is not None]
+        fresh = []
+        for doc in embedded:
+            vector = np.asarray(doc.embedding, dtype=np.float64)
             if doc.id in self._rows:
                 self._vectors[self._rows[doc.id]] = vector
                 self._index = None  # a replaced vector needs a rebuild
             else:
                 self._rows[doc.id] = len(self._rows)
-                new_rows.append(vector)
-        if new_rows:
-            stacked = np.vstack(new_rows)
+                fresh.append(vector)
+        if fresh:
+            stacked = np.vstack(fresh)
             self._vectors = stacked if not self._vectors.size else np.vstack([self._vectors, stacked])
-        return len(kept)
+        for doc in embedded:  # the vector lives in self._vectors only
+            self._documents[doc.id] = replace(doc, embedding=None)
 
-    def delete_documents(self, document_ids: list[str]) -> None:
-        """Remove documents by id (unknown ids are ignored)."""
-        drop = {self._rows[i] for i in document_ids if i in self._rows}
-        if not drop:
-            return
-        keep = [i for i in self._rows if self._rows[i] not in drop]
-        self._vectors = self._vectors[[self._rows[i] for i in keep]]
+    def _index_removed(self, document_ids: list[str]) -> None:
+        self._remove_rows([doc_id for doc_id in document_ids if doc_id in self._rows])
+
+    def _index_cleared(self) -> None:
+        self._rows, self._vectors = {}, np.zeros((0, 0), dtype=np.float64)
+        self._index, self._indexed_rows = None, 0
+
+    def _remove_rows(self, document_ids: list[str]) -> None:
+        drop = {self._rows[doc_id] for doc_id in document_ids}
+        keep = [doc_id for doc_id, row in self._rows.items() if row not in drop]
+        self._vectors = self._vectors[[self._rows[doc_id] for doc_id in keep]]
         self._rows = {doc_id: row for row, doc_id in enumerate(keep)}
-        for doc_id in document_ids:
-            self._documents.pop(doc_id, None)
-        self._index = None
+        if not keep:
+            self._vectors = np.zeros((0, 0), dtype=np.float64)
+        self._index, self._indexed_rows = None, 0
+
+    def _stored_document(self, document: Document) -> Document:
+        row = self._rows.get(document.id)
+        return document if row is None else replace(document, embedding=self._vectors[row].tolist())
 
     # --- search ----------------------------------------------------------------------------
 
     def search_ids(self, query_embeddings: np.ndarray, top_k: int = 10, filters: dict[str, Any] | None = None):
-        """For each query vector, ``[(doc_id, score)]`` best first (score = cosine similarity)."""
+        """For each query vector, ``[(doc_id, score)]`` best first (score = cosine similarity).
+
+        Only documents with an embedding are searched.
+        """
+        validate_filters(filters)
         queries = normalize_rows(query_embeddings)
-        if not self._rows:
-            return [[] for _ in range(len(queries))]
-        if queries.shape[1] != self._vectors.shape[1]:
-            raise ValueError(f"query dimension {queries.shape[1]} does not match the store's {self._vectors.shape[1]}")
-        ids = list(self._rows)
-        if filters:  # exact search over the matching documents only
-            rows = np.array([self._rows[d] for d in ids if document_matches_filter(filters=filters, document=self._documents[d])])
-            if rows.size == 0:
+        with self._lock:
+            if not self._rows:
                 return [[] for _ in range(len(queries))]
-            scores = queries @ self._vectors[rows].T
-            k = min(top_k, rows.size)
-            top = np.argsort(-scores, axis=1)[:, :k]
-            return [[(ids[rows[j]], float(scores[q, j])) for j in top[q]] for q in range(len(queries))]
-        index = self._ensure_index()
-        scores, rows = index.search(queries, min(top_k, len(ids)))
+            if queries.shape[1] != self._vectors.shape[1]:
+                raise ValueError(
+                    f"query dimension {queries.shape[1]} does not match the store's {self._vectors.shape[1]}"
+                )
+            ids = list(self._rows)
+            if filters:  # exact search over the matching documents only
+                rows = np.array(
+                    [row for row, d in enumerate(ids) if document_matches_filter(filters, self._documents[d])],
+                    dtype=np.int64,
+                )
+                if rows.size == 0:
+                    return [[] for _ in range(len(queries))]
+                scores = queries @ normalize_rows(self._vectors[rows]).T
+                k = min(top_k, rows.size)
+                top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+                return [[(ids[rows[j]], float(scores[q, j])) for j in top[q]] for q in range(len(queries))]
+            index = self._ensure_index()
+            scores, rows = index.search(queries, min(top_k, len(ids)))
         return [
             [(ids[r], float(s)) for r, s in zip(row_ids.tolist(), row_scores.tolist()) if r >= 0]
             for row_ids, row_scores in zip(rows, scores)
         ]
 
     def embedding_retrieval(
-        self, query_embedding: list[float], top_k: int = 10, filters: dict[str, Any] | None = None
+        self,
+        query_embedding: list[float],
+        top_k: int = 10,
+        filters: dict[str, Any] | None = None,
+        scale_score: bool = False,
+        return_embedding: bool = False,
     ) -> list[Document]:
-        """The ``top_k`` nearest documents, each a copy carrying its cosine ``score``."""
+        """The ``top_k`` nearest documents, each a copy carrying its cosine ``score``.
+
+        ``scale_score`` maps cosine to (0, 1) as ``InMemoryDocumentStore`` does, ``(score + 1) / 2``;
+        ``return_embedding`` includes the stored vectors.
+        """
         hits = self.search_ids(np.asarray([query_embedding]), top_k=top_k, filters=filters)[0]
-        return [Document.from_dict({**self._documents[d].to_dict(flatten=False), "score": s}) for d, s in hits]
+        with self._lock:
+            found = [(self._documents[d], score) for d, score in hits]
+            return [
+                replace(
+                    self._stored_document(doc) if return_embedding else doc,
+                    score=(score + 1) / 2 if scale_score else score,
+                )
+                for doc, score in found
+            ]
+
+    async def embedding_retrieval_async(
+        self,
+        query_embedding: list[float],
+        top_k: int = 10,
+        filters: dict[str, Any] | None = None,
+        scale_score: bool = False,
+        return_embedding: bool = False,
+    ) -> list[Document]:
+        """Async :meth:`embedding_retrieval` (runs in a worker thread)."""
+        return await self._in_thread(
+            self.embedding_retrieval, query_embedding, top_k, filters, scale_score, return_embedding
+        )
 
     def get_documents(self, document_ids: list[str]) -> list[Document]:
         """Stored documents by id, in the order asked (unknown ids raise ``KeyError``)."""
@@ -257,13 +294,13 @@ class FAISSDocumentStore(SavesToIndexFolder):
         if self._index is not None and self._indexed_rows < len(self._rows):
             self._index_add(self._vectors[self._indexed_rows :])
         if self._index is None:
-            cpu_index = build_faiss_index(self._vectors, self.index_type, **self.ann_settings)
+            cpu_index = build_faiss_index(normalize_rows(self._vectors), self.index_type, **self.ann_settings)
             self._index = self._to_device(cpu_index)
         self._indexed_rows = len(self._rows)
         return self._index
 
     def _index_add(self, vectors: np.ndarray) -> None:
-        self._index.add(vectors)
+        self._index.add(normalize_rows(vectors))
 
     def _to_device(self, index: faiss.Index) -> faiss.Index:
         wants_gpu = self.use_gpu is True or (self.use_gpu == "auto" and gpu_available())
@@ -277,9 +314,14 @@ class FAISSDocumentStore(SavesToIndexFolder):
     # --- persistence -----------------------------------------------------------------------
 
     def write_to(self, folder: Path) -> None:
-        """Write the index files into an existing, empty ``folder`` (not atomic; see :meth:`save`)."""
+        """Write the index files into an existing, empty ``folder`` (not atomic; see :meth:`save`).
+
+        ``documents.jsonl`` lists the embedded documents in the row order of ``embeddings.npy`` (the vectors as
+        written, float64), then the documents without an embedding.
+        """
         write_settings(folder, self.settings())
-        write_documents_jsonl(folder / DOCUMENTS_FILE, (self._documents[i] for i in self._rows))
+        unembedded = (doc for doc_id, doc in self._documents.items() if doc_id not in self._rows)
+        write_documents_jsonl(folder / DOCUMENTS_FILE, [*(self._documents[i] for i in self._rows), *unembedded])
         np.save(folder / "embeddings.npy", self._vectors)
         if self._rows:
             index = self._ensure_index()
@@ -290,6 +332,7 @@ class FAISSDocumentStore(SavesToIndexFolder):
     def settings(self) -> dict[str, Any]:
         """What ``index.json`` records about this index."""
         return {
+            **self._recorded_settings,  # what others recorded in index.json (e.g. the dense first stage's fields)
             "backend": BACKEND_NAME,
             "format_version": 1,
             "index_type": self.index_type,
@@ -297,19 +340,22 @@ class FAISSDocumentStore(SavesToIndexFolder):
             "embedding_model": self.embedding_model,
             "embedding_dim": self.embedding_dim,
             "documents": len(self._documents),
+            "embedded_documents": len(self._rows),
             **self.ann_settings,
         }
 
     def _load(self, folder: Path, settings: dict[str, Any]) -> None:
         if settings.get("backend") != BACKEND_NAME:
             raise ValueError(f"{folder} holds a {settings.get('backend')!r} index, not a FAISS index")
+        self._recorded_settings = settings
         self.index_type = settings["index_type"]
         self.ann_settings = {key: settings[key] for key in self.ann_settings}
         self.embedding_model = self.embedding_model or settings.get("embedding_model")
         documents = read_documents_jsonl(folder / DOCUMENTS_FILE)
+        embedded = settings.get("embedded_documents", len(documents))  # older folders: every document has a vector
         self._documents = {doc.id: doc for doc in documents}
-        self._rows = {doc.id: row for row, doc in enumerate(documents)}
-        self._vectors = np.load(folder / "embeddings.npy")
+        self._rows = {doc.id: row for row, doc in enumerate(documents[:embedded])}
+        self._vectors = np.load(folder / "embeddings.npy").astype(np.float64)
         if (folder / "faiss.index").is_file():
             self._index = self._to_device(faiss.read_index(str(folder / "faiss.index")))
             self._indexed_rows = len(self._rows)
@@ -317,17 +363,62 @@ class FAISSDocumentStore(SavesToIndexFolder):
 
 @component
 class FAISSEmbeddingRetriever(StoreRetriever):
-    """Haystack retriever over a :class:`FAISSDocumentStore`: query embedding in, top-k documents out."""
+    """Haystack retriever over a :class:`FAISSDocumentStore`, like ``InMemoryEmbeddingRetriever``.
+
+    ``scale_score`` maps cosine to (0, 1); ``return_embedding`` adds the stored vectors to the documents.
+    """
 
     store_class = FAISSDocumentStore
 
+    def __init__(
+        self,
+        document_store: FAISSDocumentStore,
+        top_k: int = 10,
+        filters: dict[str, Any] | None = None,
+        scale_score: bool = False,
+        return_embedding: bool = False,
+        filter_policy: FilterPolicy | str = FilterPolicy.REPLACE,
+    ) -> None:
+        StoreRetriever.__init__(self, document_store, top_k, filters, scale_score, filter_policy)
+        self.return_embedding = return_embedding
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialize, document store included."""
+        data = StoreRetriever.to_dict(self)
+        data["init_parameters"]["return_embedding"] = self.return_embedding
+        return data
+
+    def _arguments(self, top_k, filters, scale_score, return_embedding) -> dict[str, Any]:
+        arguments = self._search_arguments(top_k, filters, scale_score)
+        arguments["return_embedding"] = self.return_embedding if return_embedding is None else return_embedding
+        return arguments
+
     @component.output_types(documents=list[Document])
     def run(
-        self, query_embedding: list[float], top_k: int | None = None, filters: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Return ``{"documents": [...]}``, nearest first, each with its cosine ``score``."""
-        return {
-            "documents": self.document_store.embedding_retrieval(
-                query_embedding, top_k=top_k or self.top_k, filters=filters if filters is not None else self.filters
-            )
-        }
+        self,
+        query_embedding: list[float],
+        filters: dict[str, Any] | None = None,
+        top_k: int | None = None,
+        scale_score: bool | None = None,
+        return_embedding: bool | None = None,
+    ) -> dict[str, list[Document]]:
+        """Return ``{"documents": [...]}``, nearest first, each with its cosine ``score``.
+
+        ``filters`` combine with the init filters per ``filter_policy``; the other inputs override the init values
+        for this call.
+        """
+        arguments = self._arguments(top_k, filters, scale_score, return_embedding)
+        return {"documents": self.document_store.embedding_retrieval(query_embedding, **arguments)}
+
+    @component.output_types(documents=list[Document])
+    async def run_async(
+        self,
+        query_embedding: list[float],
+        filters: dict[str, Any] | None = None,
+        top_k: int | None = None,
+        scale_score: bool | None = None,
+        return_embedding: bool | None = None,
+    ) -> dict[str, list[Document]]:
+        """Async :meth:`run`: the search runs in the store's worker thread."""
+        arguments = self._arguments(top_k, filters, scale_score, return_embedding)
+        return {"documents": await self.document_store.embedding_retrieval_async(query_embedding, **arguments)}

@@ -8,22 +8,29 @@ swapped in, so a failure midway leaves the previous index (or nothing) in place.
 
 from __future__ import annotations
 
+import base64
 import glob
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from haystack import Document
 
 from rerank_pipeline.output_paths import check_replaceable_folder
 
+logger = logging.getLogger(__name__)
+
 SETTINGS_FILE = "index.json"
 DOCUMENTS_FILE = "documents.jsonl"
+JOURNAL_FILE = "journal.jsonl"
 
 
 def read_settings(index_dir: str | Path) -> dict[str, Any] | None:
@@ -116,25 +123,96 @@ def check_index_dir(index_dir: str | Path) -> Path:
     return check_replaceable_folder(index_dir, SETTINGS_FILE, "index folder")
 
 
+def document_row(document: Document, binary_embedding: bool = False) -> dict[str, Any]:
+    """A stored document as a JSON object (everything but the query-dependent ``score``).
+
+    ``binary_embedding`` writes the embedding as base64 float64 bytes (exact, and far faster to write and read than
+    decimal floats); :func:`document_from_row` reads both forms.
+    """
+    row = replace(document, embedding=None, score=None).to_dict(flatten=False)  # to_dict deep-copies every float
+    row.pop("score", None)
+    if document.embedding is not None:
+        row["embedding"] = (
+            {"float64_base64": base64.b64encode(np.asarray(document.embedding, dtype="<f8").tobytes()).decode()}
+            if binary_embedding
+            else list(document.embedding)
+        )
+    return row
+
+
+def document_from_row(row: dict[str, Any]) -> Document:
+    """Inverse of :func:`document_row`."""
+    embedding = row.get("embedding")
+    if isinstance(embedding, dict):
+        row = {**row, "embedding": np.frombuffer(base64.b64decode(embedding["float64_base64"]), dtype="<f8").tolist()}
+    return Document.from_dict(row)
+
+
 def write_documents_jsonl(path: str | Path, documents: Iterator[Document] | list[Document]) -> None:
-    """Write documents (without embeddings) one JSON object a line."""
+    """Write documents one JSON object a line."""
     with open(path, "w", encoding="utf-8") as handle:
         for document in documents:
-            row = document.to_dict(flatten=False)
-            row.pop("embedding", None)
-            row.pop("sparse_embedding", None)
-            row.pop("score", None)
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(document_row(document), ensure_ascii=False) + "\n")
 
 
 def read_documents_jsonl(path: str | Path) -> list[Document]:
     """Read documents written by :func:`write_documents_jsonl`."""
     with open(path, encoding="utf-8") as handle:
-        return [Document.from_dict(json.loads(line)) for line in handle if line.strip()]
+        return [document_from_row(json.loads(line)) for line in handle if line.strip()]
+
+
+def snapshot_bytes(index_dir: str | Path) -> int:
+    """Size of the index files in ``index_dir``, the journal left out."""
+    return sum(
+        path.stat().st_size for path in Path(index_dir).rglob("*") if path.is_file() and path.name != JOURNAL_FILE
+    )
+
+
+def append_journal(index_dir: str | Path, change: dict[str, Any]) -> int:
+    """Append one store change (``{"op": "write", "documents": [...]}``, ``delete`` ids, ``clear``) to the journal.
+
+    The line is written with one ``write`` call and fsynced before returning; a crash midway leaves a line without
+    its newline, which :func:`read_journal` ignores and the next append cuts off. Returns the journal's size.
+    """
+    record = dict(change)
+    if "documents" in record:
+        record["documents"] = [document_row(document, binary_embedding=True) for document in record["documents"]]
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    path = Path(index_dir) / JOURNAL_FILE
+    with open(path, "a+b") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size:
+            handle.seek(size - 1)
+            if handle.read(1) != b"\n":  # a torn line from an interrupted append: cut it off
+                handle.seek(0)
+                handle.truncate(handle.read().rfind(b"\n") + 1)
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+        return handle.tell()
+
+
+def read_journal(index_dir: str | Path) -> list[dict[str, Any]]:
+    """The complete changes journaled in ``index_dir`` (a torn last line, from a crash, is left out)."""
+    path = Path(index_dir) / JOURNAL_FILE
+    if not path.is_file():
+        return []
+    changes = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.endswith("\n"):
+                logger.warning("Ignoring an incomplete last change in %s (interrupted write)", path)
+                break
+            change = json.loads(line)
+            if "documents" in change:
+                change["documents"] = [document_from_row(row) for row in change["documents"]]
+            changes.append(change)
+    return changes
 
 
 class SavesToIndexFolder:
-    """Mixin for stores persisted to a folder: :meth:`save` stages the files of ``write_to`` and swaps them in."""
+    """Mixin for stores persisted to a folder: :meth:`save` stages the files of ``write_to`` and swaps them in
+    (the new folder holds no journal: a save is a compaction)."""
 
     index_dir: str | None
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import functools
 import logging
 import threading
 from dataclasses import replace
@@ -11,7 +14,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from haystack import Document, component, default_from_dict, default_to_dict
-from haystack.utils import ComponentDevice
+from haystack.utils import ComponentDevice, Secret
+from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kwargs
+from haystack.utils.misc import _deduplicate_documents
 
 from rerank_pipeline.components._first_token_head import compute_last_layer_for_first_token_only
 from rerank_pipeline.components._passages import split_long_document
@@ -41,6 +46,9 @@ DEFAULT_MAX_BATCH_TOKENS = {"cpu": 2048, "cuda": 65536}
 # MaxP scores at most this many passages of one document (its first ones): a 1 MB document is ~440 passages of a
 # 512-token window; measured with benchmarks/max_passage_cost.py.
 DEFAULT_MAX_PASSAGES = 32
+# SentenceTransformersSimilarityRanker's defaults, so a pipeline written for it loads unchanged.
+DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
+DEFAULT_TOKEN = Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False)
 
 
 @component
@@ -50,6 +58,10 @@ class CrossEncoderRanker:
     Scores equal ``sentence_transformers.CrossEncoder(model).predict`` on the same pairs (fp32, ``truncate``);
     pairs are tokenized once, sorted by token count and batched by a token budget so padding is not paid for.
 
+    A drop-in for sentence-transformers-haystack's ``SentenceTransformersSimilarityRanker``: it takes every init
+    parameter and run input of that component with the same names, meanings and defaults, and de-duplicates the
+    input documents by id the same way (keeping the copy with the highest incoming score).
+
     Usage:
         ranker = CrossEncoderRanker("cross-encoder/ms-marco-MiniLM-L6-v2", top_k=5)
         ranker.run(query="What is ModernBERT?", documents=documents)["documents"]
@@ -57,7 +69,7 @@ class CrossEncoderRanker:
 
     def __init__(
         self,
-        model: str | Path,
+        model: str | Path = DEFAULT_MODEL,
         top_k: int | None = 10,
         device: str | ComponentDevice | None = None,
         batch_size: int = 32,
@@ -81,6 +93,12 @@ class CrossEncoderRanker:
         onnx_cache_dir: str | None = None,
         max_passages: int | None = DEFAULT_MAX_PASSAGES,
         allow_untrained_head: bool = False,
+        token: Secret | None = DEFAULT_TOKEN,
+        query_suffix: str = "",
+        document_suffix: str = "",
+        model_kwargs: dict[str, Any] | None = None,
+        tokenizer_kwargs: dict[str, Any] | None = None,
+        config_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """Create the ranker; nothing is loaded until :meth:`warm_up` (or the first ``run``/``predict``).
 
@@ -117,6 +135,14 @@ class CrossEncoderRanker:
             a warning names each document cut); ``None`` scores them all.
         :param allow_untrained_head: Accept a checkpoint without a trained scoring head (e.g. a bi-encoder such as
             all-MiniLM-L6-v2, which would get a random head); by default loading it raises ``ModelLoadError``.
+        :param token: Hugging Face token (a Haystack ``Secret``) for private Hub models; by default read from the
+            ``HF_API_TOKEN`` / ``HF_TOKEN`` environment variables when set. Serialized as the variable names only.
+        :param query_suffix: Text put after every query.
+        :param document_suffix: Text put after every document text.
+        :param model_kwargs: Extra keyword arguments for ``AutoModelForSequenceClassification.from_pretrained``.
+        :param tokenizer_kwargs: Extra keyword arguments for the tokenizer (sentence-transformers'
+            ``processor_kwargs``).
+        :param config_kwargs: Extra keyword arguments for ``AutoConfig.from_pretrained``.
         """
         if not str(model).strip():
             raise ValueError("model must be a Hub id or a local folder, got an empty string")
@@ -177,6 +203,12 @@ class CrossEncoderRanker:
         self.onnx_cache_dir = onnx_cache_dir
         self.max_passages = max_passages
         self.allow_untrained_head = allow_untrained_head
+        self.token = token
+        self.query_suffix = query_suffix
+        self.document_suffix = document_suffix
+        self.model_kwargs = model_kwargs
+        self.tokenizer_kwargs = tokenizer_kwargs
+        self.config_kwargs = config_kwargs
 
         self._scorer: PairScorer | None = None
         self._activation_fn: Any = None
@@ -202,8 +234,16 @@ class CrossEncoderRanker:
             logger.warning("CUDA requested for '%s' but not available; falling back to CPU", self.model)
             device = torch.device("cpu")
         cross_encoder = load_sentence_transformers_cross_encoder(
-            self.model, str(device), self.trust_remote_code, self.allow_unsafe_weights, self.max_length,
-            self.allow_untrained_head,
+            self.model,
+            str(device),
+            self.trust_remote_code,
+            self.allow_unsafe_weights,
+            self.max_length,
+            allow_untrained_head=self.allow_untrained_head,
+            token=self.token.resolve_value() if self.token else None,
+            model_kwargs=self.model_kwargs,
+            tokenizer_kwargs=self.tokenizer_kwargs,
+            config_kwargs=self.config_kwargs,
         )
         hf_model = cross_encoder.model
         if hf_model is None or not hasattr(hf_model, "config") or len(cross_encoder) != 1:
@@ -327,11 +367,10 @@ class CrossEncoderRanker:
         if not (content and content.strip()) and self.empty_documents == "skip":
             return None
         meta_values = [
-            str(document.meta[field])
-            for field in self.meta_fields_to_embed
-            if document.meta.get(field) is not None and str(document.meta[field]) != ""
+            str(document.meta[field]) for field in self.meta_fields_to_embed if document.meta.get(field) is not None
         ]
-        return self.document_prefix + self.embedding_separator.join([*meta_values, content or ""])
+        text = self.embedding_separator.join([*meta_values, content or ""])
+        return self.document_prefix + text + self.document_suffix
 
     @component.output_types(documents=list[Document])
     def run(
@@ -340,13 +379,16 @@ class CrossEncoderRanker:
         documents: list[Document],
         top_k: int | None = None,
         score_threshold: float | None = None,
+        scale_score: bool | None = None,
     ) -> dict[str, list[Document]]:
         """Score ``documents`` against ``query`` and return them best first, with ``Document.score`` set.
 
         :param query: The query; must contain text.
-        :param documents: Candidates; documents without text are skipped or scored per ``empty_documents``.
+        :param documents: Candidates, de-duplicated by id first (the copy with the highest incoming score is kept);
+            documents without text are skipped or scored per ``empty_documents``.
         :param top_k: Overrides the init ``top_k`` for this call.
         :param score_threshold: Overrides the init ``score_threshold`` for this call.
+        :param scale_score: Overrides the init ``scale_score`` for this call.
         :returns: ``{"documents": [...]}``, copies of the inputs with ``score`` set, sorted by descending score.
         """
         if not isinstance(query, str) or not query.strip():
@@ -355,8 +397,10 @@ class CrossEncoderRanker:
         if top_k is not None and top_k <= 0:
             raise ValueError(f"top_k must be > 0, got {top_k}")
         score_threshold = self.score_threshold if score_threshold is None else score_threshold
+        scale_score = self.scale_score if scale_score is None else scale_score
         if not documents:
             return {"documents": []}
+        documents = _deduplicate_documents(documents)
         self.warm_up()
         if self._num_labels != 1:
             raise ValueError(f"'{self.model}' has {self._num_labels} labels; ranking needs a one-label cross-encoder")
@@ -367,12 +411,12 @@ class CrossEncoderRanker:
             logger.warning("CrossEncoderRanker skipped %d document(s) without text", len(documents) - len(kept))
         if not kept:
             return {"documents": []}
-        full_query = self._model_prompt + self.query_prefix + query
+        full_query = self._model_prompt + self.query_prefix + query + self.query_suffix
         logits = self._pair_logits(
             [full_query] * len(kept), [texts[index] for index in kept], self.batch_size,
             names=[documents[index].id for index in kept],
         )
-        scores = apply_activation(logits, self._activation_fn if self.scale_score else None)
+        scores = apply_activation(logits, self._activation_fn if scale_score else None)
 
         ranked = sorted(
             (replace(documents[index], score=float(score)) for index, score in zip(kept, scores)),
@@ -382,6 +426,19 @@ class CrossEncoderRanker:
         if score_threshold is not None:
             ranked = [document for document in ranked if document.score >= score_threshold]
         return {"documents": ranked[:top_k] if top_k is not None else ranked}
+
+    @component.output_types(documents=list[Document])
+    async def run_async(
+        self,
+        query: str,
+        documents: list[Document],
+        top_k: int | None = None,
+        score_threshold: float | None = None,
+        scale_score: bool | None = None,
+    ) -> dict[str, list[Document]]:
+        """Async :meth:`run`: loading and scoring run in a worker thread, so the event loop stays free."""
+        call = functools.partial(self.run, query, documents, top_k, score_threshold, scale_score)
+        return await asyncio.get_running_loop().run_in_executor(None, call)
 
     # ------------------------------------------------------------------ serialization
 
@@ -413,12 +470,26 @@ class CrossEncoderRanker:
             onnx_cache_dir=self.onnx_cache_dir,
             max_passages=self.max_passages,
             allow_untrained_head=self.allow_untrained_head,
+            token=self.token,
+            query_suffix=self.query_suffix,
+            document_suffix=self.document_suffix,
+            model_kwargs=self._serialized_model_kwargs(),
+            tokenizer_kwargs=self.tokenizer_kwargs,
+            config_kwargs=self.config_kwargs,
         )
+
+    def _serialized_model_kwargs(self) -> dict[str, Any] | None:
+        """``model_kwargs`` with torch dtypes as strings, as ``SentenceTransformersSimilarityRanker`` writes them."""
+        if self.model_kwargs is None:
+            return None
+        serialized = copy.deepcopy(self.model_kwargs)
+        serialize_hf_model_kwargs(serialized)
+        return serialized
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CrossEncoderRanker:
         """Rebuild a ranker from :meth:`to_dict` output."""
         init_parameters = data.get("init_parameters", {})
-        if isinstance(init_parameters.get("device"), dict):
-            init_parameters["device"] = ComponentDevice.from_dict(init_parameters["device"])
+        if init_parameters.get("model_kwargs") is not None:
+            deserialize_hf_model_kwargs(init_parameters["model_kwargs"])
         return default_from_dict(cls, data)
