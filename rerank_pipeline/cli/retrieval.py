@@ -14,6 +14,8 @@ from pathlib import Path
 
 from haystack import Document  # noqa: E402
 
+from rerank_pipeline.cli.serve import RANKER_BACKENDS  # noqa: E402
+
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("bm25", "faiss", "hybrid", "elasticsearch")
@@ -131,6 +133,7 @@ def run_search(args: argparse.Namespace) -> int:
         ranker_model=None if args.no_rerank else args.model,
         top_k=args.top_k,
         candidates=max(args.candidates, args.top_k),
+        ranker_options={"backend": args.backend, "quantize": args.quantize},
     )
     try:
         documents = search(pipeline, args.query)
@@ -175,5 +178,8 @@ def register(subparsers) -> None:
     search.add_argument("--no-rerank", action="store_true", help="show the first-stage ranking only")
     search.add_argument("--top-k", type=int, default=10, help="results to show (default 10)")
     search.add_argument("--candidates", type=int, default=100, help="first-stage candidates to rerank (default 100)")
+    search.add_argument("--backend", choices=RANKER_BACKENDS, default="torch",
+                        help="cross-encoder runtime (default: torch); onnx/openvino conversions are cached on disk")
+    search.add_argument("--quantize", action="store_true", help="int8 inference (openvino: static int8, cached)")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
     search.set_defaults(func=run_search)

@@ -10,7 +10,7 @@ import sys
 
 from rerank_pipeline.serving import DEFAULT_HOST, DEFAULT_NAME, DEFAULT_PORT
 
-BACKENDS = ("torch", "onnx", "openvino")
+RANKER_BACKENDS = ("torch", "onnx", "openvino")  # CrossEncoderRanker's backends (named here without loading torch)
 
 
 def _pipeline(args: argparse.Namespace):
@@ -63,7 +63,7 @@ def _pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="cross-encoder (folder or Hub id) that reranks; without it, first stage only")
     parser.add_argument("--top-k", type=int, default=10, help="documents returned per query (default: 10)")
     parser.add_argument("--candidates", type=int, default=100, help="first-stage candidates reranked (default: 100)")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="cross-encoder runtime (default: torch)")
+    parser.add_argument("--backend", choices=RANKER_BACKENDS, default="torch", help="cross-encoder runtime (default: torch)")
     parser.add_argument(
         "--quantize", action="store_true",
         help="int8 inference (with --backend openvino: static int8, calibrated on the first query's pairs, cached)",
