@@ -1,7 +1,7 @@
 """Served search under concurrent clients: our pipeline on Hayhooks vs the Haystack stack served the same way.
 
-Each configuration is one Hayhooks server process on 127.0.0.1 (deployed with :func:`rerank_pipeline.serving.create_app`,
-models warmed up before listening) answering ``POST /search/run {"query": ...}`` with BM25 top-``--candidates`` ->
+Each configuration is one Hayhooks server process on 127.0.0.1 (deployed with
+:func:`rerank_pipeline.serving.create_app`, models warmed up before listening) answering ``POST /search/run {"query": ...}`` with BM25 top-``--candidates`` ->
 cross-encoder -> top-10, on a BEIR collection (Cranfield by default):
 
 - ``haystack``: ``InMemoryBM25Retriever`` -> ``SentenceTransformersSimilarityRanker`` (what a Haystack user has today);

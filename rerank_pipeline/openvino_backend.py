@@ -7,9 +7,10 @@ time, so they are calibrated on real feature batches: the caller hands over batc
 score (see :meth:`OpenVinoLogits.calibrate`).
 
 Given the model's id, the converted and the calibrated models are cached on disk (:class:`OpenVinoCache`, under
-``$RERANK_PIPELINE_CACHE/openvino``), keyed like the ONNX exports (:func:`~rerank_pipeline.onnx_export.model_fingerprint`:
-the model's files or Hub revision, torch, OpenVINO and NNCF versions) plus the variant (fp32, or int8 and its
-calibration), so a later start skips conversion (~3 s) and calibration (~20 s).
+``$RERANK_PIPELINE_CACHE/openvino``), keyed like the ONNX exports
+(:func:`~rerank_pipeline.onnx_export.model_fingerprint`: the model's files or Hub revision, torch, OpenVINO and NNCF
+versions) plus the variant (fp32, or int8 and its calibration), so a later start skips conversion (~3 s) and
+calibration (~20 s).
 """
 
 from __future__ import annotations

@@ -63,7 +63,9 @@ def _pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="cross-encoder (folder or Hub id) that reranks; without it, first stage only")
     parser.add_argument("--top-k", type=int, default=10, help="documents returned per query (default: 10)")
     parser.add_argument("--candidates", type=int, default=100, help="first-stage candidates reranked (default: 100)")
-    parser.add_argument("--backend", choices=RANKER_BACKENDS, default="torch", help="cross-encoder runtime (default: torch)")
+    parser.add_argument(
+        "--backend", choices=RANKER_BACKENDS, default="torch", help="cross-encoder runtime (default: torch)"
+    )
     parser.add_argument(
         "--quantize", action="store_true",
         help="int8 inference (with --backend openvino: static int8, calibrated on the first query's pairs, cached)",
@@ -78,10 +80,14 @@ def register(subparsers) -> None:
     _pipeline_options(serve)
     serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default: {DEFAULT_HOST})")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default: {DEFAULT_PORT})")
-    serve.add_argument("--name", default=DEFAULT_NAME, help=f"pipeline name, the URL's first part (default: {DEFAULT_NAME})")
+    serve.add_argument(
+        "--name", default=DEFAULT_NAME, help=f"pipeline name, the URL's first part (default: {DEFAULT_NAME})"
+    )
     serve.set_defaults(func=run_serve)
 
-    export = subparsers.add_parser("export", help="write the pipeline YAML that `hayhooks pipeline deploy-yaml` accepts")
+    export = subparsers.add_parser(
+        "export", help="write the pipeline YAML that `hayhooks pipeline deploy-yaml` accepts"
+    )
     _pipeline_options(export)
     export.add_argument("--output", required=True, help="YAML file to write (e.g. search.yml)")
     export.set_defaults(func=run_export)
