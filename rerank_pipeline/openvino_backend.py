@@ -45,6 +45,7 @@ def require_openvino() -> None:
             "backend='openvino' needs the openvino and nncf packages: pip install 'rerank-pipeline[openvino]'"
         ) from error
 
+
 MODEL_FILE = "model.xml"
 MANIFEST_FILE = "manifest.json"
 
