@@ -21,10 +21,10 @@ ONNX_OPSET = 17
 CACHE_ENV_VAR = "RERANK_PIPELINE_CACHE"
 
 
-def default_cache_dir() -> Path:
-    """``$RERANK_PIPELINE_CACHE/onnx`` or ``~/.cache/rerank_pipeline/onnx``."""
+def default_cache_dir(kind: str = "onnx") -> Path:
+    """``$RERANK_PIPELINE_CACHE/<kind>`` or ``~/.cache/rerank_pipeline/<kind>`` (``onnx``, ``openvino``)."""
     root = os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "rerank_pipeline"
-    return Path(root) / "onnx"
+    return Path(root) / kind
 
 
 def hub_revision(model_id: str, hub_cache_dir: str | Path | None = None) -> str | None:
@@ -38,11 +38,17 @@ def hub_revision(model_id: str, hub_cache_dir: str | Path | None = None) -> str 
     return Path(cached).parent.name if isinstance(cached, str) else None  # .../snapshots/<commit>/config.json
 
 
-def model_fingerprint(model_id: str, input_names: list[str], hub_cache_dir: str | Path | None = None) -> str:
+def model_fingerprint(
+    model_id: str,
+    input_names: list[str],
+    hub_cache_dir: str | Path | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
     """A short hash naming one export folder: local files (name, size, mtime), or the Hub id and the commit it
-    resolves to (so an updated Hub model is exported again), and the inputs."""
+    resolves to (so an updated Hub model is exported again), the inputs, and ``extra`` (e.g. converter versions)."""
     # "graph" names what the export holds: 2 = the last layer computed for the first token only.
     parts: dict[str, Any] = {"model": model_id, "inputs": input_names, "torch": torch.__version__, "graph": 2}
+    parts.update(extra or {})
     folder = Path(model_id).expanduser()
     if folder.is_dir():
         parts["model"] = str(folder.resolve())

@@ -17,7 +17,7 @@ from haystack.components.joiners import DocumentJoiner
 
 from rerank_pipeline.components.bm25 import EmbeddedBM25DocumentStore, EmbeddedBM25Retriever
 from rerank_pipeline.components.faiss_store import FAISSDocumentStore, FAISSEmbeddingRetriever
-from rerank_pipeline.components.index_folder import read_settings
+from rerank_pipeline.components.index_folder import read_settings, require_index
 from rerank_pipeline.first_stage import DEFAULT_EMBEDDING_MODEL
 
 QUERY_INPUTS = ("query", "text")
@@ -39,11 +39,14 @@ def _dense_parts(pipeline: Pipeline, index_dir: Path, candidates: int, prefix: s
 
 
 def add_first_stage(pipeline: Pipeline, index_dir: str | Path, candidates: int = 100) -> str:
-    """Add the first stage stored in ``index_dir``; returns the component whose ``documents`` output feeds the ranker."""
-    index_dir = Path(index_dir)
+    """Add the first stage stored in ``index_dir``; returns the component whose ``documents`` output feeds the ranker.
+
+    The folder is recorded as an absolute path, so the serialized pipeline opens the same index from any working
+    directory (and fails naming the folder if it was moved or deleted).
+    """
+    index_dir = Path(index_dir).expanduser().resolve()
+    require_index(index_dir)
     settings = read_settings(index_dir)
-    if settings is None:
-        raise FileNotFoundError(f"no index in {index_dir} (index.json missing); build one with `rerank-pipeline index`")
     backend = settings.get("backend")
     if backend == "bm25":
         store = EmbeddedBM25DocumentStore(index_dir=index_dir)
@@ -94,6 +97,9 @@ def build_pipeline(
     last = add_first_stage(pipeline, index_dir, candidates=candidates if ranker_model else top_k)
     if ranker_model:
         from rerank_pipeline.components import CrossEncoderRanker
+
+        if Path(ranker_model).expanduser().is_dir():  # a local folder, recorded absolute like the index
+            ranker_model = Path(ranker_model).expanduser().resolve()
 
         pipeline.add_component("ranker", CrossEncoderRanker(model=str(ranker_model), top_k=top_k, **(ranker_options or {})))
         pipeline.connect(f"{last}.documents", "ranker.documents")

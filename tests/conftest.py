@@ -21,6 +21,12 @@ from tiny_models import (  # noqa: E402
 CRANFIELD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cranfield"
 
 
+@pytest.fixture(autouse=True)
+def _private_model_cache(tmp_path, monkeypatch):
+    """Converted / exported models are cached per test (and by its subprocesses), never in ~/.cache."""
+    monkeypatch.setenv("RERANK_PIPELINE_CACHE", str(tmp_path / "model-cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """Folder of a tiny BERT cross-encoder (max length 64)."""

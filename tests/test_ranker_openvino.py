@@ -107,3 +107,64 @@ def test_openvino_ranker_round_trips_through_yaml(tiny_bert):
 def test_openvino_bad_options_are_refused(tiny_bert, kwargs, message):
     with pytest.raises(ValueError, match=message):
         CrossEncoderRanker(str(tiny_bert), **kwargs)
+
+
+def _logits_fn(ranker: CrossEncoderRanker):
+    ranker.warm_up()
+    return ranker._scorer.logits_fn
+
+
+def _refuse_conversion(monkeypatch):
+    import openvino
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("converted again instead of reading the cache")
+
+    monkeypatch.setattr(openvino, "convert_model", refuse)
+
+
+def test_openvino_conversion_and_calibration_are_cached_on_disk(tiny_bert, expected, tmp_path, monkeypatch):
+    first = CrossEncoderRanker(str(tiny_bert), backend="openvino", quantize=True)
+    scores = first.predict(PAIRS)  # converts, calibrates on these pairs, caches both
+    fp32 = CrossEncoderRanker(str(tiny_bert), backend="openvino").predict(PAIRS)
+    entries = sorted(path.parent.name for path in (tmp_path / "model-cache" / "openvino").rglob("manifest.json"))
+    assert entries == ["fp32", "int8-first-scored"]
+
+    _refuse_conversion(monkeypatch)
+    again = CrossEncoderRanker(str(tiny_bert), backend="openvino", quantize=True)
+    assert not _logits_fn(again).needs_calibration  # ready at warm-up: read, not recalibrated
+    np.testing.assert_array_equal(again.predict(PAIRS), scores)
+    np.testing.assert_allclose(CrossEncoderRanker(str(tiny_bert), backend="openvino").predict(PAIRS), fp32, atol=0)
+    np.testing.assert_allclose(fp32, expected, atol=1e-4, rtol=0)  # saved without fp16 compression
+
+    other = CrossEncoderRanker(str(tiny_bert), backend="openvino", quantize=True, calibration_pairs=CALIBRATION)
+    assert not _logits_fn(other).needs_calibration  # other calibration data: its own entry, calibrated at warm-up
+    assert len(list((tmp_path / "model-cache" / "openvino").rglob("manifest.json"))) == 3
+
+
+def test_openvino_cache_is_keyed_by_the_model_files(tiny_bert, tmp_path):
+    import os
+    import shutil
+
+    model = shutil.copytree(tiny_bert, tmp_path / "model")
+    CrossEncoderRanker(str(model), backend="openvino", quantize=True).predict(PAIRS)
+    assert not _logits_fn(CrossEncoderRanker(str(model), backend="openvino", quantize=True)).needs_calibration
+    weights = next(model.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # "retrained"
+    assert _logits_fn(CrossEncoderRanker(str(model), backend="openvino", quantize=True)).needs_calibration
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete manifest"])
+def test_openvino_corrupt_cache_entry_is_rebuilt(tiny_bert, tmp_path, damage, caplog):
+    scores = CrossEncoderRanker(str(tiny_bert), backend="openvino", quantize=True).predict(PAIRS)
+    entry = next((tmp_path / "model-cache" / "openvino").rglob("int8-first-scored"))
+    if damage == "truncate":
+        weights = entry / "model.bin"
+        weights.write_bytes(weights.read_bytes()[:-64])
+    else:
+        (entry / "manifest.json").unlink()
+    rebuilt = CrossEncoderRanker(str(tiny_bert), backend="openvino", quantize=True)
+    assert _logits_fn(rebuilt).needs_calibration  # not trusted: calibrated again on its first pairs
+    assert "Rebuilding the corrupt OpenVINO cache entry" in caplog.text
+    np.testing.assert_array_equal(rebuilt.predict(PAIRS), scores)
+    assert (entry / "manifest.json").is_file()

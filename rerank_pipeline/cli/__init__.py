@@ -11,7 +11,7 @@ import sys
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 
 from rerank_pipeline import __version__  # noqa: E402
-from rerank_pipeline.cli import evaluate, retrieval, train  # noqa: E402
+from rerank_pipeline.cli import evaluate, retrieval, serve, train  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module in (retrieval, evaluate, train):
+    for module in (retrieval, evaluate, train, serve):
         module.register(subparsers)
     return parser
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from haystack import Document  # noqa: E402
 
+from rerank_pipeline.cli.serve import RANKER_BACKENDS  # noqa: E402
+
 if TYPE_CHECKING:
     from rerank_pipeline.datasets import ReadReport
 
@@ -132,7 +134,8 @@ def run_search(args: argparse.Namespace) -> int:
         ranker_model=None if args.no_rerank else args.model,
         top_k=args.top_k,
         candidates=max(args.candidates, args.top_k),
-        ranker_options={"allow_untrained_head": True} if args.allow_untrained_head else None,
+        ranker_options={"backend": args.backend, "quantize": args.quantize,
+                        "allow_untrained_head": args.allow_untrained_head},
     )
     try:
         documents = search(pipeline, args.query)
@@ -179,6 +182,9 @@ def register(subparsers) -> None:
     search.add_argument("--no-rerank", action="store_true", help="show the first-stage ranking only")
     search.add_argument("--top-k", type=int, default=10, help="results to show (default 10)")
     search.add_argument("--candidates", type=int, default=100, help="first-stage candidates to rerank (default 100)")
+    search.add_argument("--backend", choices=RANKER_BACKENDS, default="torch",
+                        help="cross-encoder runtime (default: torch); onnx/openvino conversions are cached on disk")
+    search.add_argument("--quantize", action="store_true", help="int8 inference (openvino: static int8, cached)")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
     search.add_argument("--allow-untrained-head", action="store_true", help="accept a --model without a trained scoring head (it scores with a random head)")
     search.set_defaults(func=run_search)

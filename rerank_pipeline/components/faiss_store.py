@@ -25,6 +25,7 @@ from rerank_pipeline.components.index_folder import (
     DOCUMENTS_FILE,
     read_documents_jsonl,
     read_settings,
+    require_index,
     write_documents_jsonl,
     write_settings,
 )
@@ -154,7 +155,14 @@ class FAISSDocumentStore(InMemoryIndexedStore):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FAISSDocumentStore":
-        """Rebuild from :meth:`to_dict`, loading the index from ``index_dir``."""
+        """Rebuild from :meth:`to_dict`, loading the index from ``index_dir``.
+
+        A serialized ``index_dir`` that holds no index (moved or deleted) raises ``FileNotFoundError`` naming it,
+        instead of opening an empty store.
+        """
+        index_dir = data.get("init_parameters", {}).get("index_dir")
+        if index_dir is not None:
+            require_index(index_dir)
         return default_from_dict(cls, data)
 
     @property

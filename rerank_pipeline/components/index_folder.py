@@ -42,6 +42,16 @@ def read_settings(index_dir: str | Path) -> dict[str, Any] | None:
         return json.load(handle)
 
 
+def require_index(index_dir: str | Path) -> None:
+    """Raise ``FileNotFoundError`` naming ``index_dir`` when it holds no index (missing, moved or deleted)."""
+    if read_settings(index_dir) is None:
+        state = "has no index.json" if Path(index_dir).is_dir() else "does not exist"
+        raise FileNotFoundError(
+            f"index folder {index_dir} {state} (moved or deleted?); build it with `rerank-pipeline index` "
+            "or export the pipeline again with the folder's new path"
+        )
+
+
 def write_settings(folder: str | Path, settings: dict[str, Any]) -> None:
     """Write ``index.json`` into ``folder``."""
     with open(Path(folder) / SETTINGS_FILE, "w", encoding="utf-8") as handle:

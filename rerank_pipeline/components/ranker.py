@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import hashlib
+import json
 import logging
 import threading
 from dataclasses import replace
@@ -261,7 +263,8 @@ class CrossEncoderRanker:
             from rerank_pipeline.openvino_backend import OpenVinoLogits
 
             logits_fn = OpenVinoLogits(
-                hf_model, sample_features(tokenizer, input_names), self.precision, self.quantize
+                hf_model, sample_features(tokenizer, input_names), self.precision, self.quantize,
+                model_id=self.model, calibration=self._calibration_key(),
             )
             input_names = set(logits_fn.input_names)
         else:
@@ -277,6 +280,14 @@ class CrossEncoderRanker:
         self._scorer = PairScorer(tokenizer, logits_fn, max_length, input_names)
         if self.calibration_pairs:
             self._calibrate([(self._model_prompt + query, text) for query, text in self.calibration_pairs])
+
+    def _calibration_key(self) -> str:
+        """Names the int8 calibration data in the OpenVINO cache: a hash of ``calibration_pairs`` (with the batch
+        plan's settings), or ``first-scored``."""
+        if not self.calibration_pairs:
+            return "first-scored"
+        plan = [self.calibration_pairs[:CALIBRATION_PAIRS], self.batch_size, self.max_batch_tokens, self.max_length]
+        return hashlib.sha256(json.dumps(plan).encode()).hexdigest()[:16]
 
     def _calibrate(self, pairs: list[tuple[str, str]]) -> None:
         """Calibrate an int8 OpenVINO model on (up to ``CALIBRATION_PAIRS`` of) ``pairs``; no-op otherwise."""

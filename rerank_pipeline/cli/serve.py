@@ -1,0 +1,93 @@
+"""``rerank-pipeline serve`` (the pipeline on a Hayhooks server) and ``rerank-pipeline export`` (its Hayhooks YAML).
+
+Heavy imports (Haystack, torch, Hayhooks) happen inside the handlers, so registering these commands costs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rerank_pipeline.serving import DEFAULT_HOST, DEFAULT_NAME, DEFAULT_PORT
+
+RANKER_BACKENDS = ("torch", "onnx", "openvino")  # CrossEncoderRanker's backends (named here without loading torch)
+
+
+def _pipeline(args: argparse.Namespace):
+    from rerank_pipeline.pipelines import build_pipeline
+
+    if args.top_k <= 0 or args.candidates <= 0:
+        raise ValueError(f"--top-k and --candidates must be positive (got {args.top_k}, {args.candidates})")
+    if args.quantize and not args.model:
+        raise ValueError("--quantize needs --model")
+    options = {"backend": args.backend, "quantize": args.quantize} if args.model else None
+    return build_pipeline(
+        args.index_dir,
+        ranker_model=args.model,
+        top_k=args.top_k,
+        candidates=max(args.candidates, args.top_k),
+        ranker_options=options,
+    )
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Write the pipeline YAML that ``hayhooks pipeline deploy-yaml`` accepts."""
+    from rerank_pipeline.serving import export
+
+    path = export(_pipeline(args), args.output)
+    print(f"wrote {path}; deploy it with: HAYSTACK_DESERIALIZATION_ALLOWLIST=rerank_pipeline hayhooks run, then "
+          f"hayhooks pipeline deploy-yaml -n {DEFAULT_NAME} {path}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Build the pipeline, deploy it on Hayhooks, warm the models up, serve until interrupted."""
+    from rerank_pipeline.serving import hayhooks_yaml, serve
+
+    yaml_text = hayhooks_yaml(_pipeline(args))
+
+    def ready(seconds: float) -> None:
+        print(
+            f"deployed '{args.name}' and loaded its models in {seconds:.1f} s; "
+            f"POST http://{args.host}:{args.port}/{args.name}/run with {{\"query\": \"...\"}}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    serve(yaml_text, name=args.name, host=args.host, port=args.port, on_ready=ready)
+    return 0
+
+
+def _pipeline_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--index-dir", required=True, help="index folder written by `rerank-pipeline index`")
+    parser.add_argument("--model", help="cross-encoder (folder or Hub id) that reranks; without it, first stage only")
+    parser.add_argument("--top-k", type=int, default=10, help="documents returned per query (default: 10)")
+    parser.add_argument("--candidates", type=int, default=100, help="first-stage candidates reranked (default: 100)")
+    parser.add_argument(
+        "--backend", choices=RANKER_BACKENDS, default="torch", help="cross-encoder runtime (default: torch)"
+    )
+    parser.add_argument(
+        "--quantize", action="store_true",
+        help="int8 inference (with --backend openvino: static int8, calibrated on the first query's pairs, cached)",
+    )
+
+
+def register(subparsers) -> None:
+    """Add ``serve`` and ``export`` to the ``rerank-pipeline`` parser."""
+    serve = subparsers.add_parser(
+        "serve", help="serve first stage -> cross-encoder as a Hayhooks HTTP endpoint (POST /NAME/run)"
+    )
+    _pipeline_options(serve)
+    serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default: {DEFAULT_HOST})")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default: {DEFAULT_PORT})")
+    serve.add_argument(
+        "--name", default=DEFAULT_NAME, help=f"pipeline name, the URL's first part (default: {DEFAULT_NAME})"
+    )
+    serve.set_defaults(func=run_serve)
+
+    export = subparsers.add_parser(
+        "export", help="write the pipeline YAML that `hayhooks pipeline deploy-yaml` accepts"
+    )
+    _pipeline_options(export)
+    export.add_argument("--output", required=True, help="YAML file to write (e.g. search.yml)")
+    export.set_defaults(func=run_export)
