@@ -20,7 +20,11 @@ def _pipeline(args: argparse.Namespace):
         raise ValueError(f"--top-k and --candidates must be positive (got {args.top_k}, {args.candidates})")
     if args.quantize and not args.model:
         raise ValueError("--quantize needs --model")
-    options = {"backend": args.backend, "quantize": args.quantize} if args.model else None
+    options = (
+        {"backend": args.backend, "quantize": args.quantize, "allow_untrained_head": args.allow_untrained_head}
+        if args.model
+        else None
+    )
     return build_pipeline(
         args.index_dir,
         ranker_model=args.model,
@@ -69,6 +73,10 @@ def _pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quantize", action="store_true",
         help="int8 inference (with --backend openvino: static int8, calibrated on the first query's pairs, cached)",
+    )
+    parser.add_argument(
+        "--allow-untrained-head", action="store_true",
+        help="accept a --model without a trained scoring head (it scores with a random head)",
     )
 
 
