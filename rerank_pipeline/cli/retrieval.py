@@ -9,10 +9,12 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-# A command-line run should not phone home (Haystack telemetry); users can still opt in explicitly.
+from rerank_pipeline.cli import add_progress_flag
 
-from haystack import Document  # noqa: E402
+if TYPE_CHECKING:  # haystack is imported by the handlers, so building the parser stays fast
+    from haystack import Document
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +27,8 @@ def read_documents(path: Path, on_bad_line: str = "stop") -> tuple[list[Document
     A malformed line raises ``ValueError`` naming file and line (``on_bad_line="stop"``) or is
     skipped and reported (``"skip"``). Returns the documents and the skipped line numbers.
     """
+    from haystack import Document
+
     if not path.is_file():
         raise FileNotFoundError(f"corpus file not found: {path}")
     documents: dict[str, Document] = {}
@@ -156,7 +160,7 @@ def register(subparsers) -> None:
     source = index.add_mutually_exclusive_group(required=True)
     source.add_argument("--beir-dir", help="BEIR folder (its corpus.jsonl is indexed)")
     source.add_argument("--jsonl", help="JSONL of documents: _id (or id), text (or content), optional title and meta")
-    index.add_argument("--backend", choices=BACKENDS, default="bm25", help="first stage to build (default: bm25, embedded)")
+    index.add_argument("--backend", choices=BACKENDS, default="bm25", help="first stage to build (bm25 is embedded, no server)")
     index.add_argument("--index-dir", help="index folder (default: ./indexes/<corpus name>)")
     index.add_argument("--embedding-model", help="sentence-transformers model (folder or Hub id) for faiss/hybrid")
     index.add_argument("--index-type", choices=("flat", "hnsw", "ivf"), help="FAISS index type (default: flat, exact)")
@@ -164,8 +168,9 @@ def register(subparsers) -> None:
     index.add_argument("--b", type=float, help="BM25 b (default 0.4)")
     index.add_argument("--es-url", help="Elasticsearch URL (default: $ELASTICSEARCH_URL or http://localhost:9200)")
     index.add_argument("--es-index", help="Elasticsearch index name (default: rerank-pipeline)")
-    index.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop", help="malformed JSONL line: stop (default) or skip")
+    index.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop", help="a malformed JSONL line: stop with an error naming it, or skip and report it")
     index.add_argument("--rebuild", action="store_true", help="start from an empty index instead of updating the existing one")
+    add_progress_flag(index)
     index.set_defaults(func=run_index)
 
     search = subparsers.add_parser("search", help="first stage -> cross-encoder rerank -> top-k for one query")
@@ -173,7 +178,8 @@ def register(subparsers) -> None:
     search.add_argument("--index-dir", required=True, help="index folder written by `rerank-pipeline index`")
     search.add_argument("--model", help="cross-encoder (folder or Hub id) that reranks the candidates")
     search.add_argument("--no-rerank", action="store_true", help="show the first-stage ranking only")
-    search.add_argument("--top-k", type=int, default=10, help="results to show (default 10)")
-    search.add_argument("--candidates", type=int, default=100, help="first-stage candidates to rerank (default 100)")
+    search.add_argument("--top-k", type=int, default=10, help="results to show")
+    search.add_argument("--candidates", type=int, default=100, help="first-stage candidates to rerank")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_progress_flag(search)
     search.set_defaults(func=run_search)

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from rerank_pipeline.cli import add_progress_flag
 from rerank_pipeline.training.config import DISTILLATION_MODES, FIRST_STAGES, LOSSES, TrainingConfig
 
 DEFAULTS = TrainingConfig()
@@ -19,7 +20,6 @@ def register(subparsers) -> None:
         "train",
         help="fine-tune a cross-encoder reranker on a corpus and training judgements",
         description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = parser.add_argument_group("data")
     data.add_argument("--beir-dir", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
@@ -48,21 +48,23 @@ def register(subparsers) -> None:
                               help="auto: only for a base without a trained cross-encoder head")
     distillation.add_argument("--distillation-queries", type=int, default=DEFAULTS.distillation_queries,
                               help="pseudo-queries from the corpus added to the training queries")
-    distillation.add_argument("--distillation-epochs", type=float, default=DEFAULTS.distillation_epochs)
-    distillation.add_argument("--distillation-learning-rate", type=float, default=DEFAULTS.distillation_learning_rate)
+    distillation.add_argument("--distillation-epochs", type=float, default=DEFAULTS.distillation_epochs,
+                              help="epochs over the soft labels before the judged pairs")
+    distillation.add_argument("--distillation-learning-rate", type=float, default=DEFAULTS.distillation_learning_rate,
+                              help="peak learning rate of the distillation warm start")
     training = parser.add_argument_group("training on the judged pairs")
     training.add_argument("--loss", choices=LOSSES, default=DEFAULTS.loss, help="bce (pointwise) or lambda (listwise LambdaLoss)")
-    training.add_argument("--epochs", type=float, default=DEFAULTS.num_epochs)
-    training.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate)
-    training.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="per device")
+    training.add_argument("--epochs", type=float, default=DEFAULTS.num_epochs, help="passes over the judged pairs (fractions allowed)")
+    training.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate, help="peak learning rate (AdamW, linear warm-up and decay)")
+    training.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="training pairs per step and device")
     training.add_argument("--max-length", type=int, default=DEFAULTS.max_length, help="token window of a (query, document) pair")
     training.add_argument("--dev-fraction", type=float, default=DEFAULTS.dev_fraction, help="share of judged queries held out for model selection")
     training.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=DEFAULTS.precision,
                           help="auto: bf16/fp16 on a GPU, fp32 on CPU")
-    training.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    training.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed of negative sampling, the dev split and the trainer")
     training.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke tests)")
     parser.add_argument("--report-dir", help="also write report.md and results.json here")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_flag(parser, "--quiet")
     parser.set_defaults(func=run)
 
 
@@ -110,13 +112,13 @@ def run(args: argparse.Namespace) -> int:
         )
         if overlap:
             raise ValueError(f"--eval-split {args.eval_split!r} shares {len(overlap)} queries with the training judgements, e.g. {overlap[:5]}")
-    say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    say = (lambda text: None) if args.no_progress else (lambda text: print(text, file=sys.stderr, flush=True))
     say(f"training data: {len(dataset.judged_queries())} judged queries, {len(dataset.corpus)} documents")
     say(f"indexing the corpus with the {config.first_stage} first stage ...")
     candidates = CandidateSource.build(dataset, config.first_stage, config.embedding_model)
     overrides = {"max_steps": args.max_steps} if args.max_steps else {}
     result = train_reranker(
-        dataset, args.output, config, candidates, overwrite=args.overwrite, resume=args.resume, show_progress=not args.quiet,
+        dataset, args.output, config, candidates, overwrite=args.overwrite, resume=args.resume, show_progress=not args.no_progress,
         keep_checkpoints=args.keep_checkpoints, **overrides,
     )
     if not is_main_process():  # under torchrun / accelerate, rank 0 evaluates and writes the report
@@ -137,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         trained = CrossEncoder(str(result.output_dir), device="cuda" if _cuda() else "cpu")
         evaluation = evaluate_before_after(
             trained, held_out, rankings, result.fusion_weight, first_stage_name=config.first_stage, extra_first_stages=extra,
-            depth=config.fusion_depth, protocol_k=config.fusion_depth, show_progress=not args.quiet,
+            depth=config.fusion_depth, protocol_k=config.fusion_depth, show_progress=not args.no_progress,
         )
         evaluation.split = f"{held_out.name}/{args.eval_split}"
         print(f"\nBefore / after on {evaluation.split} (full ranking):\n")

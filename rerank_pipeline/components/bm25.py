@@ -22,6 +22,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.document_stores.errors import DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
 from haystack.utils.filters import document_matches_filter
+from huggingface_hub.utils import are_progress_bars_disabled
 from tqdm.auto import tqdm
 
 from rerank_pipeline.components._store_retriever import StoreRetriever
@@ -222,7 +223,7 @@ class EmbeddedBM25DocumentStore(SavesToIndexFolder):
             self._documents[doc.id] = doc
             fresh.append(doc)
             written += 1
-        for doc, terms in zip(fresh, self.analyzer.analyze_many([self._text(d) for d in fresh], progress=len(fresh) > 10000)):
+        for doc, terms in zip(fresh, self.analyzer.analyze_many([self._text(d) for d in fresh], progress=len(fresh) > 10000 and not are_progress_bars_disabled())):
             self._terms[doc.id] = terms
         if written:
             self._engine = None
