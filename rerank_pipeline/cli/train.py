@@ -84,7 +84,7 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
 def run(args: argparse.Namespace) -> int:
     """Train, print the dev comparison, optionally evaluate on ``--eval-split`` and print the before/after table."""
     from rerank_pipeline.datasets import load_beir
-    from rerank_pipeline.eval.reports import write_json, write_text_atomic
+    from rerank_pipeline.eval.reports import portable_paths, write_json, write_text_atomic
     from rerank_pipeline.training.candidates import CandidateSource
     from rerank_pipeline.training.judgements import load_training_collection
     from rerank_pipeline.training.report import before_after_table, card_section, dev_table, evaluate_before_after, protocol_table, write_card_section
@@ -154,9 +154,9 @@ def run(args: argparse.Namespace) -> int:
         report = Path(args.report_dir)
         payload = {**summary_payload(result), "command": command, "total_seconds": round(time.perf_counter() - started, 1),
                    "evaluation": evaluation.to_dict() if evaluation else None}
-        write_json(report / "results.json", payload)
-        write_text_atomic(report / "report.md", "# Training report\n" + section.split("\n", 2)[2] +
-                          f"\nTotal wall time (indexing, training, evaluation): {payload['total_seconds'] / 60:.1f} min.\n")
+        write_json(report / "results.json", portable_paths(payload))  # a report may be committed: no machine paths
+        write_text_atomic(report / "report.md", portable_paths("# Training report\n" + section.split("\n", 2)[2] +
+                          f"\nTotal wall time (indexing, training, evaluation): {payload['total_seconds'] / 60:.1f} min.\n"))
     print(f"\nTotal {(time.perf_counter() - started) / 60:.1f} min.")
     return 0
 
