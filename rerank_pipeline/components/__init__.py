@@ -1,8 +1,8 @@
 """Haystack components of rerank-pipeline."""
 
-import importlib
-
 from haystack.core.serialization import allow_deserialization_module
+
+from rerank_pipeline._lazy import lazy_exports
 
 # Haystack 3 rebuilds components only from allow-listed modules: a Pipeline YAML naming ours must load once
 # this package is imported (elsewhere, e.g. Hayhooks: HAYSTACK_DESERIALIZATION_ALLOWLIST=rerank_pipeline).
@@ -19,9 +19,4 @@ _EXPORTS = {
     "RerankerScoreFusion": "score_fusion",
 }
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -3,7 +3,7 @@
 Entry points: :func:`train_reranker` (the whole recipe) and the ``rerank-pipeline train`` command.
 """
 
-import importlib
+from rerank_pipeline._lazy import lazy_exports
 
 # Imported on first use (PEP 562), so that ``rerank_pipeline.training.config`` (the CLI's defaults) loads
 # without torch and sentence-transformers.
@@ -26,9 +26,4 @@ _EXPORTS = {
     "TrainingResult": "trainer",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
