@@ -89,3 +89,17 @@ def make_tiny_xlm_roberta_cross_encoder(folder: Path, max_length: int = 64, seed
     XLMRobertaForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def make_minilm_cross_encoder(encoder: Path, folder: Path, seed: int = 0, head_scale: float = 20.0) -> Path:
+    """Save the real MiniLM encoder with a seeded one-label head as a cross-encoder: real activation ranges (what int8
+    calibration is tested on), scores spread over the sigmoid by scaling the random head by ``head_scale``."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(encoder, num_labels=1)
+    with torch.no_grad():
+        model.classifier.weight.mul_(head_scale)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(encoder).save_pretrained(folder)
+    return folder
