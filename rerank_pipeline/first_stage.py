@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from haystack import Document
 from haystack.document_stores.types import DuplicatePolicy
+from huggingface_hub.utils import are_progress_bars_disabled
 
 from rerank_pipeline.components.bm25 import DEFAULT_META_FIELDS, EmbeddedBM25DocumentStore, document_text
 from rerank_pipeline.components.faiss_store import FAISSDocumentStore
@@ -144,7 +145,7 @@ class DenseFirstStage:
         ]
         if fresh:
             vectors = self.encoder.encode(
-                [document_text(doc, self.meta_fields_to_embed) for doc in fresh], progress=len(fresh) > 1000
+                [document_text(doc, self.meta_fields_to_embed) for doc in fresh], progress=len(fresh) > 1000 and not are_progress_bars_disabled(),
             )
             embedded = [
                 Document.from_dict({**doc.to_dict(flatten=False), "embedding": vector.tolist()})

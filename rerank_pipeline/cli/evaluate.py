@@ -9,7 +9,7 @@ import shlex
 import time
 from pathlib import Path
 
-import yaml
+from rerank_pipeline.cli import add_progress_flag, progress_bars
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,6 @@ def register(subparsers) -> None:
         "eval",
         help="evaluate a reranker: R-k protocol (model-card table) and full-ranking metrics",
         description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     source = parser.add_argument_group("collection (one of)")
     source.add_argument("--nanobeir", nargs="+", metavar="NAME", help="NanoBEIR sets by short name (msmarco nfcorpus nq ...); needs the Hub or --nanobeir-id PATH")
@@ -34,11 +33,12 @@ def register(subparsers) -> None:
     source.add_argument("--hf-dataset", metavar="ID", help="Hugging Face dataset in BEIR schema (corpus, queries subsets; qrels in --hf-qrels-id)")
     source.add_argument("--config", metavar="YAML", help="read options from a YAML file (keys = long option names); the command line wins")
     source.add_argument("--nanobeir-id", default=None, help="NanoBEIR dataset id or local folder (default: sentence-transformers/NanoBEIR-en, or Nano{name}-bm25 with the per-dataset layout)")
-    source.add_argument("--nanobeir-layout", choices=("collection", "per-dataset"), default="collection")
+    source.add_argument("--nanobeir-layout", choices=("collection", "per-dataset"), default="collection",
+                        help="one dataset with a subset per NanoBEIR set, or one dataset per set")
     source.add_argument("--hf-qrels-id", default=None, help="dataset holding the qrels (default: --hf-dataset)")
     source.add_argument("--hf-qrels-subset", default="default", help="subset of the qrels dataset ('none' for none)")
     source.add_argument("--split", default="test", help="qrels split (BEIR folder / HF dataset)")
-    source.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
+    source.add_argument("--max-queries", type=int, default=None, metavar="N", help="evaluate only the first N judged queries")
     source.add_argument("--encoding", default="utf-8", help="text encoding of a BEIR folder's files (e.g. latin-1)")
     source.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop", help="malformed line in a BEIR folder's files (bad JSON, missing fields, bytes not in --encoding): stop or skip (counted)")
     source.add_argument("--on-duplicate", choices=("last", "first", "error"), default="last", help="a corpus or query id seen again in a BEIR folder: keep the last, the first, or stop; counted and reported")
@@ -52,10 +52,11 @@ def register(subparsers) -> None:
 
     rerank = parser.add_argument_group("reranker")
     rerank.add_argument("--model", default=None, help="cross-encoder (or bi-encoder with --reranker bi-encoder): Hub id or folder")
-    rerank.add_argument("--reranker", choices=("cross-encoder", "bi-encoder", "identity"), default="cross-encoder")
+    rerank.add_argument("--reranker", choices=("cross-encoder", "bi-encoder", "identity"), default="cross-encoder",
+                        help="how --model scores a pair: cross-encoder logits, bi-encoder cosine, or identity (first-stage order)")
     rerank.add_argument("--no-rerank", action="store_true", help="no model: report the first stage (identity reranker)")
-    rerank.add_argument("--batch-size", type=int, default=64)
-    rerank.add_argument("--device", default=None)
+    rerank.add_argument("--batch-size", type=int, default=64, help="pairs scored per forward pass")
+    rerank.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda when available)")
     rerank.add_argument("--backend", choices=("torch", "onnx", "openvino"), default="torch", help="CrossEncoderRanker backend")
     rerank.add_argument("--quantize", action="store_true", help="int8 inference (CrossEncoderRanker quantize=True)")
     rerank.add_argument("--max-length", type=int, default=None, help="token window of a pair (default: the checkpoint's own)")
@@ -72,7 +73,7 @@ def register(subparsers) -> None:
     protocol.add_argument("--fusion", choices=("none", "rrf"), default="none", help="end to end: order the reranked top-k by the reranker alone or by RRF with the first stage")
     protocol.add_argument("--output", default=None, help="write metrics.json, metrics.csv, per_query.csv, *.trec, chart.png, COMMAND.txt here (a new or empty folder, or a previous report, replaced as a whole)")
     protocol.add_argument("--overwrite", action="store_true", help="replace an --output folder that holds other files")
-    protocol.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_flag(protocol)
     parser.set_defaults(func=run)
     _PARSER = parser
 
@@ -83,6 +84,8 @@ def _apply_config(args: argparse.Namespace) -> None:
     path = Path(args.config)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
+    import yaml
+
     config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a mapping of option names to values")
@@ -123,6 +126,8 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def _parse_options(items: list[str]) -> dict:
+    import yaml
+
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -159,8 +164,14 @@ def _limit_queries(dataset, max_queries: int | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate as the options say; Ctrl-C tells what was kept (an ``--index-dir`` already saved), never a report."""
+    """Evaluate as the command line and ``--config`` ask (the file may set ``no-progress`` too)."""
     _apply_config(args)
+    with progress_bars(not args.no_progress):
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """Check the options, then evaluate; Ctrl-C tells what was kept (an ``--index-dir`` already saved), never a report."""
     if args.rerank_k < 1 or args.at_k < 1:
         raise ValueError("--rerank-k and --at-k must be >= 1")
     _check_output_paths(args)

@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-# A command-line run should not phone home (Haystack telemetry); users can still opt in explicitly.
+from rerank_pipeline.cli import add_progress_flag
+from rerank_pipeline.cli.serve import RANKER_BACKENDS
 
-from haystack import Document  # noqa: E402
+if TYPE_CHECKING:  # haystack is imported by the handlers, so building the parser stays fast
+    from haystack import Document
 
-from rerank_pipeline.cli.serve import RANKER_BACKENDS  # noqa: E402
-
-if TYPE_CHECKING:
     from rerank_pipeline.datasets import ReadReport
 
 logger = logging.getLogger(__name__)
@@ -35,6 +34,7 @@ def read_documents(
     (``last``, ``first`` or ``error``). Returns the documents and the :class:`~rerank_pipeline.datasets.ReadReport`
     counting what was skipped or merged.
     """
+    from haystack import Document
     from rerank_pipeline.datasets import ReadReport, read_jsonl_rows
 
     if not path.is_file():
@@ -161,7 +161,7 @@ def register(subparsers) -> None:
     source = index.add_mutually_exclusive_group(required=True)
     source.add_argument("--beir-dir", help="BEIR folder (its corpus.jsonl is indexed)")
     source.add_argument("--jsonl", help="JSONL of documents: _id (or id), text (or content), optional title and meta")
-    index.add_argument("--backend", choices=BACKENDS, default="bm25", help="first stage to build (default: bm25, embedded)")
+    index.add_argument("--backend", choices=BACKENDS, default="bm25", help="first stage to build (bm25 is embedded, no server)")
     index.add_argument("--index-dir", help="index folder (default: ./indexes/<corpus name>)")
     index.add_argument("--embedding-model", help="sentence-transformers model (folder or Hub id) for faiss/hybrid")
     index.add_argument("--index-type", choices=("flat", "hnsw", "ivf"), help="FAISS index type (default: flat, exact)")
@@ -173,6 +173,7 @@ def register(subparsers) -> None:
     index.add_argument("--on-duplicate", choices=("last", "first", "error"), default="last", help="an id seen again: keep the last line (default), the first, or stop (error); counted and reported")
     index.add_argument("--encoding", default="utf-8", help="text encoding of the corpus file (default utf-8; e.g. latin-1)")
     index.add_argument("--rebuild", action="store_true", help="start from an empty index instead of updating the existing one")
+    add_progress_flag(index)
     index.set_defaults(func=run_index)
 
     search = subparsers.add_parser("search", help="first stage -> cross-encoder rerank -> top-k for one query")
@@ -180,11 +181,12 @@ def register(subparsers) -> None:
     search.add_argument("--index-dir", required=True, help="index folder written by `rerank-pipeline index`")
     search.add_argument("--model", help="cross-encoder (folder or Hub id) that reranks the candidates")
     search.add_argument("--no-rerank", action="store_true", help="show the first-stage ranking only")
-    search.add_argument("--top-k", type=int, default=10, help="results to show (default 10)")
-    search.add_argument("--candidates", type=int, default=100, help="first-stage candidates to rerank (default 100)")
+    search.add_argument("--top-k", type=int, default=10, help="results to show")
+    search.add_argument("--candidates", type=int, default=100, help="first-stage candidates to rerank")
     search.add_argument("--backend", choices=RANKER_BACKENDS, default="torch",
-                        help="cross-encoder runtime (default: torch); onnx/openvino conversions are cached on disk")
+                        help="cross-encoder runtime; onnx/openvino conversions are cached on disk")
     search.add_argument("--quantize", action="store_true", help="int8 inference (openvino: static int8, cached)")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
     search.add_argument("--allow-untrained-head", action="store_true", help="accept a --model without a trained scoring head (it scores with a random head)")
+    add_progress_flag(search)
     search.set_defaults(func=run_search)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rerank_pipeline.cli import add_progress_flag
 from rerank_pipeline.serving import DEFAULT_HOST, DEFAULT_NAME, DEFAULT_PORT
 
 RANKER_BACKENDS = ("torch", "onnx", "openvino")  # CrossEncoderRanker's backends (named here without loading torch)
@@ -78,6 +79,7 @@ def _pipeline_options(parser: argparse.ArgumentParser) -> None:
         "--allow-untrained-head", action="store_true",
         help="accept a --model without a trained scoring head (it scores with a random head)",
     )
+    add_progress_flag(parser)
 
 
 def register(subparsers) -> None:

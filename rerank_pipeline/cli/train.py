@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from rerank_pipeline.cli import add_progress_flag
 from rerank_pipeline.training.config import DISTILLATION_MODES, FIRST_STAGES, LOSSES, TrainingConfig
 
 DEFAULTS = TrainingConfig()
@@ -20,7 +21,6 @@ def register(subparsers) -> None:
         "train",
         help="fine-tune a cross-encoder reranker on a corpus and training judgements",
         description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = parser.add_argument_group("data")
     data.add_argument("--beir-dir", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
@@ -49,21 +49,23 @@ def register(subparsers) -> None:
                               help="auto: only for a base without a trained cross-encoder head")
     distillation.add_argument("--distillation-queries", type=int, default=DEFAULTS.distillation_queries,
                               help="pseudo-queries from the corpus added to the training queries")
-    distillation.add_argument("--distillation-epochs", type=float, default=DEFAULTS.distillation_epochs)
-    distillation.add_argument("--distillation-learning-rate", type=float, default=DEFAULTS.distillation_learning_rate)
+    distillation.add_argument("--distillation-epochs", type=float, default=DEFAULTS.distillation_epochs,
+                              help="epochs over the soft labels before the judged pairs")
+    distillation.add_argument("--distillation-learning-rate", type=float, default=DEFAULTS.distillation_learning_rate,
+                              help="peak learning rate of the distillation warm start")
     training = parser.add_argument_group("training on the judged pairs")
     training.add_argument("--loss", choices=LOSSES, default=DEFAULTS.loss, help="bce (pointwise) or lambda (listwise LambdaLoss)")
-    training.add_argument("--epochs", type=float, default=DEFAULTS.num_epochs)
-    training.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate)
-    training.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="per device")
+    training.add_argument("--epochs", type=float, default=DEFAULTS.num_epochs, help="passes over the judged pairs (fractions allowed)")
+    training.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate, help="peak learning rate (AdamW, linear warm-up and decay)")
+    training.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="training pairs per step and device")
     training.add_argument("--max-length", type=int, default=DEFAULTS.max_length, help="token window of a (query, document) pair")
     training.add_argument("--dev-fraction", type=float, default=DEFAULTS.dev_fraction, help="share of judged queries held out for model selection")
     training.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=DEFAULTS.precision,
                           help="auto: bf16/fp16 on a GPU, fp32 on CPU")
-    training.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    training.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed of negative sampling, the dev split and the trainer")
     training.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke tests)")
     parser.add_argument("--report-dir", help="also write report.md and results.json here")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_flag(parser, "--quiet")
     parser.set_defaults(func=run)
 
 
@@ -86,8 +88,13 @@ def run(args: argparse.Namespace) -> int:
     Output paths are checked before any work; a run that fails or is interrupted before its first checkpoint
     removes the output folder it created, so the same command runs again.
     """
+    from rerank_pipeline.datasets import load_beir
+    from rerank_pipeline.eval.reports import portable_paths, write_json, write_text_atomic
     from rerank_pipeline.output_paths import check_writable_folder, is_empty_folder
-    from rerank_pipeline.training.trainer import prepare_output_dir
+    from rerank_pipeline.training.candidates import CandidateSource
+    from rerank_pipeline.training.judgements import load_training_collection
+    from rerank_pipeline.training.report import before_after_table, card_section, dev_table, evaluate_before_after, protocol_table, write_card_section
+    from rerank_pipeline.training.trainer import is_main_process, prepare_output_dir, summary_payload, train_reranker
 
     started = time.perf_counter()
     if args.eval_split and not args.beir_dir:
@@ -147,13 +154,13 @@ def _train(args: argparse.Namespace, config, started: float) -> int:
         )
         if overlap:
             raise ValueError(f"--eval-split {args.eval_split!r} shares {len(overlap)} queries with the training judgements, e.g. {overlap[:5]}")
-    say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    say = (lambda text: None) if args.no_progress else (lambda text: print(text, file=sys.stderr, flush=True))
     say(f"training data: {len(dataset.judged_queries())} judged queries, {len(dataset.corpus)} documents")
     say(f"indexing the corpus with the {config.first_stage} first stage ...")
     candidates = CandidateSource.build(dataset, config.first_stage, config.embedding_model)
     overrides = {"max_steps": args.max_steps} if args.max_steps else {}
     result = train_reranker(
-        dataset, args.output, config, candidates, overwrite=args.overwrite, resume=args.resume, show_progress=not args.quiet,
+        dataset, args.output, config, candidates, overwrite=args.overwrite, resume=args.resume, show_progress=not args.no_progress,
         keep_checkpoints=args.keep_checkpoints, **overrides,
     )
     if not is_main_process():  # under torchrun / accelerate, rank 0 evaluates and writes the report
@@ -174,7 +181,7 @@ def _train(args: argparse.Namespace, config, started: float) -> int:
         trained = CrossEncoder(str(result.output_dir), device="cuda" if _cuda() else "cpu")
         evaluation = evaluate_before_after(
             trained, held_out, rankings, result.fusion_weight, first_stage_name=config.first_stage, extra_first_stages=extra,
-            depth=config.fusion_depth, protocol_k=config.fusion_depth, show_progress=not args.quiet,
+            depth=config.fusion_depth, protocol_k=config.fusion_depth, show_progress=not args.no_progress,
         )
         evaluation.split = f"{held_out.name}/{args.eval_split}"
         print(f"\nBefore / after on {evaluation.split} (full ranking):\n")
@@ -189,9 +196,9 @@ def _train(args: argparse.Namespace, config, started: float) -> int:
         report = Path(args.report_dir)
         payload = {**summary_payload(result), "command": command, "total_seconds": round(time.perf_counter() - started, 1),
                    "evaluation": evaluation.to_dict() if evaluation else None}
-        write_json(report / "results.json", payload)
-        write_text_atomic(report / "report.md", "# Training report\n" + section.split("\n", 2)[2] +
-                          f"\nTotal wall time (indexing, training, evaluation): {payload['total_seconds'] / 60:.1f} min.\n")
+        write_json(report / "results.json", portable_paths(payload))  # a report may be committed: no machine paths
+        write_text_atomic(report / "report.md", portable_paths("# Training report\n" + section.split("\n", 2)[2] +
+                          f"\nTotal wall time (indexing, training, evaluation): {payload['total_seconds'] / 60:.1f} min.\n"))
     print(f"\nTotal {(time.perf_counter() - started) / 60:.1f} min.")
     return 0
 

@@ -22,6 +22,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.document_stores.in_memory.document_store import BM25_SCALING_FACTOR
 from haystack.utils import expit
 from haystack.utils.filters import document_matches_filter
+from huggingface_hub.utils import are_progress_bars_disabled
 from tqdm.auto import tqdm
 
 from rerank_pipeline.components._document_store import InMemoryIndexedStore, validate_filters
@@ -203,7 +204,7 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
     def _index_written(self, documents: list[Document]) -> None:
         self._ensure_terms()
         for document, terms in zip(
-            documents, self.analyzer.analyze_many([self._text(d) for d in documents], progress=len(documents) > 10000)
+            documents, self.analyzer.analyze_many([self._text(d) for d in documents], progress=len(documents) > 10000 and not are_progress_bars_disabled())
         ):
             self._terms[document.id] = terms
         self._engine = None

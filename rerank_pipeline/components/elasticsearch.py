@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from haystack import Document
 from haystack.document_stores.types import DuplicatePolicy
+from huggingface_hub.utils import are_progress_bars_disabled
 from tqdm.auto import tqdm
 
 from rerank_pipeline.components.bm25 import DEFAULT_B, DEFAULT_K1, DEFAULT_META_FIELDS, Analyzer
@@ -210,7 +211,7 @@ class ElasticsearchFirstStage:
 
     def index(self, documents: list[Document]) -> None:
         """Bulk-write documents (replacing by id); record the index in ``index_dir`` when set."""
-        bulk_index(self.store, list(documents))
+        bulk_index(self.store, list(documents), progress=not are_progress_bars_disabled())
         if self.index_dir:
             with atomic_directory(self.index_dir) as staging:
                 write_settings(staging, {**self.settings, "documents": self.store.count_documents()})

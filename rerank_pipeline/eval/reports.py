@@ -6,12 +6,32 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rerank_pipeline.eval.end_to_end import EndToEndResult
 from rerank_pipeline.eval.protocol import ProtocolResult, SuiteResult, metric_names
+
+
+_SITE_PACKAGES = re.compile(r"(?<![\w.~<-])/[^\s'\"]*?/(?:site|dist)-packages/")
+
+
+def portable_paths(value):
+    """``value`` (a string, or a dict/list of them) without machine paths, so a committed report is the same on any
+    machine: ``.../site-packages/`` becomes ``<site-packages>/``, the working directory is dropped (paths become
+    relative) and the home folder becomes ``~``."""
+    if isinstance(value, Mapping):
+        return {key: portable_paths(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(portable_paths(item) for item in value)
+    if not isinstance(value, str):
+        return value
+    value = _SITE_PACKAGES.sub("<site-packages>/", value)
+    value = value.replace(f"{Path.cwd()}{os.sep}", "")
+    home = str(Path.home())
+    return re.sub(rf"(?<![\w/]){re.escape(home)}(?=/|\b)", "~", value) if home not in ("/", "") else value
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -178,7 +198,8 @@ def write_report(
     written: list[Path] = []
     protocol = dict(protocol or {})
     end_to_end = list(end_to_end or [])
-    payload = {"settings": dict(settings or {})}
+    payload = {"settings": portable_paths(dict(settings or {}))}
+    command = portable_paths(command)
     if command:
         payload["command"] = command
     payload["protocol"] = {label: protocol_payload(suite) for label, suite in protocol.items()}

@@ -3,30 +3,27 @@
 Entry points: :func:`train_reranker` (the whole recipe) and the ``rerank-pipeline train`` command.
 """
 
-from rerank_pipeline.training.candidates import CandidateSource
-from rerank_pipeline.training.config import TrainingConfig
-from rerank_pipeline.training.judgements import load_judgement_file, load_training_collection, split_dev
-from rerank_pipeline.training.negatives import mine_hard_negatives
-from rerank_pipeline.training.pairs import TrainingPairs, build_training_pairs
-from rerank_pipeline.training.report import BeforeAfter, evaluate_before_after
-from rerank_pipeline.training.self_supervised import PseudoQuery, pseudo_query, sample_pseudo_queries
-from rerank_pipeline.training.trainer import OutputExistsError, TrainingResult, train_reranker
+from rerank_pipeline._lazy import lazy_exports
 
-__all__ = [
-    "BeforeAfter",
-    "CandidateSource",
-    "OutputExistsError",
-    "PseudoQuery",
-    "TrainingConfig",
-    "TrainingPairs",
-    "TrainingResult",
-    "build_training_pairs",
-    "evaluate_before_after",
-    "load_judgement_file",
-    "load_training_collection",
-    "mine_hard_negatives",
-    "pseudo_query",
-    "sample_pseudo_queries",
-    "split_dev",
-    "train_reranker",
-]
+# Imported on first use (PEP 562), so that ``rerank_pipeline.training.config`` (the CLI's defaults) loads
+# without torch and sentence-transformers.
+_EXPORTS = {
+    "BeforeAfter": "report",
+    "build_training_pairs": "pairs",
+    "CandidateSource": "candidates",
+    "evaluate_before_after": "report",
+    "load_judgement_file": "judgements",
+    "load_training_collection": "judgements",
+    "mine_hard_negatives": "negatives",
+    "OutputExistsError": "trainer",
+    "pseudo_query": "self_supervised",
+    "PseudoQuery": "self_supervised",
+    "sample_pseudo_queries": "self_supervised",
+    "split_dev": "judgements",
+    "train_reranker": "trainer",
+    "TrainingConfig": "config",
+    "TrainingPairs": "pairs",
+    "TrainingResult": "trainer",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
