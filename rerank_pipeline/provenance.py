@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import time
@@ -164,12 +165,26 @@ def _model_text(model: Mapping[str, Any]) -> str:
     return str(model["model"])
 
 
+def seconds_since_process_start() -> float | None:
+    """Wall time since this process started (Linux ``/proc``), or None where that is not available."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 class PhaseTimer:
     """Wall time per named phase; ``with timer.phase("index"): ...`` adds to that phase. ``total`` runs from
-    construction."""
+    construction, or from the process's start with ``since_process_start`` (a command's whole wall time,
+    interpreter start and imports included)."""
 
-    def __init__(self) -> None:
+    def __init__(self, since_process_start: bool = False) -> None:
         self.started = time.perf_counter()
+        if since_process_start:
+            self.started -= seconds_since_process_start() or 0.0
         self.seconds: dict[str, float] = {}
 
     @contextmanager

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         train_reranker,
     )
 
-    timer = PhaseTimer()
+    timer = PhaseTimer(since_process_start=True)
     if args.eval_split and not args.beir_dir:
         raise ValueError("--eval-split needs --beir-dir")
     if args.eval_split and args.eval_split == args.train_split and not args.judgements:

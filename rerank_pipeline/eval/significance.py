@@ -103,5 +103,14 @@ def compare_per_query(
 
 
 def format_delta(test: PairedTest, alpha: float = DEFAULT_ALPHA) -> str:
-    """``0.4310 (+0.0123, p=0.031/0.029)*``: the value, its change, t-test/randomization p-values, the mark."""
-    return f"{test.mean_b:.4f} ({test.delta:+.4f}, p={test.t_test_p:.3f}/{test.permutation_p:.3f}){test.marker(alpha)}"
+    """``0.4310 (+0.0123) p=0.031/0.029*``: the model-card cell, then t-test/randomization p-values and the mark."""
+    return f"{test.mean_b:.4f} ({test.delta:+.4f}) {p_values(test)}{test.marker(alpha)}"
+
+
+def p_values(test: PairedTest) -> str:
+    """``p=0.031/0.029``: paired t-test / randomization test."""
+    return f"p={test.t_test_p:.3f}/{test.permutation_p:.3f}"
+
+
+SIGNIFICANCE_NOTE = ("p = two-sided paired t-test / randomization test over queries (scipy), Bonferroni-corrected when "
+                     "several systems are compared with one baseline; * = both p < 0.05")
