@@ -167,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
         datasets=[dataset, *([held_out] if held_out is not None else [])], seed=config.seed,
         timings={**timer.timings(), **{f"train: {stage}": s for stage, s in result.stage_seconds.items()}},
     )
+    for line in header_lines(provenance):
+        say(f"[provenance] {line}")
     section = card_section(config.to_dict(), result.pair_counts, result.dev_fusion_curve, result.fusion_weight,
                            result.training_seconds, evaluation, command, guard=result.guard, provenance=provenance,
                            collection=dataset.name)

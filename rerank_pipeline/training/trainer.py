@@ -13,9 +13,9 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -378,9 +378,8 @@ def train_reranker(
         "dev_queries": len(dev_ids), "pseudo_queries": len(pseudo),
     }
     logger.info("training pairs: %s", counts)
-    stage_done("mining", f"{len(train_ids)} training queries, {len(dev_ids)} dev; {pairs.positives} positives, "
-               f"{pairs.negatives} negatives ({sum(len(v) for v in negatives.values())} mined for judged queries), "
-               f"{len(pseudo)} pseudo-queries")
+    stage_done("mining", f"{len(train_ids)} training queries, {len(dev_ids)} dev; {pairs.judged_pairs} judged pairs "
+               f"({pairs.positives} positives, {pairs.negatives} negatives), {len(pseudo)} pseudo-queries")
     if is_main_process():
         write_json_atomic(output / CONFIG_FILE, config.to_dict())
 
