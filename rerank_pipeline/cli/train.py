@@ -121,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     quiet = args.quiet or not is_main_process()
     say = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     show = (lambda text: None) if quiet else print
+    if quiet:
+        silence_libraries()
     make_deterministic(config.seed)
     say(f"[data] {len(dataset.judged_queries())} judged queries, {len(dataset.corpus)} documents "
         f"({timer.seconds['load']:.1f} s)")
@@ -182,6 +184,18 @@ def run(args: argparse.Namespace) -> int:
                           f"\nTotal wall time (indexing, training, evaluation): {payload['total_seconds'] / 60:.1f} min.\n")
     say(f"[done] total {timer.elapsed() / 60:.1f} min")
     return 0
+
+
+def silence_libraries() -> None:
+    """No progress bars or load reports from transformers, datasets and the Hub client (``--quiet``)."""
+    import datasets
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    disable_progress_bars()
 
 
 def _cuda() -> bool:
