@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from haystack import Document
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class DatasetError(ValueError):
@@ -73,67 +79,197 @@ class RetrievalDataset:
                 )
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Read a JSON-lines file; a malformed line raises :class:`DatasetError` naming file and line."""
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+ON_BAD_LINE = ("stop", "skip")
+"""A malformed line (bad JSON, missing fields, bytes that are not in the file's encoding): stop with an error naming
+file and line, or skip it and count it."""
+
+ON_DUPLICATE = ("last", "first", "error")
+"""An id seen again in the same file: keep the last line (Haystack's ``DuplicatePolicy.OVERWRITE``), the first
+(``SKIP``), or stop with an error (``FAIL``). Duplicates are always counted and reported."""
+
+
+@dataclass
+class ReadReport:
+    """What reading one file skipped or merged, so that nothing changes silently (see :meth:`summary`)."""
+
+    path: Path
+    on_bad_line: str = "stop"
+    on_duplicate: str = "last"
+    lines: int = 0
+    skipped: list[int] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.on_bad_line not in ON_BAD_LINE:
+            raise ValueError(f"on_bad_line must be one of {ON_BAD_LINE}, got {self.on_bad_line!r}")
+        if self.on_duplicate not in ON_DUPLICATE:
+            raise ValueError(f"on_duplicate must be one of {ON_DUPLICATE}, got {self.on_duplicate!r}")
+
+    def bad_line(self, line_number: int, problem: str) -> None:
+        """Skip and count line ``line_number`` (``on_bad_line="skip"``), else raise :class:`DatasetError`."""
+        if self.on_bad_line == "skip":
+            self.skipped.append(line_number)
+            return
+        raise DatasetError(f"{self.path}:{line_number}: {problem} (use --on-bad-line skip to skip such lines)")
+
+    def keep_unique(self, rows: Iterable[tuple[int, str, T]]) -> dict[str, T]:
+        """``{id: value}`` from ``(line number, id, value)`` rows, applying ``on_duplicate`` to repeated ids."""
+        kept: dict[str, T] = {}
+        first_line: dict[str, int] = {}
+        for line_number, key, value in rows:
+            if key in kept:
+                if self.on_duplicate == "error":
+                    raise DatasetError(
+                        f"{self.path}:{line_number}: id {key!r} already appeared on line {first_line[key]} "
+                        "(use --on-duplicate first|last to keep one)"
+                    )
+                self.duplicates.append(key)
+                if self.on_duplicate == "first":
+                    continue
+            first_line.setdefault(key, line_number)
+            kept[key] = value
+        return kept
+
+    def summary(self) -> str | None:
+        """One line such as ``corpus.jsonl: 3 lines, 2 unique ids; 1 duplicate id, last kept: 'd1'``, or None."""
+        parts = []
+        if self.skipped:
+            shown = ", ".join(map(str, self.skipped[:10])) + (" ..." if len(self.skipped) > 10 else "")
+            parts.append(f"skipped {len(self.skipped)} malformed line(s): {shown}")
+        if self.duplicates:
+            unique = self.lines - len(self.skipped) - len(self.duplicates)
+            repeated = list(dict.fromkeys(self.duplicates))
+            shown = ", ".join(map(repr, repeated[:10])) + (" ..." if len(repeated) > 10 else "")
+            parts.append(
+                f"{self.lines} lines, {unique} unique ids; {len(self.duplicates)} duplicate id"
+                f"{'s' if len(self.duplicates) > 1 else ''}, {self.on_duplicate} kept: {shown}"
+            )
+        return f"{self.path}: " + "; ".join(parts) if parts else None
+
+    def log(self) -> None:
+        """Report :meth:`summary` as a warning (nothing when nothing was skipped or merged)."""
+        summary = self.summary()
+        if summary:
+            logger.warning(summary)
+
+
+def read_text_lines(
+    path: str | Path, encoding: str = "utf-8", report: ReadReport | None = None
+) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of every non-blank line; a line not decodable in ``encoding`` goes to ``report``."""
+    path = Path(path)
+    report = report or ReadReport(path)
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise DatasetError(f"{path}:{line_number}: not valid JSON ({error.msg})") from error
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as error:
+                report.bad_line(
+                    line_number,
+                    f"not {encoding} text (byte 0x{raw[error.start]:02x} at byte {error.start + 1} of the line; "
+                    "pass --encoding, e.g. latin-1, if the file uses another encoding)",
+                )
+                continue
+            except LookupError:
+                raise DatasetError(f"unknown encoding {encoding!r}") from None
+            if line.strip():
+                report.lines += 1
+                yield line_number, line
+
+
+def read_jsonl_rows(
+    path: str | Path, encoding: str = "utf-8", report: ReadReport | None = None
+) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` of every JSON-object line; bad lines go to ``report`` (stop or skip)."""
+    report = report or ReadReport(Path(path))
+    for line_number, line in read_text_lines(path, encoding, report):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            report.bad_line(line_number, f"not valid JSON ({error.msg})")
+            continue
+        if not isinstance(row, dict):
+            report.bad_line(line_number, "not a JSON object")
+            continue
+        yield line_number, row
+
+
+def read_jsonl(path: Path, encoding: str = "utf-8", on_bad_line: str = "stop") -> list[dict]:
+    """Read a JSON-lines file; a malformed line raises :class:`DatasetError` naming file and line (or is skipped)."""
+    report = ReadReport(Path(path), on_bad_line=on_bad_line)
+    rows = [row for _, row in read_jsonl_rows(path, encoding, report)]
+    report.log()
     return rows
 
 
-def load_corpus(path: str | Path) -> dict[str, dict[str, str]]:
-    """Load a BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``) into ``{id: {title, text}}``."""
+def _id_and_text_rows(path: Path, encoding: str, report: ReadReport) -> Iterator[tuple[int, str, dict]]:
+    """``(line, id, row)`` of a BEIR corpus or queries file; a line without ``_id`` and ``text`` is a bad line."""
+    for line_number, row in read_jsonl_rows(path, encoding, report):
+        if "_id" not in row or "text" not in row:
+            report.bad_line(line_number, f"every line needs '_id' and 'text' (got keys {sorted(row)})")
+            continue
+        yield line_number, str(row["_id"]), row
+
+
+def load_corpus(
+    path: str | Path, encoding: str = "utf-8", on_bad_line: str = "stop", on_duplicate: str = "last"
+) -> dict[str, dict[str, str]]:
+    """Load a BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``) into ``{id: {title, text}}``.
+
+    Skipped lines and repeated ids (resolved by ``on_duplicate``, see :data:`ON_DUPLICATE`) are logged as a warning.
+    """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"corpus file not found: {path}")
-    corpus = {}
-    for row in read_jsonl(path):
-        if "_id" not in row or "text" not in row:
-            raise DatasetError(f"{path}: every line needs '_id' and 'text' (got keys {sorted(row)})")
-        corpus[str(row["_id"])] = {"title": row.get("title") or "", "text": row["text"] or ""}
+    report = ReadReport(path, on_bad_line=on_bad_line, on_duplicate=on_duplicate)
+    corpus = report.keep_unique(
+        (line_number, doc_id, {"title": row.get("title") or "", "text": row["text"] or ""})
+        for line_number, doc_id, row in _id_and_text_rows(path, encoding, report)
+    )
+    report.log()
     if not corpus:
         raise DatasetError(f"corpus is empty: {path}")
     return corpus
 
 
-def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+def load_qrels(path: str | Path, encoding: str = "utf-8", on_bad_line: str = "stop") -> dict[str, dict[str, int]]:
     """Load a BEIR qrels TSV (header ``query-id corpus-id score``) into ``{qid: {doc_id: gain}}``."""
     path = Path(path)
+    report = ReadReport(path, on_bad_line=on_bad_line)
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        header = next(reader, None)
-        if header is None:
-            raise DatasetError(f"qrels file is empty: {path}")
-        first_line = 2
-        if not header or header[0] != "query-id":  # headerless file: the first row is data
-            reader, first_line = iter([header, *reader]), 1
-        for line_number, row in enumerate(reader, start=first_line):
-            if not row:
-                continue
-            if len(row) < 3:
-                raise DatasetError(f"{path}:{line_number}: expected 'query-id corpus-id score', got {row}")
-            try:
-                gain = int(float(row[2]))
-            except ValueError as error:
-                raise DatasetError(
-                    f"{path}:{line_number}: score {row[2]!r} is not a number (a header row must start with 'query-id')"
-                ) from error
-            qrels.setdefault(row[0], {})[row[1]] = gain
+    lines = read_text_lines(path, encoding, report)
+    for line_number, line in lines:
+        row = next(csv.reader([line.rstrip("\r\n")], delimiter="\t"), [])
+        if line_number == 1 and row and row[0] == "query-id":
+            continue
+        if len(row) < 3:
+            report.bad_line(line_number, f"expected 'query-id corpus-id score', got {row}")
+            continue
+        try:
+            gain = int(float(row[2]))
+        except ValueError:
+            report.bad_line(line_number, f"score {row[2]!r} is not a number (a header row must start with 'query-id')")
+            continue
+        qrels.setdefault(row[0], {})[row[1]] = gain
+    report.log()
+    if not report.lines:
+        raise DatasetError(f"qrels file is empty: {path}")
     return qrels
 
 
-def load_beir(path: str | Path, split: str = "test", name: str | None = None) -> RetrievalDataset:
+def load_beir(
+    path: str | Path,
+    split: str = "test",
+    name: str | None = None,
+    encoding: str = "utf-8",
+    on_bad_line: str = "stop",
+    on_duplicate: str = "last",
+) -> RetrievalDataset:
     """Load a BEIR folder: ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``.
 
-    Only queries judged in the split are kept, so a split's queries never leak
-    into another split.
+    Only queries judged in the split are kept, so a split's queries never leak into another split. ``encoding``,
+    ``on_bad_line`` (:data:`ON_BAD_LINE`) and ``on_duplicate`` (:data:`ON_DUPLICATE`, corpus and query ids) apply
+    to every file; what was skipped or merged is logged as a warning.
     """
     root = Path(path)
     if not root.is_dir():
@@ -142,16 +278,23 @@ def load_beir(path: str | Path, split: str = "test", name: str | None = None) ->
     if not qrels_path.is_file():
         available = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
         raise DatasetError(f"split {split!r} not found in {root} (qrels/{split}.tsv missing; available: {available})")
-    corpus = load_corpus(root / "corpus.jsonl")
+    corpus = load_corpus(root / "corpus.jsonl", encoding, on_bad_line, on_duplicate)
     queries_path = root / "queries.jsonl"
     if not queries_path.is_file():
         raise DatasetError(f"queries file not found: {queries_path}")
-    query_rows = read_jsonl(queries_path)
-    for row in query_rows:
-        if "_id" not in row or "text" not in row:
-            raise DatasetError(f"{queries_path}: every line needs '_id' and 'text' (got keys {sorted(row)})")
-    all_queries = {str(row["_id"]): row["text"] for row in query_rows}
-    qrels = load_qrels(qrels_path)
+    report = ReadReport(queries_path, on_bad_line=on_bad_line, on_duplicate=on_duplicate)
+    all_queries = report.keep_unique(
+        (line_number, qid, row["text"]) for line_number, qid, row in _id_and_text_rows(queries_path, encoding, report)
+    )
+    report.log()
+    qrels = load_qrels(qrels_path, encoding, on_bad_line)
+    if report.skipped:  # a skipped query line takes its judgements with it, counted
+        orphaned = [qid for qid in qrels if qid not in all_queries]
+        if orphaned:
+            logger.warning(
+                "%s: dropped the judgements of %d skipped queries: %s", qrels_path, len(orphaned), orphaned[:10]
+            )
+            qrels = {qid: rels for qid, rels in qrels.items() if qid in all_queries}
     queries = {qid: all_queries[qid] for qid in qrels if qid in all_queries}
     dataset = RetrievalDataset(name=name or root.name, corpus=corpus, queries=queries, qrels=qrels)
     dataset.validate()

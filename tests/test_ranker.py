@@ -13,6 +13,7 @@ from haystack import Document, Pipeline
 from sentence_transformers import CrossEncoder
 
 from rerank_pipeline.components import CrossEncoderRanker
+from tiny_models import BACKEND_PAIRS
 from rerank_pipeline.components._batching import plan_token_budget_batches
 from rerank_pipeline.components._passages import passage_windows, split_long_document
 from rerank_pipeline.components._scoring import ModelLoadError
@@ -376,3 +377,22 @@ def test_real_minilm_cross_encoder_on_cranfield(minilm_path, cranfield_dir, tmp_
     docs = [Document(id=doc["_id"], content=doc["text"], meta={"title": doc["title"]}) for doc in texts]
     ranked = ranker.run(query=query, documents=docs)["documents"]
     assert [d.id for d in ranked] == [texts[i]["_id"] for i in np.argsort(-expected, kind="stable")[:5]]
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_fast_padding_equals_the_tokenizers_own(tiny_bert, padding_side):
+    from transformers import AutoTokenizer
+
+    from rerank_pipeline.components._scoring import PairScorer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    tokenizer.padding_side = padding_side
+    scorer = PairScorer(tokenizer, logits_fn=None, max_length=64)
+    encoded = scorer.tokenize(BACKEND_PAIRS)
+    indices = [4, 0, 6, 2]
+    expected = tokenizer.pad({name: [values[i] for i in indices] for name, values in encoded.items()},
+                             padding=True, return_tensors="pt")
+    padded = scorer.pad(encoded, indices)
+    assert set(padded) == set(expected)
+    for name in expected:
+        assert torch.equal(padded[name], expected[name]), name

@@ -48,18 +48,9 @@ def test_distillation_pairs_are_the_top_candidates_plus_distinct_random_document
 @pytest.fixture(scope="module")
 def tiny_plain_encoder(tmp_path_factory):
     """A tiny BERT encoder saved without a classification head (like a bi-encoder's transformer)."""
-    import torch
-    from tiny_models import write_vocab
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from tiny_models import make_tiny_bert_encoder
 
-    folder = tmp_path_factory.mktemp("tiny-plain-encoder")
-    tokenizer = BertTokenizerFast(vocab=str(write_vocab(folder)), model_max_length=64)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return make_tiny_bert_encoder(tmp_path_factory.mktemp("tiny-plain-encoder"))
 
 
 def test_auto_distils_a_plain_encoder_but_not_a_trained_cross_encoder(tiny_plain_encoder, tiny_bert):

@@ -9,6 +9,7 @@ import torch
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
+    BertModel,
     BertTokenizerFast,
     ModernBertConfig,
     ModernBertForSequenceClassification,
@@ -60,6 +61,17 @@ def make_tiny_bert_cross_encoder(folder: Path, max_length: int = 64, seed: int =
     return folder
 
 
+def make_tiny_bert_encoder(folder: Path, max_length: int = 64, seed: int = 0) -> Path:
+    """Save a 2-layer BERT encoder without a classification head (like a bi-encoder's transformer) to ``folder``."""
+    tokenizer = make_tokenizer(folder, max_length)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def make_tiny_modernbert_cross_encoder(folder: Path, max_length: int = 128, seed: int = 0) -> Path:
     """Save a 2-layer ModernBERT sequence classifier with one label to ``folder``."""
     tokenizer = make_tokenizer(folder, max_length)
@@ -88,4 +100,18 @@ def make_tiny_xlm_roberta_cross_encoder(folder: Path, max_length: int = 64, seed
     )
     XLMRobertaForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_minilm_cross_encoder(encoder: Path, folder: Path, seed: int = 0, head_scale: float = 20.0) -> Path:
+    """Save the real MiniLM encoder with a seeded one-label head as a cross-encoder: real activation ranges (what int8
+    calibration is tested on), scores spread over the sigmoid by scaling the random head by ``head_scale``."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(encoder, num_labels=1)
+    with torch.no_grad():
+        model.classifier.weight.mul_(head_scale)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(encoder).save_pretrained(folder)
     return folder

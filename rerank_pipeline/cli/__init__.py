@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"rerank-pipeline {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: one line, the shell's status for SIGINT
+        kept = interrupt.args[0] if interrupt.args else "nothing written"
+        print(f"rerank-pipeline {args.command}: interrupted; {kept}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

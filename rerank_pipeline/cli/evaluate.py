@@ -19,6 +19,7 @@ COLLECTION_OPTIONS = ("nanobeir", "beir_dir", "hf_dataset", "nanobeir_id", "nano
 """Options that pick the collections: shared by every system of a ``systems:`` config."""
 POSITIVE_SETTINGS = {"true": [True], "false": [False], "both": [True, False]}
 _PARSER: argparse.ArgumentParser | None = None
+REPORT_MARKER = "metrics.json"  # an --output folder holding it is a previous report, replaced without --overwrite
 
 
 def register(subparsers) -> None:
@@ -42,6 +43,9 @@ def register(subparsers) -> None:
     source.add_argument("--hf-qrels-subset", default="default", help="subset of the qrels dataset ('none' for none)")
     source.add_argument("--split", default="test", help="qrels split (BEIR folder / HF dataset)")
     source.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
+    source.add_argument("--encoding", default="utf-8", help="text encoding of a BEIR folder's files (e.g. latin-1)")
+    source.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop", help="malformed line in a BEIR folder's files (bad JSON, missing fields, bytes not in --encoding): stop or skip (counted)")
+    source.add_argument("--on-duplicate", choices=("last", "first", "error"), default="last", help="a corpus or query id seen again in a BEIR folder: keep the last, the first, or stop; counted and reported")
 
     stage = parser.add_argument_group("first stage")
     stage.add_argument("--first-stage", choices=FIRST_STAGES, default=None, help="candidates: the dataset's published lists (NanoBEIR default) or our own first stage (default bm25)")
@@ -61,6 +65,8 @@ def register(subparsers) -> None:
     rerank.add_argument("--max-length", type=int, default=None, help="token window of a pair (default: the checkpoint's own)")
     rerank.add_argument("--long-document", choices=("truncate", "max_passage"), default="truncate",
                         help="documents longer than the window: truncate, or score overlapping passages and keep the best (MaxP)")
+    rerank.add_argument("--max-passages", type=int, default=None, help="max_passage: score at most this many passages of a document, its first ones (default: the ranker's, 32; a warning names each document cut)")
+    rerank.add_argument("--allow-untrained-head", action="store_true", help="accept a --model without a trained scoring head (it scores with a random head)")
 
     protocol = parser.add_argument_group("protocol and reports")
     protocol.add_argument("--rerank-k", type=int, default=100, help="candidates reranked per query")
@@ -68,7 +74,8 @@ def register(subparsers) -> None:
     protocol.add_argument("--always-rerank-positives", choices=tuple(POSITIVE_SETTINGS), default="true", help="put every positive into the reranked set (the model-card protocol); 'both' runs the two")
     protocol.add_argument("--end-to-end", choices=("auto", "on", "off"), default="auto", help="full-ranking metrics (ir_measures); auto = on for our own first stage")
     protocol.add_argument("--fusion", choices=("none", "rrf"), default="none", help="end to end: order the reranked top-k by the reranker alone or by RRF with the first stage")
-    protocol.add_argument("--output", default=None, help="write metrics.json, metrics.csv, per_query.csv, *.trec, chart.png, COMMAND.txt here")
+    protocol.add_argument("--output", default=None, help="write metrics.json, metrics.csv, per_query.csv, *.trec, chart.png, COMMAND.txt here (a new or empty folder, or a previous report, replaced as a whole)")
+    protocol.add_argument("--overwrite", action="store_true", help="replace an --output folder that holds other files")
     protocol.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)
     _PARSER = parser
@@ -142,7 +149,8 @@ def load_datasets(args: argparse.Namespace):
     if args.nanobeir:
         return [load_nanobeir(name, dataset_id=args.nanobeir_id, layout=args.nanobeir_layout) for name in args.nanobeir]
     if args.beir_dir:
-        datasets = [load_beir(path, split=args.split) for path in args.beir_dir]
+        datasets = [load_beir(path, split=args.split, encoding=args.encoding, on_bad_line=args.on_bad_line,
+                              on_duplicate=args.on_duplicate) for path in args.beir_dir]
         names = [dataset.name for dataset in datasets]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
@@ -178,13 +186,29 @@ class SystemRun:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Evaluate as the options say; Ctrl-C tells what was kept (an ``--index-dir`` already saved), never a report."""
     from rerank_pipeline.provenance import PhaseTimer
 
     timer = PhaseTimer(since_process_start=True)  # "done in" is the command's whole wall time
     _apply_config(args)
+    if args.rerank_k < 1 or args.at_k < 1:
+        raise ValueError("--rerank-k and --at-k must be >= 1")
+    _check_output_paths(args)
+    kept_indexes: list[str] = []
+    try:
+        return _run_systems(args, timer, kept_indexes)
+    except KeyboardInterrupt:
+        if not kept_indexes:
+            raise
+        raise KeyboardInterrupt(f"kept the first-stage index in {', '.join(kept_indexes)}; no report written") from None
+
+
+def _run_systems(args: argparse.Namespace, timer, kept_indexes: list[str]) -> int:
+    from rerank_pipeline.provenance import PhaseTimer
+
     systems = getattr(args, "systems", None)
     if not systems:
-        evaluate_system(args, timer)
+        evaluate_system(args, timer, kept_indexes)
         print(f"done in {timer.elapsed():.1f} s (wall time of the command since its process started)")
         return 0
     runs = []
@@ -193,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         output = Path(args.output) / system_args.system_name if args.output else None
         system_args.output = str(output) if output else None
         print(f"\n=== system {system_args.system_name} ===")
-        runs.append(evaluate_system(system_args, PhaseTimer()))  # each system's own phases
+        runs.append(evaluate_system(system_args, PhaseTimer(), kept_indexes))  # each system's own phases
     _print_and_write_summary(runs, args)
     print(f"done in {timer.elapsed():.1f} s (wall time of the command, all systems)")
     return 0
@@ -218,17 +242,16 @@ def _system_args(args: argparse.Namespace, options, index: int) -> argparse.Name
     return system
 
 
-def evaluate_system(args: argparse.Namespace, timer) -> SystemRun:
+def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) -> SystemRun:
     """Evaluate one first stage + reranker on every collection the arguments name; print and write its report."""
     with timer.phase("import"):
+        from rerank_pipeline.components.index_folder import atomic_directory
         from rerank_pipeline.eval import IdentityScorer, evaluate_end_to_end, load_scorer, rerank_protocol_suite, retrieve_rankings
         from rerank_pipeline.eval.metrics import relevance_kind
         from rerank_pipeline.eval.reports import base_reranked_lines, end_to_end_table, protocol_table, write_report
         from rerank_pipeline.eval.significance import SIGNIFICANCE_NOTE
         from rerank_pipeline.provenance import collect, header_lines
 
-    if args.rerank_k < 1 or args.at_k < 1:
-        raise ValueError("--rerank-k and --at-k must be >= 1")
     progress = not args.no_progress
     first_stage = args.first_stage or ("published" if args.nanobeir else "bm25")
     top_k = args.top_k or max(100, args.rerank_k)
@@ -250,13 +273,17 @@ def evaluate_system(args: argparse.Namespace, timer) -> SystemRun:
                     dataset, first_stage, top_k=top_k, index_dir=index_dir,
                     embedding_model=args.embedding_model, **_parse_options(args.first_stage_option),
                 )
+            if index_dir:
+                kept_indexes.append(index_dir)
     if not reranked:
         scorer, reranker_label = (IdentityScorer(), "none (first-stage order)")
     else:
         ranker_options = {}
         if args.reranker == "cross-encoder":
             ranker_options = {"backend": args.backend, "quantize": args.quantize, "max_length": args.max_length,
-                              "long_document": args.long_document}
+                              "long_document": args.long_document, "allow_untrained_head": args.allow_untrained_head}
+            if args.max_passages is not None:
+                ranker_options["max_passages"] = args.max_passages
         with timer.phase("load model"):
             scorer = load_scorer(args.reranker, args.model, batch_size=args.batch_size, device=args.device, **ranker_options)
         reranker_label = f"{args.reranker} {args.model}" + (f" ({_ranker_description(ranker_options)})" if ranker_options else "")
@@ -322,8 +349,10 @@ def evaluate_system(args: argparse.Namespace, timer) -> SystemRun:
                          datasets=datasets, device=args.device, timings=timer.timings())
     print("\n" + "\n".join(header_lines(provenance)))
     if args.output:
-        written = write_report(args.output, protocol_results, end_to_end, command=command, settings=settings,
-                               reranked=reranked, provenance=provenance)
+        marker = None if args.overwrite else REPORT_MARKER
+        with atomic_directory(args.output, marker, "output folder") as staging:  # no stale file of an older run stays
+            written = write_report(staging, protocol_results, end_to_end, command=command, settings=settings,
+                                   reranked=reranked, provenance=provenance)
         print(f"\nwrote {len(written)} files to {args.output}")
     return SystemRun(getattr(args, "system_name", "system"), datasets, protocol_results, end_to_end, reranked, settings,
                      timer, command)
@@ -344,6 +373,19 @@ def _print_and_write_summary(runs: list[SystemRun], args: argparse.Namespace) ->
         print(f"\nwrote {len(written)} summary files to {args.output}")
 
 
+def _check_output_paths(args: argparse.Namespace) -> None:
+    """Refuse an unusable ``--output`` or ``--index-dir`` before any work (see :mod:`rerank_pipeline.output_paths`)."""
+    from rerank_pipeline.components.index_folder import check_index_dir
+    from rerank_pipeline.output_paths import check_replaceable_folder, check_writable_folder
+
+    if args.output:
+        check_replaceable_folder(args.output, REPORT_MARKER, "output folder", args.overwrite, "--overwrite")
+    if args.index_dir and args.nanobeir and len(args.nanobeir) > 1:
+        check_writable_folder(args.index_dir, "index folder")  # one index per dataset below it
+    elif args.index_dir:
+        check_index_dir(args.index_dir)
+
+
 def _ranker_description(options: dict) -> str:
     """e.g. ``openvino, int8, max_length 128, max_passage`` (defaults left out but the backend)."""
     parts = [options["backend"]]
@@ -353,4 +395,6 @@ def _ranker_description(options: dict) -> str:
         parts.append(f"max_length {options['max_length']}")
     if options["long_document"] != "truncate":
         parts.append(options["long_document"])
+    if "max_passages" in options:
+        parts.append(f"max_passages {options['max_passages']}")
     return ", ".join(parts)

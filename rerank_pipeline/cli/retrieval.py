@@ -9,51 +9,52 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # A command-line run should not phone home (Haystack telemetry); users can still opt in explicitly.
 
 from haystack import Document  # noqa: E402
+
+if TYPE_CHECKING:
+    from rerank_pipeline.datasets import ReadReport
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("bm25", "faiss", "hybrid", "elasticsearch")
 
 
-def read_documents(path: Path, on_bad_line: str = "stop") -> tuple[list[Document], list[int]]:
+def read_documents(
+    path: Path, on_bad_line: str = "stop", on_duplicate: str = "last", encoding: str = "utf-8"
+) -> tuple[list[Document], ReadReport]:
     """Documents from a JSONL file: ``_id``/``id``, ``text``/``content``, optional ``title``; other keys go to meta.
 
-    A malformed line raises ``ValueError`` naming file and line (``on_bad_line="stop"``) or is
-    skipped and reported (``"skip"``). Returns the documents and the skipped line numbers.
+    A malformed line (bad JSON, missing fields, bytes not in ``encoding``) raises ``ValueError`` naming file and
+    line (``on_bad_line="stop"``) or is skipped (``"skip"``); a repeated id is resolved by ``on_duplicate``
+    (``last``, ``first`` or ``error``). Returns the documents and the :class:`~rerank_pipeline.datasets.ReadReport`
+    counting what was skipped or merged.
     """
+    from rerank_pipeline.datasets import ReadReport, read_jsonl_rows
+
     if not path.is_file():
         raise FileNotFoundError(f"corpus file not found: {path}")
-    documents: dict[str, Document] = {}
-    skipped: list[int] = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise ValueError("not a JSON object")
-                doc_id = row.pop("_id", None) if "_id" in row else row.pop("id", None)
-                text = row.pop("text", None) if "text" in row else row.pop("content", None)
-                if doc_id is None or text is None:
-                    raise ValueError("needs an '_id' (or 'id') and a 'text' (or 'content') field")
-                if not isinstance(text, str):
-                    raise ValueError("'text' must be a string")
-            except ValueError as error:  # json.JSONDecodeError is a ValueError
-                message = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
-                if on_bad_line == "skip":
-                    skipped.append(line_number)
-                    continue
-                raise ValueError(f"{path}:{line_number}: {message} (use --on-bad-line skip to skip such lines)") from None
-            title = row.pop("title", None) or ""
-            documents[str(doc_id)] = Document(id=str(doc_id), content=text, meta={"title": title, **row})
+    report = ReadReport(path, on_bad_line=on_bad_line, on_duplicate=on_duplicate)
+
+    def rows():
+        for line_number, row in read_jsonl_rows(path, encoding, report):
+            doc_id = row.pop("_id", None) if "_id" in row else row.pop("id", None)
+            text = row.pop("text", None) if "text" in row else row.pop("content", None)
+            if doc_id is None or text is None:
+                report.bad_line(line_number, "needs an '_id' (or 'id') and a 'text' (or 'content') field")
+            elif not isinstance(text, str):
+                report.bad_line(line_number, "'text' must be a string")
+            else:
+                title = row.pop("title", None) or ""
+                yield line_number, str(doc_id), Document(id=str(doc_id), content=text, meta={"title": title, **row})
+
+    documents = report.keep_unique(rows())
     if not documents:
         raise ValueError(f"no documents in {path} (the corpus is empty)")
-    return list(documents.values()), skipped
+    return list(documents.values()), report
 
 
 def _corpus_path(args: argparse.Namespace) -> tuple[Path, str]:
@@ -79,14 +80,14 @@ def _first_stage_options(args: argparse.Namespace) -> dict:
 
 def run_index(args: argparse.Namespace) -> int:
     """Index a corpus into the chosen backend; the folder is swapped in only when indexing succeeded."""
+    from rerank_pipeline.components.index_folder import check_index_dir
     from rerank_pipeline.first_stage import build_first_stage
 
     corpus_path, name = _corpus_path(args)
-    documents, skipped = read_documents(corpus_path, on_bad_line=args.on_bad_line)
-    if skipped:
-        shown = ", ".join(map(str, skipped[:10])) + (" ..." if len(skipped) > 10 else "")
-        print(f"skipped {len(skipped)} malformed line(s) of {corpus_path}: {shown}", file=sys.stderr)
-    index_dir = Path(args.index_dir or Path("indexes") / name)
+    index_dir = check_index_dir(args.index_dir or Path("indexes") / name)  # before any work
+    documents, report = read_documents(corpus_path, args.on_bad_line, args.on_duplicate, args.encoding)
+    if report.summary():
+        print(report.summary(), file=sys.stderr)
     if args.rebuild or not (index_dir / "index.json").is_file():
         reopen_dir = None  # build from empty, in memory; the folder is written once, at the end
     else:
@@ -131,6 +132,7 @@ def run_search(args: argparse.Namespace) -> int:
         ranker_model=None if args.no_rerank else args.model,
         top_k=args.top_k,
         candidates=max(args.candidates, args.top_k),
+        ranker_options={"allow_untrained_head": True} if args.allow_untrained_head else None,
     )
     try:
         documents = search(pipeline, args.query)
@@ -164,7 +166,9 @@ def register(subparsers) -> None:
     index.add_argument("--b", type=float, help="BM25 b (default 0.4)")
     index.add_argument("--es-url", help="Elasticsearch URL (default: $ELASTICSEARCH_URL or http://localhost:9200)")
     index.add_argument("--es-index", help="Elasticsearch index name (default: rerank-pipeline)")
-    index.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop", help="malformed JSONL line: stop (default) or skip")
+    index.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop", help="malformed JSONL line (or bytes not in --encoding): stop (default) or skip")
+    index.add_argument("--on-duplicate", choices=("last", "first", "error"), default="last", help="an id seen again: keep the last line (default), the first, or stop (error); counted and reported")
+    index.add_argument("--encoding", default="utf-8", help="text encoding of the corpus file (default utf-8; e.g. latin-1)")
     index.add_argument("--rebuild", action="store_true", help="start from an empty index instead of updating the existing one")
     index.set_defaults(func=run_index)
 
@@ -176,4 +180,5 @@ def register(subparsers) -> None:
     search.add_argument("--top-k", type=int, default=10, help="results to show (default 10)")
     search.add_argument("--candidates", type=int, default=100, help="first-stage candidates to rerank (default 100)")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    search.add_argument("--allow-untrained-head", action="store_true", help="accept a --model without a trained scoring head (it scores with a random head)")
     search.set_defaults(func=run_search)

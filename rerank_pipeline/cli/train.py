@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -81,20 +82,14 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train, print the dev comparison, optionally evaluate on ``--eval-split`` and print the before/after table."""
-    from rerank_pipeline.datasets import load_beir
-    from rerank_pipeline.eval.reports import write_json, write_text_atomic
-    from rerank_pipeline.training.candidates import CandidateSource
-    from rerank_pipeline.training.judgements import load_training_collection
-    from rerank_pipeline.training.report import before_after_table, card_section, dev_table, evaluate_before_after, protocol_table, write_card_section
-    from rerank_pipeline.provenance import PhaseTimer, collect, header_lines
-    from rerank_pipeline.training.trainer import (
-        is_main_process,
-        make_deterministic,
-        prepare_output_dir,
-        summary_payload,
-        train_reranker,
-    )
+    """Train, print the dev comparison, optionally evaluate on ``--eval-split`` and print the before/after table.
+
+    Output paths are checked before any work; a run that fails or is interrupted before its first checkpoint
+    removes the output folder it created, so the same command runs again.
+    """
+    from rerank_pipeline.output_paths import check_writable_folder, is_empty_folder
+    from rerank_pipeline.provenance import PhaseTimer
+    from rerank_pipeline.training.trainer import prepare_output_dir
 
     timer = PhaseTimer(since_process_start=True)
     if args.eval_split and not args.beir_dir:
@@ -104,8 +99,45 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.overwrite and args.resume:
         raise ValueError("choose either --overwrite or --resume, not both")
-    # fail before any slow work, but only check here: --overwrite empties the folder once the data has loaded
-    prepare_output_dir(args.output, resume=args.resume or args.overwrite)
+    # fail before any slow work, but create nothing: --overwrite empties the folder once the data has loaded
+    output = check_writable_folder(args.output)
+    if not (args.resume or args.overwrite) and output.is_dir() and not is_empty_folder(output):
+        prepare_output_dir(output)  # raises its "already exists" error
+    if args.report_dir:
+        check_writable_folder(args.report_dir, "report folder")
+    # the folder holding files before this run; --overwrite replaces it by a new one (a new inode) once data loaded
+    previous = output.stat().st_ino if output.is_dir() and not is_empty_folder(output) else None
+    try:
+        return _train(args, config, timer)
+    except BaseException as error:
+        created = output.is_dir() and not args.resume and (previous is None or output.stat().st_ino != previous)
+        if created and not _holds_progress(output):
+            shutil.rmtree(output, ignore_errors=True)  # nothing to resume from: the same command can run again
+        elif output.is_dir() and isinstance(error, KeyboardInterrupt):
+            raise KeyboardInterrupt(f"{output} kept: rerun with --resume to continue from its checkpoints") from None
+        raise
+
+
+def _holds_progress(output: Path) -> bool:
+    """True once training saved something ``--resume`` continues from (a checkpoint, the distilled or final model)."""
+    from rerank_pipeline.training.distillation import distilled_model_dir
+    from rerank_pipeline.training.trainer import DISTILLATION_DIR, last_checkpoint
+
+    return bool(
+        last_checkpoint(output) or last_checkpoint(output / DISTILLATION_DIR)
+        or (distilled_model_dir(output) / "config.json").is_file() or (output / "config.json").is_file()
+    )
+
+
+def _train(args: argparse.Namespace, config, timer) -> int:
+    from rerank_pipeline.datasets import load_beir
+    from rerank_pipeline.eval.reports import write_json, write_text_atomic
+    from rerank_pipeline.training.candidates import CandidateSource
+    from rerank_pipeline.training.judgements import load_training_collection
+    from rerank_pipeline.training.report import before_after_table, card_section, dev_table, evaluate_before_after, protocol_table, write_card_section
+    from rerank_pipeline.provenance import collect, header_lines
+    from rerank_pipeline.training.trainer import is_main_process, make_deterministic, summary_payload, train_reranker
+
     with timer.phase("load"):
         dataset = load_training_collection(args.beir_dir, args.train_split, args.judgements, args.corpus)
         held_out = load_beir(args.beir_dir, args.eval_split) if args.eval_split else None

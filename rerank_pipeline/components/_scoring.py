@@ -42,12 +42,14 @@ def load_sentence_transformers_cross_encoder(
     trust_remote_code: bool = False,
     allow_unsafe_weights: bool = False,
     max_length: int | None = None,
+    allow_untrained_head: bool = False,
 ) -> Any:
     """Load ``model`` (Hub id or local folder) as a ``sentence_transformers.CrossEncoder``.
 
     Raises ``FileNotFoundError`` for a missing local folder and :class:`ModelLoadError` (naming the model) for
     anything else that stops loading: an unknown or offline Hub id, pickle-only weights without
-    ``allow_unsafe_weights``, custom code without ``trust_remote_code``.
+    ``allow_unsafe_weights``, custom code without ``trust_remote_code``, and a checkpoint without a trained
+    scoring head (see :func:`untrained_head_reason`) unless ``allow_untrained_head``.
     """
     from sentence_transformers import CrossEncoder
 
@@ -58,7 +60,7 @@ def load_sentence_transformers_cross_encoder(
         raise FileNotFoundError(f"Cross-encoder model folder '{model}' does not exist")
     model_kwargs = {} if allow_unsafe_weights else {"use_safetensors": True}
     try:
-        return CrossEncoder(
+        cross_encoder = CrossEncoder(
             str(local) if local.exists() else model,
             device=device,
             trust_remote_code=trust_remote_code,
@@ -75,6 +77,69 @@ def load_sentence_transformers_cross_encoder(
         raise ModelLoadError(
             f"Could not load cross-encoder model '{model}'{hint}: {type(error).__name__}: {error}"
         ) from error
+    reason = None if allow_untrained_head else untrained_head_reason(getattr(cross_encoder, "model", None))
+    if reason:
+        raise ModelLoadError(
+            f"'{model}' has no trained scoring head ({reason}): it would score with random weights. Fine-tune it "
+            f"first (rerank-pipeline train --base-model {model} ...), or pass allow_untrained_head=True "
+            "(--allow-untrained-head) to use it anyway"
+        )
+    return cross_encoder
+
+
+def untrained_head_reason(hf_model: Any) -> str | None:
+    """Why ``hf_model`` (a loaded Hugging Face sequence classifier) scores with an untrained head, or None.
+
+    A head is untrained when the checkpoint's config names no ``*ForSequenceClassification`` architecture (e.g. a
+    bi-encoder such as all-MiniLM-L6-v2, saved as ``BertModel``), or when its safetensors weights lack a head
+    parameter (what transformers' load report lists as MISSING, e.g. ``classifier.weight``). Checkpoints whose
+    weights are not safetensors files are judged by the config alone.
+    """
+    config = getattr(hf_model, "config", None)
+    if config is None:
+        return None
+    architectures = getattr(config, "architectures", None) or []
+    if architectures and not any(name.endswith("ForSequenceClassification") for name in architectures):
+        return f"its config.json names the architecture {', '.join(architectures)}, not a sequence classifier"
+    checkpoint_keys = _safetensors_keys(getattr(config, "_name_or_path", "") or getattr(hf_model, "name_or_path", ""))
+    if checkpoint_keys is None:
+        return None
+    prefix = f"{getattr(hf_model, 'base_model_prefix', '')}."
+    head = sorted(name for name in hf_model.state_dict() if not name.startswith(prefix))
+    missing = [name for name in head if name not in checkpoint_keys]
+    if missing:
+        return f"its weights lack {', '.join(missing[:4])}"
+    return None
+
+
+def _safetensors_keys(name_or_path: str) -> set[str] | None:
+    """Tensor names in the safetensors weights of a local folder or cached Hub model, or None when not found."""
+    import json
+
+    from safetensors import safe_open
+    from transformers.utils import cached_file
+
+    def resolve(filename: str) -> str | None:
+        local = Path(name_or_path) / filename
+        if local.is_file():
+            return str(local)
+        try:
+            return cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False,
+                               _raise_exceptions_for_connection_errors=False)
+        except Exception:  # not a Hub id, offline without a copy, ...
+            return None
+
+    if not name_or_path:
+        return None
+    index = resolve("model.safetensors.index.json")
+    if index:
+        with open(index, encoding="utf-8") as handle:
+            return set(json.load(handle).get("weight_map", {}))
+    single = resolve("model.safetensors")
+    if not single:
+        return None
+    with safe_open(single, framework="pt") as weights:
+        return set(weights.keys())
 
 
 def effective_max_length(tokenizer: Any, config: Any) -> int:
@@ -181,10 +246,34 @@ class PairScorer:
         return {name: encoded[name] for name in names}
 
     def pad(self, encoded: dict[str, list[list[int]]], indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        """Pad the selected tokenized pairs into one batch of tensors."""
-        batch = {name: [values[index] for index in indices] for name, values in encoded.items()}
-        with self._tokenizer_lock:
-            return dict(self.tokenizer.pad(batch, padding=True, return_tensors="pt"))
+        """Pad the selected tokenized pairs into one batch of tensors, as ``tokenizer.pad(padding=True)`` does.
+
+        Filled with numpy rather than ``tokenizer.pad``, which walks Python lists and took longer than the forward
+        pass of a MiniLM on CUDA (2.3 s against 1.8 s for 10,000 pairs on an H200). Inputs other than ids, masks and
+        token types go through ``tokenizer.pad``.
+        """
+        fill_values = {
+            "input_ids": self.tokenizer.pad_token_id,
+            "attention_mask": 0,
+            "token_type_ids": getattr(self.tokenizer, "pad_token_type_id", 0),
+        }
+        if set(encoded) - set(fill_values) or fill_values["input_ids"] is None:
+            batch = {name: [values[index] for index in indices] for name, values in encoded.items()}
+            with self._tokenizer_lock:
+                return dict(self.tokenizer.pad(batch, padding=True, return_tensors="pt"))
+        lengths = [len(encoded["input_ids"][index]) for index in indices]
+        longest = max(lengths)
+        pad_left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        padded = {}
+        for name, values in encoded.items():
+            array = np.full((len(indices), longest), fill_values[name], dtype=np.int64)
+            for row, (index, length) in enumerate(zip(indices, lengths)):
+                if pad_left:
+                    array[row, longest - length:] = values[index]
+                else:
+                    array[row, :length] = values[index]
+            padded[name] = torch.from_numpy(array)
+        return padded
 
     def logits(
         self,

@@ -8,6 +8,7 @@ swapped in, so a failure midway leaves the previous index (or nothing) in place.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from haystack import Document
+
+from rerank_pipeline.output_paths import check_replaceable_folder
 
 SETTINGS_FILE = "index.json"
 DOCUMENTS_FILE = "documents.jsonl"
@@ -40,14 +43,21 @@ def write_settings(folder: str | Path, settings: dict[str, Any]) -> None:
 
 
 @contextmanager
-def atomic_directory(target: str | Path) -> Iterator[Path]:
+def atomic_directory(
+    target: str | Path, marker: str | None = SETTINGS_FILE, what: str = "index folder"
+) -> Iterator[Path]:
     """Yield an empty temporary folder next to ``target``; on success it replaces ``target``.
 
-    On an exception the temporary folder is removed and ``target`` is left untouched.
+    An existing ``target`` is replaced only when it is empty or holds ``marker`` (``None``: any folder), so a
+    folder of other files is refused (:class:`~rerank_pipeline.output_paths.OutputPathError`) before anything is
+    written. On an exception the temporary folder is removed and ``target`` is left untouched. Staging folders
+    left by a killed run are removed first.
     """
+    check_replaceable_folder(target, marker, what, overwrite=marker is None)
     target = Path(target).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    remove_stale_staging(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
     staging.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the index should get a normal folder's permissions
@@ -58,7 +68,7 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
         raise
     retired = None
     if target.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
         os.rmdir(retired)
         os.replace(target, retired)
     try:
@@ -70,6 +80,40 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
         raise
     if retired is not None:
         shutil.rmtree(retired, ignore_errors=True)
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Remove the ``.NAME.tmp-*``/``.NAME.old-*`` siblings of ``target`` left by a killed run; return them.
+
+    A staging folder carries its writer's process id; one whose process is still running is left alone.
+    """
+    removed = []
+    for kind in ("tmp", "old"):
+        for folder in target.parent.glob(f".{glob.escape(target.name)}.{kind}-*"):
+            owner = folder.name[len(f".{target.name}.{kind}-"):].split("-", 1)[0]
+            if folder.is_dir() and not (owner.isdigit() and _process_is_running(int(owner))):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    return removed
+
+
+def _process_is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def check_index_dir(index_dir: str | Path) -> Path:
+    """Refuse, before any work, an ``index_dir`` that is a file or a folder of other files (not an index).
+
+    An index is written only into a new folder, an empty folder or an existing index folder (holding
+    ``index.json``), so a folder of unrelated files is never replaced.
+    """
+    return check_replaceable_folder(index_dir, SETTINGS_FILE, "index folder")
 
 
 def write_documents_jsonl(path: str | Path, documents: Iterator[Document] | list[Document]) -> None:

@@ -38,6 +38,9 @@ CALIBRATION_PAIRS = 128
 # Measured with benchmarks/rerank_throughput.py: on CPU small batches stay in cache (2048 tokens: 1.2x the
 # throughput of 8192 at identical scores); on CUDA large batches fill the device.
 DEFAULT_MAX_BATCH_TOKENS = {"cpu": 2048, "cuda": 65536}
+# MaxP scores at most this many passages of one document (its first ones): a 1 MB document is ~440 passages of a
+# 512-token window; measured with benchmarks/max_passage_cost.py.
+DEFAULT_MAX_PASSAGES = 32
 
 
 @component
@@ -76,6 +79,8 @@ class CrossEncoderRanker:
         empty_documents: Literal["skip", "score"] = "skip",
         allow_unsafe_weights: bool = False,
         onnx_cache_dir: str | None = None,
+        max_passages: int | None = DEFAULT_MAX_PASSAGES,
+        allow_untrained_head: bool = False,
     ) -> None:
         """Create the ranker; nothing is loaded until :meth:`warm_up` (or the first ``run``/``predict``).
 
@@ -108,6 +113,10 @@ class CrossEncoderRanker:
         :param empty_documents: Documents with no text: ``"skip"`` (left out of the result) or ``"score"``.
         :param allow_unsafe_weights: Also accept pickle (``.bin``) weights; by default only safetensors load.
         :param onnx_cache_dir: Where ONNX exports are cached (default ``~/.cache/rerank_pipeline/onnx``).
+        :param max_passages: Under ``max_passage``, score at most this many passages of a document (its first ones;
+            a warning names each document cut); ``None`` scores them all.
+        :param allow_untrained_head: Accept a checkpoint without a trained scoring head (e.g. a bi-encoder such as
+            all-MiniLM-L6-v2, which would get a random head); by default loading it raises ``ModelLoadError``.
         """
         if not str(model).strip():
             raise ValueError("model must be a Hub id or a local folder, got an empty string")
@@ -121,6 +130,8 @@ class CrossEncoderRanker:
             raise ValueError(f"max_batch_tokens must be > 0, got {max_batch_tokens}")
         if passage_overlap < 0:
             raise ValueError(f"passage_overlap must be >= 0, got {passage_overlap}")
+        if max_passages is not None and max_passages <= 0:
+            raise ValueError(f"max_passages must be > 0 or None, got {max_passages}")
         for name, value, allowed in (
             ("long_document", long_document, LONG_DOCUMENT_POLICIES),
             ("empty_documents", empty_documents, EMPTY_DOCUMENT_POLICIES),
@@ -164,6 +175,8 @@ class CrossEncoderRanker:
         self.empty_documents = empty_documents
         self.allow_unsafe_weights = allow_unsafe_weights
         self.onnx_cache_dir = onnx_cache_dir
+        self.max_passages = max_passages
+        self.allow_untrained_head = allow_untrained_head
 
         self._scorer: PairScorer | None = None
         self._activation_fn: Any = None
@@ -189,7 +202,8 @@ class CrossEncoderRanker:
             logger.warning("CUDA requested for '%s' but not available; falling back to CPU", self.model)
             device = torch.device("cpu")
         cross_encoder = load_sentence_transformers_cross_encoder(
-            self.model, str(device), self.trust_remote_code, self.allow_unsafe_weights, self.max_length
+            self.model, str(device), self.trust_remote_code, self.allow_unsafe_weights, self.max_length,
+            self.allow_untrained_head,
         )
         hf_model = cross_encoder.model
         if hf_model is None or not hasattr(hf_model, "config") or len(cross_encoder) != 1:
@@ -269,7 +283,8 @@ class CrossEncoderRanker:
         return apply_activation(logits, self._activation_fn if self.scale_score else None)
 
     def _pair_logits(
-        self, queries: list[str], documents: list[str], batch_size: int, show_progress_bar: bool = False
+        self, queries: list[str], documents: list[str], batch_size: int, show_progress_bar: bool = False,
+        names: list[str] | None = None,
     ) -> torch.Tensor:
         assert self._scorer is not None
         max_batch_tokens = self._max_batch_tokens()
@@ -279,13 +294,23 @@ class CrossEncoderRanker:
             return self._scorer.logits(pairs, batch_size, max_batch_tokens, show_progress_bar)
         owners: list[int] = []
         pairs: list[tuple[str, str]] = []
+        capped: list[str] = []
         with self._scorer._tokenizer_lock:
             for owner, (query, document) in enumerate(zip(queries, documents)):
-                for passage in split_long_document(
+                passages = split_long_document(
                     self._scorer.tokenizer, query, document, self._scorer.max_length, self.passage_overlap
-                ):
-                    owners.append(owner)
-                    pairs.append((query, passage))
+                )
+                if self.max_passages is not None and len(passages) > self.max_passages:
+                    name = names[owner] if names else f"pair {owner}"
+                    capped.append(f"{name!r} ({len(passages)} passages)")
+                    passages = passages[: self.max_passages]
+                owners.extend([owner] * len(passages))
+                pairs.extend((query, passage) for passage in passages)
+        if capped:
+            logger.warning(
+                "CrossEncoderRanker scored only the first %d passages (max_passages) of %d document(s): %s",
+                self.max_passages, len(capped), ", ".join(capped[:10]) + (" ..." if len(capped) > 10 else ""),
+            )
         self._calibrate(pairs)
         passage_logits = self._scorer.logits(pairs, batch_size, max_batch_tokens, show_progress_bar)
         index = torch.tensor(owners).unsqueeze(-1).expand_as(passage_logits)
@@ -343,7 +368,10 @@ class CrossEncoderRanker:
         if not kept:
             return {"documents": []}
         full_query = self._model_prompt + self.query_prefix + query
-        logits = self._pair_logits([full_query] * len(kept), [texts[index] for index in kept], self.batch_size)
+        logits = self._pair_logits(
+            [full_query] * len(kept), [texts[index] for index in kept], self.batch_size,
+            names=[documents[index].id for index in kept],
+        )
         scores = apply_activation(logits, self._activation_fn if self.scale_score else None)
 
         ranked = sorted(
@@ -383,6 +411,8 @@ class CrossEncoderRanker:
             empty_documents=self.empty_documents,
             allow_unsafe_weights=self.allow_unsafe_weights,
             onnx_cache_dir=self.onnx_cache_dir,
+            max_passages=self.max_passages,
+            allow_untrained_head=self.allow_untrained_head,
         )
 
     @classmethod

@@ -40,9 +40,11 @@ def teacher_labels(candidates: Sequence[str], retriever_rankings: Sequence[Ranki
 
 def is_trained_cross_encoder(model) -> bool:
     """True when ``model`` (a ``CrossEncoder``) was loaded with a trained one-label sequence-classification head."""
+    from rerank_pipeline.components._scoring import untrained_head_reason
+
     config = model.model.config
     architectures = getattr(config, "architectures", None) or []
-    return config.num_labels == 1 and any(name.endswith("ForSequenceClassification") for name in architectures)
+    return config.num_labels == 1 and bool(architectures) and untrained_head_reason(model.model) is None
 
 
 def build_distillation_pairs(
