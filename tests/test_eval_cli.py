@@ -135,3 +135,71 @@ def test_cli_passes_the_window_and_long_document_policy_on(beir_dir, tiny_bert, 
     }
     assert results["max_passage"] != pytest.approx(results["truncate"], abs=1e-6)  # the toy documents exceed 16 tokens
     assert got == pytest.approx(results["max_passage"], abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def second_beir_dir(tmp_path_factory) -> Path:
+    dataset = make_dataset("other", seed=11, n_docs=50)
+    dataset.qrels = {qid: {doc_id: 1 for doc_id in rels} for qid, rels in dataset.qrels.items()}  # binary judgements
+    return write_beir_folder(tmp_path_factory.mktemp("other-beir"), dataset)
+
+
+def test_several_beir_folders_give_one_table_with_the_mean_and_paired_tests(beir_dir, second_beir_dir, tiny_bert, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main(["eval", "--beir-dir", str(beir_dir), str(second_beir_dir), "--first-stage", "bm25", "--model", str(tiny_bert),
+                 "--rerank-k", "10", "--top-k", "20", "--no-progress", "--output", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    names = [load_beir(folder, "test").name for folder in (beir_dir, second_beir_dir)]
+    assert any(line.startswith("| mean ") and "| reranked" in line and "p=" in line for line in printed.splitlines())
+    assert "mean_R10" in printed
+    assert f"graded ({names[0]})" in printed and f"binary ({names[1]})" in printed  # detected from each collection's qrels
+    assert "always_rerank_positives=True, binary relevance" in printed
+    payload = json.loads((out / "metrics.json").read_text())
+    tests = payload["end_to_end"][names[0]]["paired_tests"]["ndcg@10"]
+    assert tests["queries"] == len(load_beir(beir_dir, "test").judged_queries()) and 0 <= tests["t_test_p"] <= 1
+    assert payload["end_to_end"]["mean"]["paired_tests"]["ndcg@10"]["queries"] == 2  # the mean is tested over collections
+    assert set(payload["protocol"]["always_rerank_positives"]["paired_tests"]) == {f"{n}_R10" for n in names} | {"mean_R10_mean"}
+    provenance = payload["provenance"]
+    assert [d["name"] for d in provenance["datasets"]] == names and provenance["models"]["reranker"]["sha256"]
+    assert {"load", "index + retrieve", "protocol (score + metrics)", "total"} <= set(provenance["timings_s"])
+    csv_text = (out / "metrics.csv").read_text()
+    assert f"significance,end_to_end,{names[0]},ndcg@10:t_test_p," in csv_text and "provenance,,,python," in csv_text
+    done = float(printed.split("done in ")[1].split(" s")[0])
+    assert done >= provenance["timings_s"]["total"] - 0.05  # the printed time is the whole command's
+
+
+def test_no_rerank_shows_only_the_first_stage(beir_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["eval", "--beir-dir", str(beir_dir), "--first-stage", "bm25", "--rerank-k", "10", "--no-rerank",
+                 "--no-progress", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Reranked" not in printed and "reranked" not in printed.replace("nothing reranked", "")
+    payload = json.loads((out / "metrics.json").read_text())
+    protocol = payload["protocol"]["always_rerank_positives"]
+    assert protocol["metrics"] and all("_base_" in key for key in protocol["metrics"]) and "paired_tests" not in protocol
+    assert not list(out.glob("*_reranked.trec"))
+
+
+def test_a_config_of_collections_and_systems_gives_one_summary(beir_dir, second_beir_dir, tiny_bert, tmp_path, capsys):
+    config = tmp_path / "grid.yaml"
+    config.write_text(
+        f"beir-dir: [{beir_dir}, {second_beir_dir}]\nrerank-k: 10\ntop-k: 20\nno-progress: true\n"
+        f"systems:\n  - name: bm25-only\n    first-stage: bm25\n    no-rerank: true\n"
+        f"  - name: bm25-tiny\n    first-stage: bm25\n    model: {tiny_bert}\n"
+    )
+    out = tmp_path / "grid"
+    assert main(["eval", "--config", str(config), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = printed.split("=== summary")[1]
+    assert "| Collection" in summary and "| bm25-only" in summary and "bm25-tiny" in summary and "| mean" in summary
+    payload = json.loads((out / "summary.json").read_text())
+    tiny = payload["systems"]["bm25-tiny"]["cells"]
+    assert tiny["mean"]["paired_test"]["comparisons"] == 2  # Bonferroni over the two systems
+    assert payload["systems"]["bm25-only"]["cells"]["mean"]["reranked"] is None
+    first_stage = {name: cell["first_stage"] for name, cell in payload["systems"]["bm25-only"]["cells"].items()}
+    assert first_stage == pytest.approx({name: cell["first_stage"] for name, cell in tiny.items()})  # same first stage
+    assert (out / "bm25-tiny" / "metrics.json").is_file() and (out / "summary.png").is_file() and (out / "summary.csv").is_file()
+    config.write_text(f"beir-dir: {beir_dir}\nsystems:\n  - name: bad\n    beir-dir: elsewhere\n")
+    assert main(["eval", "--config", str(config)]) == 2
+    assert "not a system option" in capsys.readouterr().err

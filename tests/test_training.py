@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import random
 
 import numpy as np
 import pytest
+import torch
 
 from rerank_pipeline.datasets import RetrievalDataset
 from rerank_pipeline.training import CandidateSource, OutputExistsError, TrainingConfig, train_reranker
@@ -103,8 +105,14 @@ def test_training_runs_with_our_bm25_and_the_model_loads_in_ranker_and_sentence_
     assert result.pair_counts["self_supervised_pairs"] > 0 and result.pair_counts["judged_pairs"] > 0
     assert not set(result.dev_queries) & set(result.train_queries)
     assert set(result.dev_fusion_curve) == {round(w / 10, 1) for w in range(11)}
-    assert result.dev_fused["ndcg@10"] == max(m["ndcg@10"] for m in result.dev_fusion_curve.values())
-    assert json.loads((output / "fusion.json").read_text())["weight"] == result.fusion_weight
+    assert result.dev_fusion_curve[result.tuned_fusion_weight]["ndcg@10"] == max(m["ndcg@10"] for m in result.dev_fusion_curve.values())
+    # the guard serves the tuned weight only when the paired test on dev finds the fused ranking better
+    assert result.fusion_weight in (0.0, result.tuned_fusion_weight)
+    assert (result.fusion_weight == result.tuned_fusion_weight) == (
+        result.tuned_fusion_weight != 0.0 and result.guard.fused_test.delta > 0 and result.guard.fused_test.significant(0.05))
+    fusion = json.loads((output / "fusion.json").read_text())
+    assert fusion["weight"] == result.fusion_weight and fusion["guard"]["tuned_weight"] == result.tuned_fusion_weight
+    assert fusion["collection"] == dataset.name
     assert json.loads((output / "training_config.json").read_text())["num_negatives"] == 4
 
     pairs = [("shock wave", dataset.corpus["t0d0"]["text"]), ("shock wave", dataset.corpus["t3d1"]["text"])]
@@ -190,3 +198,21 @@ def test_listwise_lambda_loss_option_trains(tiny_bert_words, tmp_path):
     losses = [entry["loss"] for entry in result.log_history if "loss" in entry]
     assert losses and all(np.isfinite(losses))
     assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def test_training_twice_gives_bit_identical_weights_and_another_seed_does_not(tiny_bert_words, tmp_path):
+    from safetensors.torch import load_file
+
+    dataset = toy_collection()
+    config = tiny_config(tiny_bert_words, distillation="on", distillation_queries=6, distillation_depth=4)
+    weights = []
+    for run, seed in (("a", 42), ("b", 42), ("c", 7)):
+        output = tmp_path / run
+        train_reranker(dataset, output, replace(config, seed=seed), show_progress=False, max_steps=3)
+        weights.append(load_file(str(output / "model.safetensors")))
+    first, second, other_seed = weights
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first)  # bit for bit
+    assert not all(torch.equal(first[name], other_seed[name]) for name in first)
+    summary = [json.loads((tmp_path / run / "training_summary.json").read_text()) for run in ("a", "b")]
+    assert summary[0]["loss_history"] == summary[1]["loss_history"] and summary[0]["dev_fusion_curve"] == summary[1]["dev_fusion_curve"]

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from rerank_pipeline.cli import main
+from rerank_pipeline.datasets import load_beir
 from test_training import make_tiny_bert_with_words, toy_collection
 
 
@@ -73,17 +74,34 @@ def test_a_short_run_prints_dev_and_before_after_tables_and_writes_the_report(ti
     output, report = tmp_path / "model", tmp_path / "report"
     code, out, err = run_cli(
         capsys, "--beir-dir", beir, "--base-model", tiny_bert_words, "--output", output, "--first-stage", "bm25",
-        "--eval-split", "test", "--max-steps", "3", "--max-length", "32", "--self-supervised-pairs", "4", "--quiet",
+        "--eval-split", "test", "--max-steps", "3", "--max-length", "32", "--self-supervised-pairs", "4",
         "--report-dir", report, "--dev-fraction", "0.3",
     )
     assert code == 0, err
     assert "Dev split" in out and "Before / after" in out and "bm25 → reranker" in out and "_R100 protocol" in out
+    assert "fusion.json serves" in out and "p=" in out and "{'loss'" not in out + err  # no raw loss dictionaries
+    for stage in ("[data]", "[index]", "[mining]", "[judged pairs]", "[model selection]", "[fusion tuning]", "[evaluate]"):
+        assert stage in err, stage
     results = json.loads((report / "results.json").read_text())
     assert results["evaluation"]["rows"]["bm25"]["ndcg@10"] >= 0
+    assert results["evaluation"]["paired_tests"]["bm25 → reranker"]["ndcg@10"]["queries"] == len(load_beir(beir, "test").judged_queries())
+    provenance = results["provenance"]
+    assert provenance["seed"] == 42 and provenance["torch_threads"] >= 1 and "torch" in provenance["libraries"]
+    assert {d["name"] for d in provenance["datasets"]} == {"beir"} and len(provenance["datasets"][0]["sha256"]) == 64
+    assert "sha256" in provenance["models"]["trained"] and "train: fusion tuning" in provenance["timings_s"]
+    assert "### Provenance" in (report / "report.md").read_text() and "Adapted to the collection `beir`" in (output / "README.md").read_text()
     assert "Training report" in (output / "README.md").read_text()
     assert (output / "fusion.json").is_file() and not (output / "checkpoints").exists()
     code, _, err = run_cli(capsys, "--beir-dir", beir, "--base-model", tiny_bert_words, "--output", output, "--first-stage", "bm25")
     assert code == 2 and "already exists" in err
+
+
+def test_quiet_prints_nothing(tiny_bert_words, tmp_path, capsys):
+    beir = write_beir(tmp_path / "beir", toy_collection(), test_share=0.0)
+    code, out, err = run_cli(capsys, "--beir-dir", beir, "--base-model", tiny_bert_words, "--output", tmp_path / "model",
+                             "--first-stage", "bm25", "--max-steps", "1", "--max-length", "32", "--dev-fraction", "0.3", "--quiet")
+    assert code == 0, err
+    assert out == "" and "[mining]" not in err and "it/s" not in err
 
 
 def test_overwrite_keeps_the_old_model_when_the_data_is_refused(tmp_path, capsys):

@@ -53,12 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_progress_flag(parser: argparse.ArgumentParser, *aliases: str) -> None:
+def add_progress_flag(
+    parser: argparse.ArgumentParser, *aliases: str,
+    help: str = "hide every progress bar (indexing, embedding, model loading, scoring)",
+) -> None:
     """``--no-progress`` (the same on every subcommand): no progress bar at all, ours or a library's."""
-    parser.add_argument(
-        "--no-progress", *aliases, dest="no_progress", action="store_true",
-        help="hide every progress bar (indexing, embedding, model loading, scoring)",
-    )
+    parser.add_argument("--no-progress", *aliases, dest="no_progress", action="store_true", help=help)
 
 
 @contextmanager

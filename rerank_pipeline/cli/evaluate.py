@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rerank_pipeline.cli import add_progress_flag, progress_bars
@@ -14,6 +14,9 @@ from rerank_pipeline.cli import add_progress_flag, progress_bars
 logger = logging.getLogger(__name__)
 
 FIRST_STAGES = ("published", "bm25", "dense", "hybrid", "elasticsearch")
+COLLECTION_OPTIONS = ("nanobeir", "beir_dir", "hf_dataset", "nanobeir_id", "nanobeir_layout", "hf_qrels_id",
+                      "hf_qrels_subset", "split", "max_queries")
+"""Options that pick the collections: shared by every system of a ``systems:`` config."""
 POSITIVE_SETTINGS = {"true": [True], "false": [False], "both": [True, False]}
 _PARSER: argparse.ArgumentParser | None = None
 REPORT_MARKER = "metrics.json"  # an --output folder holding it is a previous report, replaced without --overwrite
@@ -29,7 +32,8 @@ def register(subparsers) -> None:
     )
     source = parser.add_argument_group("collection (one of)")
     source.add_argument("--nanobeir", nargs="+", metavar="NAME", help="NanoBEIR sets by short name (msmarco nfcorpus nq ...); needs the Hub or --nanobeir-id PATH")
-    source.add_argument("--beir-dir", metavar="PATH", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    source.add_argument("--beir-dir", nargs="+", metavar="PATH",
+                        help="BEIR folders (one or more): corpus.jsonl, queries.jsonl, qrels/<split>.tsv; several give one summary table")
     source.add_argument("--hf-dataset", metavar="ID", help="Hugging Face dataset in BEIR schema (corpus, queries subsets; qrels in --hf-qrels-id)")
     source.add_argument("--config", metavar="YAML", help="read options from a YAML file (keys = long option names); the command line wins")
     source.add_argument("--nanobeir-id", default=None, help="NanoBEIR dataset id or local folder (default: sentence-transformers/NanoBEIR-en, or Nano{name}-bm25 with the per-dataset layout)")
@@ -89,6 +93,10 @@ def _apply_config(args: argparse.Namespace) -> None:
     config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a mapping of option names to values")
+    systems = config.pop("systems", None)
+    if systems is not None and (not isinstance(systems, list) or not systems):
+        raise ValueError(f"{path}: 'systems' must be a non-empty list of option mappings")
+    args.systems = systems
     for key, value in config.items():
         dest = key.replace("-", "_")
         if not hasattr(args, dest) or dest in ("func", "command", "config"):
@@ -96,7 +104,7 @@ def _apply_config(args: argparse.Namespace) -> None:
         if getattr(args, dest) == _PARSER.get_default(dest):  # the command line wins
             if dest == "always_rerank_positives" and isinstance(value, bool):
                 value = str(value).lower()
-            if dest in ("nanobeir", "first_stage_option") and not isinstance(value, list):
+            if dest in ("nanobeir", "first_stage_option", "beir_dir") and not isinstance(value, list):
                 value = [value]  # ``nanobeir: msmarco`` is one name, not a list of its letters
             setattr(args, dest, value)
 
@@ -146,8 +154,13 @@ def load_datasets(args: argparse.Namespace):
     if args.nanobeir:
         return [load_nanobeir(name, dataset_id=args.nanobeir_id, layout=args.nanobeir_layout) for name in args.nanobeir]
     if args.beir_dir:
-        return [load_beir(args.beir_dir, split=args.split, encoding=args.encoding, on_bad_line=args.on_bad_line,
-                          on_duplicate=args.on_duplicate)]
+        datasets = [load_beir(path, split=args.split, encoding=args.encoding, on_bad_line=args.on_bad_line,
+                              on_duplicate=args.on_duplicate) for path in args.beir_dir]
+        names = [dataset.name for dataset in datasets]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"--beir-dir: several folders are named {repeated[0]!r}; each collection needs its own name")
+        return datasets
     subset = None if str(args.hf_qrels_subset).lower() == "none" else args.hf_qrels_subset
     return [load_hf_beir(args.hf_dataset, split=args.split, qrels_id=args.hf_qrels_id, qrels_subset=subset)]
 
@@ -163,37 +176,99 @@ def _limit_queries(dataset, max_queries: int | None):
     return dataset
 
 
+@dataclass
+class SystemRun:
+    """What one system (first stage + reranker) measured on every collection."""
+
+    name: str
+    datasets: list
+    protocol: dict
+    end_to_end: list
+    reranked: bool
+    settings: dict
+    timer: object
+    command: str
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate as the command line and ``--config`` ask (the file may set ``no-progress`` too)."""
+    from rerank_pipeline.provenance import PhaseTimer
+
+    timer = PhaseTimer(since_process_start=True)  # "done in" is the command's whole wall time
     _apply_config(args)
     with progress_bars(not args.no_progress):
-        return _evaluate(args)
+        return _evaluate(args, timer)
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _evaluate(args: argparse.Namespace, timer) -> int:
     """Check the options, then evaluate; Ctrl-C tells what was kept (an ``--index-dir`` already saved), never a report."""
     if args.rerank_k < 1 or args.at_k < 1:
         raise ValueError("--rerank-k and --at-k must be >= 1")
     _check_output_paths(args)
     kept_indexes: list[str] = []
     try:
-        return _run(args, kept_indexes)
+        return _run_systems(args, timer, kept_indexes)
     except KeyboardInterrupt:
         if not kept_indexes:
             raise
         raise KeyboardInterrupt(f"kept the first-stage index in {', '.join(kept_indexes)}; no report written") from None
 
 
-def _run(args: argparse.Namespace, kept_indexes: list[str]) -> int:
-    from rerank_pipeline.components.index_folder import atomic_directory
-    from rerank_pipeline.eval import IdentityScorer, evaluate_end_to_end, load_scorer, rerank_protocol_suite, retrieve_rankings
-    from rerank_pipeline.eval.reports import base_reranked_lines, end_to_end_table, protocol_table, write_report
+def _run_systems(args: argparse.Namespace, timer, kept_indexes: list[str]) -> int:
+    from rerank_pipeline.provenance import PhaseTimer
+
+    systems = getattr(args, "systems", None)
+    if not systems:
+        evaluate_system(args, timer, kept_indexes)
+        print(f"done in {timer.elapsed():.1f} s (wall time of the command since its process started)")
+        return 0
+    runs = []
+    for index, options in enumerate(systems):
+        system_args = _system_args(args, options, index)
+        output = Path(args.output) / system_args.system_name if args.output else None
+        system_args.output = str(output) if output else None
+        print(f"\n=== system {system_args.system_name} ===")
+        runs.append(evaluate_system(system_args, PhaseTimer(), kept_indexes))  # each system's own phases
+    _print_and_write_summary(runs, args)
+    print(f"done in {timer.elapsed():.1f} s (wall time of the command, all systems)")
+    return 0
+
+
+def _system_args(args: argparse.Namespace, options, index: int) -> argparse.Namespace:
+    """A copy of ``args`` with one ``systems:`` entry's options applied (the entry's ``name`` names the system)."""
+    if not isinstance(options, dict):
+        raise ValueError(f"systems[{index}]: expected a mapping of option names to values, got {options!r}")
+    system = argparse.Namespace(**vars(args))
+    system.systems = None
+    system.system_name = str(options.get("name") or f"system{index + 1}")
+    for key, value in options.items():
+        if key == "name":
+            continue
+        dest = key.replace("-", "_")
+        if dest in COLLECTION_OPTIONS or not hasattr(args, dest) or dest in ("func", "command", "config", "output"):
+            raise ValueError(f"systems[{index}] ({system.system_name}): {key!r} is not a system option")
+        if dest == "first_stage_option" and not isinstance(value, list):
+            value = [value]
+        setattr(system, dest, value)
+    return system
+
+
+def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) -> SystemRun:
+    """Evaluate one first stage + reranker on every collection the arguments name; print and write its report."""
+    with timer.phase("import"):
+        from rerank_pipeline.components.index_folder import atomic_directory
+        from rerank_pipeline.eval import IdentityScorer, evaluate_end_to_end, load_scorer, rerank_protocol_suite, retrieve_rankings
+        from rerank_pipeline.eval.metrics import relevance_kind
+        from rerank_pipeline.eval.reports import base_reranked_lines, end_to_end_table, protocol_table, write_report
+        from rerank_pipeline.eval.significance import SIGNIFICANCE_NOTE
+        from rerank_pipeline.provenance import collect, header_lines
 
     progress = not args.no_progress
     first_stage = args.first_stage or ("published" if args.nanobeir else "bm25")
     top_k = args.top_k or max(100, args.rerank_k)
-    started = time.perf_counter()
-    datasets = [_limit_queries(dataset, args.max_queries) for dataset in load_datasets(args)]
+    with timer.phase("load"):
+        datasets = [_limit_queries(dataset, args.max_queries) for dataset in load_datasets(args)]
+    reranked = not (args.no_rerank or args.reranker == "identity")
 
     rankings = {}
     for dataset in datasets:
@@ -204,13 +279,14 @@ def _run(args: argparse.Namespace, kept_indexes: list[str]) -> int:
         else:
             index_dir = args.index_dir if len(datasets) == 1 or not args.index_dir else str(Path(args.index_dir) / dataset.name)
             print(f"{dataset.name}: indexing {len(dataset.corpus)} documents and retrieving top {top_k} with {first_stage} ...", flush=True)
-            rankings[dataset.name] = retrieve_rankings(
-                dataset, first_stage, top_k=top_k, index_dir=index_dir,
-                embedding_model=args.embedding_model, **_parse_options(args.first_stage_option),
-            )
+            with timer.phase("index + retrieve"):
+                rankings[dataset.name] = retrieve_rankings(
+                    dataset, first_stage, top_k=top_k, index_dir=index_dir,
+                    embedding_model=args.embedding_model, **_parse_options(args.first_stage_option),
+                )
             if index_dir:
                 kept_indexes.append(index_dir)
-    if args.no_rerank or args.reranker == "identity":
+    if not reranked:
         scorer, reranker_label = (IdentityScorer(), "none (first-stage order)")
     else:
         ranker_options = {}
@@ -219,7 +295,8 @@ def _run(args: argparse.Namespace, kept_indexes: list[str]) -> int:
                               "long_document": args.long_document, "allow_untrained_head": args.allow_untrained_head}
             if args.max_passages is not None:
                 ranker_options["max_passages"] = args.max_passages
-        scorer = load_scorer(args.reranker, args.model, batch_size=args.batch_size, device=args.device, **ranker_options)
+        with timer.phase("load model"):
+            scorer = load_scorer(args.reranker, args.model, batch_size=args.batch_size, device=args.device, **ranker_options)
         reranker_label = f"{args.reranker} {args.model}" + (f" ({_ranker_description(ranker_options)})" if ranker_options else "")
     print(f"reranker: {reranker_label}; candidates: {first_stage}; rerank_k={args.rerank_k}", flush=True)
 
@@ -227,14 +304,16 @@ def _run(args: argparse.Namespace, kept_indexes: list[str]) -> int:
     protocol_results = {}
     for always in POSITIVE_SETTINGS[str(args.always_rerank_positives).lower()]:
         label = "always_rerank_positives" if always else "retrieved_positives_only"
-        suite = rerank_protocol_suite(
-            [(dataset, rankings[dataset.name]) for dataset in datasets], scorer, suite_name=suite_name,
-            rerank_k=args.rerank_k, at_k=args.at_k, always_rerank_positives=always,
-            batch_size=args.batch_size, show_progress_bar=progress,
-            with_aggregate=bool(args.nanobeir) or len(datasets) > 1,
-        )
+        with timer.phase("protocol (score + metrics)"):
+            suite = rerank_protocol_suite(
+                [(dataset, rankings[dataset.name]) for dataset in datasets], scorer, suite_name=suite_name,
+                rerank_k=args.rerank_k, at_k=args.at_k, always_rerank_positives=always,
+                batch_size=args.batch_size, show_progress_bar=progress,
+                with_aggregate=bool(args.nanobeir) or len(datasets) > 1,
+            )
         protocol_results[label] = suite
-        print(f"\nR{args.rerank_k} protocol, always_rerank_positives={always}")
+        print(f"\nR{args.rerank_k} protocol (sentence-transformers' reranking evaluator: top {args.rerank_k} candidates, "
+              f"{label}={always}, binary relevance, fractions)" + ("" if reranked else ": first-stage order only, nothing reranked"))
         for result in suite.results:
             stats = result.stats
             print(
@@ -242,39 +321,67 @@ def _run(args: argparse.Namespace, kept_indexes: list[str]) -> int:
                 f"{stats['positives_mean']:.1f}, Max {stats['positives_max']:.1f}  Negatives: Min {stats['negatives_min']:.1f}, "
                 f"Mean {stats['negatives_mean']:.1f}, Max {stats['negatives_max']:.1f}"
             )
-            print(base_reranked_lines(result.metrics, args.at_k))
-        if suite.with_aggregate:
+            if reranked:
+                print(base_reranked_lines(result.metrics, args.at_k))
+        if suite.with_aggregate and reranked:
             print(f"{suite.prefix}: aggregated")
             print(base_reranked_lines(suite.aggregate, args.at_k))
         print()
-        print(protocol_table(suite))
+        print(protocol_table(suite, reranked=reranked))
+        if reranked:
+            print(SIGNIFICANCE_NOTE)
 
     end_to_end = []
     if args.end_to_end == "on" or (args.end_to_end == "auto" and first_stage != "published"):
-        rerank_scorer = None if args.no_rerank or args.reranker == "identity" else scorer
         for dataset in datasets:
-            end_to_end.append(
-                evaluate_end_to_end(
-                    dataset, rankings[dataset.name], rerank_scorer, rerank_k=args.rerank_k,
-                    fusion=None if args.fusion == "none" else args.fusion,
-                    batch_size=args.batch_size, show_progress_bar=progress,
+            with timer.phase("full ranking (score + metrics)"):
+                end_to_end.append(
+                    evaluate_end_to_end(
+                        dataset, rankings[dataset.name], scorer if reranked else None, rerank_k=args.rerank_k,
+                        fusion=None if args.fusion == "none" else args.fusion,
+                        batch_size=args.batch_size, show_progress_bar=progress,
+                    )
                 )
-            )
-        print(f"\nFull ranking (ir_measures, graded qrels), first stage {first_stage} top {top_k}")
+        relevance = ", ".join(sorted({f"{relevance_kind(d.qrels)} ({d.name})" for d in datasets})) if len(datasets) > 1 \
+            else relevance_kind(datasets[0].qrels)
+        print(f"\nFull ranking (ir_measures; relevance detected from the qrels: {relevance}; fractions), "
+              f"first stage {first_stage} top {top_k}" + ("" if reranked else ", nothing reranked"))
         print(end_to_end_table(end_to_end))
+        if reranked:
+            print(SIGNIFICANCE_NOTE)
 
+    settings = {
+        "datasets": [dataset.name for dataset in datasets], "first_stage": first_stage, "top_k": top_k,
+        "reranker": reranker_label, "rerank_k": args.rerank_k, "at_k": args.at_k, "fusion": args.fusion,
+        "embedding_model": args.embedding_model,
+    }
+    command = command_line(args)
+    provenance = collect(models={"reranker": args.model if reranked else None, "embedding": args.embedding_model},
+                         datasets=datasets, device=args.device, timings=timer.timings())
+    print("\n" + "\n".join(header_lines(provenance)))
     if args.output:
-        settings = {
-            "datasets": [dataset.name for dataset in datasets], "first_stage": first_stage, "top_k": top_k,
-            "reranker": reranker_label, "rerank_k": args.rerank_k, "at_k": args.at_k, "fusion": args.fusion,
-            "embedding_model": args.embedding_model,
-        }
         marker = None if args.overwrite else REPORT_MARKER
         with atomic_directory(args.output, marker, "output folder") as staging:  # no stale file of an older run stays
-            written = write_report(staging, protocol_results, end_to_end, command=command_line(args), settings=settings)
+            written = write_report(staging, protocol_results, end_to_end, command=command, settings=settings,
+                                   reranked=reranked, provenance=provenance)
         print(f"\nwrote {len(written)} files to {args.output}")
-    print(f"done in {time.perf_counter() - started:.1f} s")
-    return 0
+    return SystemRun(getattr(args, "system_name", "system"), datasets, protocol_results, end_to_end, reranked, settings,
+                     timer, command)
+
+
+def _print_and_write_summary(runs: list[SystemRun], args: argparse.Namespace) -> None:
+    """One table over collections (and their mean) x systems, first stage vs reranked with the paired tests; one
+    chart; ``summary.json`` / ``summary.csv`` beside the per-system reports."""
+    from rerank_pipeline.eval.reports import summary_table, write_summary
+    from rerank_pipeline.eval.significance import SIGNIFICANCE_NOTE
+
+    title, table = summary_table(runs)
+    print(f"\n=== summary: {title} ===")
+    print(table)
+    print(SIGNIFICANCE_NOTE)
+    if args.output:
+        written = write_summary(args.output, runs)
+        print(f"\nwrote {len(written)} summary files to {args.output}")
 
 
 def _check_output_paths(args: argparse.Namespace) -> None:

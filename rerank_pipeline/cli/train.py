@@ -6,7 +6,6 @@ import argparse
 import shlex
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from rerank_pipeline.cli import add_progress_flag
@@ -62,10 +61,12 @@ def register(subparsers) -> None:
     training.add_argument("--dev-fraction", type=float, default=DEFAULTS.dev_fraction, help="share of judged queries held out for model selection")
     training.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=DEFAULTS.precision,
                           help="auto: bf16/fp16 on a GPU, fp32 on CPU")
-    training.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed of negative sampling, the dev split and the trainer")
+    training.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seeds data order, negatives, pseudo-queries and initialisation")
+    training.add_argument("--fusion-alpha", type=float, default=DEFAULTS.fusion_alpha,
+                          help="serve the dev-tuned fusion weight only if the fused ranking beats the first stage on dev at this significance level")
     training.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke tests)")
     parser.add_argument("--report-dir", help="also write report.md and results.json here")
-    add_progress_flag(parser, "--quiet")
+    add_progress_flag(parser, "--quiet", help="print nothing: no stage lines, progress bars or tables")
     parser.set_defaults(func=run)
 
 
@@ -78,7 +79,7 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
         false_negative_margin=args.false_negative_margin, self_supervised_pairs=args.self_supervised_pairs,
         dev_fraction=args.dev_fraction, precision=args.precision, seed=args.seed, distillation=args.distillation,
         distillation_queries=args.distillation_queries, distillation_epochs=args.distillation_epochs,
-        distillation_learning_rate=args.distillation_learning_rate,
+        distillation_learning_rate=args.distillation_learning_rate, fusion_alpha=args.fusion_alpha,
     )
 
 
@@ -91,12 +92,13 @@ def run(args: argparse.Namespace) -> int:
     from rerank_pipeline.datasets import load_beir
     from rerank_pipeline.eval.reports import portable_paths, write_json, write_text_atomic
     from rerank_pipeline.output_paths import check_writable_folder, is_empty_folder
+    from rerank_pipeline.provenance import PhaseTimer
     from rerank_pipeline.training.candidates import CandidateSource
     from rerank_pipeline.training.judgements import load_training_collection
     from rerank_pipeline.training.report import before_after_table, card_section, dev_table, evaluate_before_after, protocol_table, write_card_section
     from rerank_pipeline.training.trainer import is_main_process, prepare_output_dir, summary_payload, train_reranker
 
-    started = time.perf_counter()
+    timer = PhaseTimer(since_process_start=True)
     if args.eval_split and not args.beir_dir:
         raise ValueError("--eval-split needs --beir-dir")
     if args.eval_split and args.eval_split == args.train_split and not args.judgements:
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     # the folder holding files before this run; --overwrite replaces it by a new one (a new inode) once data loaded
     previous = output.stat().st_ino if output.is_dir() and not is_empty_folder(output) else None
     try:
-        return _train(args, config, started)
+        return _train(args, config, timer)
     except BaseException as error:
         created = output.is_dir() and not args.resume and (previous is None or output.stat().st_ino != previous)
         if created and not _holds_progress(output):
@@ -134,18 +136,19 @@ def _holds_progress(output: Path) -> bool:
     )
 
 
-def _train(args: argparse.Namespace, config, started: float) -> int:
+def _train(args: argparse.Namespace, config, timer) -> int:
     from rerank_pipeline.datasets import load_beir
     from rerank_pipeline.eval.reports import write_json, write_text_atomic
     from rerank_pipeline.training.candidates import CandidateSource
     from rerank_pipeline.training.judgements import load_training_collection
     from rerank_pipeline.training.report import before_after_table, card_section, dev_table, evaluate_before_after, protocol_table, write_card_section
-    from rerank_pipeline.training.trainer import is_main_process, summary_payload, train_reranker
+    from rerank_pipeline.provenance import collect, header_lines
+    from rerank_pipeline.training.trainer import is_main_process, make_deterministic, summary_payload, train_reranker
 
-    dataset = load_training_collection(args.beir_dir, args.train_split, args.judgements, args.corpus)
-    held_out = None
-    if args.eval_split:  # refuse a leaking held-out split before training, not after
-        held_out = load_beir(args.beir_dir, args.eval_split)
+    with timer.phase("load"):
+        dataset = load_training_collection(args.beir_dir, args.train_split, args.judgements, args.corpus)
+        held_out = load_beir(args.beir_dir, args.eval_split) if args.eval_split else None
+    if held_out is not None:  # refuse a leaking held-out split before training, not after
         # by id, and by text: a judgements file without query ids numbers its queries q1, q2, ... itself
         trained_texts = {" ".join(text.lower().split()) for text in dataset.judged_queries().values()}
         overlap = sorted(
@@ -154,53 +157,84 @@ def _train(args: argparse.Namespace, config, started: float) -> int:
         )
         if overlap:
             raise ValueError(f"--eval-split {args.eval_split!r} shares {len(overlap)} queries with the training judgements, e.g. {overlap[:5]}")
-    say = (lambda text: None) if args.no_progress else (lambda text: print(text, file=sys.stderr, flush=True))
-    say(f"training data: {len(dataset.judged_queries())} judged queries, {len(dataset.corpus)} documents")
-    say(f"indexing the corpus with the {config.first_stage} first stage ...")
-    candidates = CandidateSource.build(dataset, config.first_stage, config.embedding_model)
+    quiet = args.no_progress or not is_main_process()
+    say = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    show = (lambda text: None) if quiet else print
+    if quiet:
+        silence_libraries()
+    make_deterministic(config.seed)
+    say(f"[data] {len(dataset.judged_queries())} judged queries, {len(dataset.corpus)} documents "
+        f"({timer.seconds['load']:.1f} s)")
+    with timer.phase("index"):
+        candidates = CandidateSource.build(dataset, config.first_stage, config.embedding_model)
+    say(f"[index] {config.first_stage} first stage over {len(dataset.corpus)} documents ({timer.seconds['index']:.1f} s)")
     overrides = {"max_steps": args.max_steps} if args.max_steps else {}
-    result = train_reranker(
-        dataset, args.output, config, candidates, overwrite=args.overwrite, resume=args.resume, show_progress=not args.no_progress,
-        keep_checkpoints=args.keep_checkpoints, **overrides,
-    )
+    with timer.phase("train"):
+        result = train_reranker(
+            dataset, args.output, config, candidates, overwrite=args.overwrite, resume=args.resume,
+            show_progress=not quiet, keep_checkpoints=args.keep_checkpoints, say=say, **overrides,
+        )
     if not is_main_process():  # under torchrun / accelerate, rank 0 evaluates and writes the report
         return 0
-    print(f"\nTrained in {result.training_seconds / 60:.1f} min; model saved to {result.output_dir}")
-    print(f"\nDev split ({len(result.dev_queries)} queries), full-ranking nDCG@10 by reranker weight:\n")
-    print(dev_table(result.dev_fusion_curve, result.fusion_weight))
+    show(f"\nTrained in {result.training_seconds / 60:.1f} min; model saved to {result.output_dir}")
+    show(f"\nDev split ({len(result.dev_queries)} queries), full-ranking nDCG@10 by reranker weight:\n")
+    show(dev_table(result.dev_fusion_curve, result.fusion_weight, result.tuned_fusion_weight))
+    show(f"\n{result.guard.sentence()}")
     evaluation = None
-    if args.eval_split:
-        say(f"evaluating on {args.eval_split} ({len(held_out.judged_queries())} queries) ...")
-        rankings = candidates.retrieve(held_out.judged_queries(), top_k=config.fusion_depth)
-        extra = {}
-        if config.first_stage != "bm25":
-            bm25 = CandidateSource.build(held_out, "bm25")
-            extra["BM25"] = bm25.retrieve(held_out.judged_queries(), top_k=config.fusion_depth)
-        from sentence_transformers.cross_encoder import CrossEncoder
+    if held_out is not None:
+        with timer.phase("evaluate"):
+            rankings = candidates.retrieve(held_out.judged_queries(), top_k=config.fusion_depth)
+            extra = {}
+            if config.first_stage != "bm25":
+                bm25 = CandidateSource.build(held_out, "bm25")
+                extra["BM25"] = bm25.retrieve(held_out.judged_queries(), top_k=config.fusion_depth)
+            from sentence_transformers.cross_encoder import CrossEncoder
 
-        trained = CrossEncoder(str(result.output_dir), device="cuda" if _cuda() else "cpu")
-        evaluation = evaluate_before_after(
-            trained, held_out, rankings, result.fusion_weight, first_stage_name=config.first_stage, extra_first_stages=extra,
-            depth=config.fusion_depth, protocol_k=config.fusion_depth, show_progress=not args.no_progress,
-        )
+            trained = CrossEncoder(str(result.output_dir), device="cuda" if _cuda() else "cpu")
+            evaluation = evaluate_before_after(
+                trained, held_out, rankings, result.fusion_weight, first_stage_name=config.first_stage,
+                extra_first_stages=extra, depth=config.fusion_depth, protocol_k=config.fusion_depth, show_progress=not quiet,
+            )
         evaluation.split = f"{held_out.name}/{args.eval_split}"
-        print(f"\nBefore / after on {evaluation.split} (full ranking):\n")
-        print(before_after_table(evaluation))
-        print(f"\n{evaluation.protocol_name} protocol:\n")
-        print(protocol_table(evaluation))
+        say(f"[evaluate] {len(held_out.judged_queries())} {args.eval_split} queries ({timer.seconds['evaluate']:.1f} s)")
+        show(f"\nBefore / after on {evaluation.split} (full ranking, {evaluation.relevance} relevance; "
+             "value (change, p = t-test/randomization)):\n")
+        show(before_after_table(evaluation))
+        show(f"\n{evaluation.protocol_name} protocol (always_rerank_positives, binary relevance):\n")
+        show(protocol_table(evaluation))
     command = "rerank-pipeline " + " ".join(shlex.quote(part) for part in sys.argv[1:]) if sys.argv[1:] else None
+    provenance = collect(
+        models={"base": config.base_model, "embedding": config.embedding_model, "trained": result.output_dir},
+        datasets=[dataset, *([held_out] if held_out is not None else [])], seed=config.seed,
+        timings={**timer.timings(), **{f"train: {stage}": s for stage, s in result.stage_seconds.items()}},
+    )
+    for line in header_lines(provenance):
+        say(f"[provenance] {line}")
     section = card_section(config.to_dict(), result.pair_counts, result.dev_fusion_curve, result.fusion_weight,
-                           result.training_seconds, evaluation, command)
+                           result.training_seconds, evaluation, command, guard=result.guard, provenance=provenance,
+                           collection=dataset.name)
     write_card_section(result.output_dir, section)
     if args.report_dir:
         report = Path(args.report_dir)
-        payload = {**summary_payload(result), "command": command, "total_seconds": round(time.perf_counter() - started, 1),
-                   "evaluation": evaluation.to_dict() if evaluation else None}
+        payload = {**summary_payload(result), "command": command, "total_seconds": round(timer.elapsed(), 1),
+                   "evaluation": evaluation.to_dict() if evaluation else None, "provenance": provenance}
         write_json(report / "results.json", portable_paths(payload))  # a report may be committed: no machine paths
         write_text_atomic(report / "report.md", portable_paths("# Training report\n" + section.split("\n", 2)[2] +
                           f"\nTotal wall time (indexing, training, evaluation): {payload['total_seconds'] / 60:.1f} min.\n"))
-    print(f"\nTotal {(time.perf_counter() - started) / 60:.1f} min.")
+    say(f"[done] total {timer.elapsed() / 60:.1f} min")
     return 0
+
+
+def silence_libraries() -> None:
+    """No progress bars or load reports from transformers, datasets and the Hub client (``--quiet``)."""
+    import datasets
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    disable_progress_bars()
 
 
 def _cuda() -> bool:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rerank_pipeline.datasets import RetrievalDataset
-from rerank_pipeline.eval.metrics import DEFAULT_MEASURES, full_ranking_metrics
+from rerank_pipeline.eval.metrics import DEFAULT_MEASURES, full_ranking_metrics, relevance_kind
 from rerank_pipeline.eval.protocol import Rankings, ranked_ids
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,16 @@ class EndToEndResult:
     first_stage_run: dict[str, list[str]]
     reranked_run: dict[str, list[tuple[str, float]]] | None
     timings: dict[str, float] = field(default_factory=dict)
+    relevance: str = "graded"
+
+    def paired_tests(self, comparisons: int = 1) -> dict:
+        """metric -> :class:`~rerank_pipeline.eval.significance.PairedTest` of reranked against the first stage
+        (empty when nothing was reranked)."""
+        from rerank_pipeline.eval.significance import compare_per_query
+
+        if self.per_query_reranked is None:
+            return {}
+        return compare_per_query(self.per_query_first_stage, self.per_query_reranked, comparisons=comparisons)
 
 
 def evaluate_end_to_end(
@@ -121,18 +131,23 @@ def evaluate_end_to_end(
     first_stage_run = {qid: ranked_ids(first_stage_rankings[qid]) for qid in judged}
     started = time.perf_counter()
     first_mean, first_per_query = full_ranking_metrics(dataset.qrels, first_stage_run, measures)
+    timings = {"metrics_s": time.perf_counter() - started}
     reranked_run = reranked_mean = reranked_per_query = None
     if scorer is not None:
+        scoring = time.perf_counter()
         reranked_run = rerank_rankings(
             dataset, {qid: first_stage_run[qid] for qid in judged}, scorer, rerank_k, fusion, batch_size, show_progress_bar
         )
+        timings["score_s"] = time.perf_counter() - scoring
+        measuring = time.perf_counter()
         reranked_mean, reranked_per_query = full_ranking_metrics(
             dataset.qrels, {qid: ranked_ids(ranking) for qid, ranking in reranked_run.items()}, measures
         )
+        timings["metrics_s"] += time.perf_counter() - measuring
     return EndToEndResult(
         name=dataset.name, rerank_k=rerank_k, fusion=fusion,
         first_stage=first_mean, reranked=reranked_mean,
         per_query_first_stage=first_per_query, per_query_reranked=reranked_per_query,
         first_stage_run=first_stage_run, reranked_run=reranked_run,
-        timings={"total_s": time.perf_counter() - started},
+        timings={**timings, "total_s": time.perf_counter() - started}, relevance=relevance_kind(dataset.qrels),
     )

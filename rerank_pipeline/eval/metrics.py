@@ -51,3 +51,8 @@ def full_ranking_metrics(
         per_query[metric.query_id][names_of[metric.measure]] = float(metric.value)
     mean = {name: float(np.mean([row[name] for row in per_query.values()])) for name in measures}
     return mean, per_query
+
+
+def relevance_kind(qrels: Mapping[str, Mapping[str, int]]) -> str:
+    """``"graded"`` when some judgement has a gain above 1, else ``"binary"``: the label every table carries."""
+    return "graded" if any(gain > 1 for rels in qrels.values() for gain in rels.values()) else "binary"

@@ -139,6 +139,14 @@ class ProtocolResult:
         """Model-card strings ``"0.6323 (+0.0918)"``: reranked value and gain over the base order."""
         return model_card_strings(self.metrics, self.at_k)
 
+    def paired_tests(self, comparisons: int = 1) -> dict:
+        """metric -> :class:`~rerank_pipeline.eval.significance.PairedTest` of reranked against the base order."""
+        from rerank_pipeline.eval.significance import compare_per_query
+
+        base = {qid: {name: row["base_" + name] for name in metric_names(self.at_k)} for qid, row in self.per_query.items()}
+        reranked = {qid: {name: row[name] for name in metric_names(self.at_k)} for qid, row in self.per_query.items()}
+        return compare_per_query(base, reranked, metric_names(self.at_k), comparisons)
+
 
 def model_card_strings(metrics: Mapping[str, float], at_k: int = 10) -> dict[str, str]:
     """``{"map": "0.5676 (+0.1123)", ...}`` from reranked and ``base_`` values."""

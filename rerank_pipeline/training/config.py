@@ -35,7 +35,8 @@ class TrainingConfig:
 
     Optimisation: BCE with ``pos_weight = negatives / positives`` (``loss="bce"``) or LambdaLoss
     (``loss="lambda"``), graded labels ``gain / max gain``, evaluation on the dev split every half epoch,
-    the best dev nDCG@10 checkpoint kept.
+    the best dev nDCG@10 checkpoint kept. Fusion guard: the dev-tuned fusion weight is served only when the fused
+    ranking beats the first stage on dev by a paired test at ``fusion_alpha`` (else ``fusion.json`` holds w = 0).
     """
 
     base_model: str = "answerdotai/ModernBERT-base"
@@ -69,6 +70,7 @@ class TrainingConfig:
     fusion_depth: int = 100
     seed: int = 42
     precision: str = "auto"
+    fusion_alpha: float = 0.05
 
     def __post_init__(self) -> None:
         self.negative_rank_range = tuple(int(r) for r in self.negative_rank_range)  # type: ignore[assignment]
@@ -95,6 +97,8 @@ class TrainingConfig:
             raise ValueError("num_epochs, learning_rate, batch_size must be > 0 and max_length > 8")
         if self.false_negative_margin is not None and not 0 <= self.false_negative_margin < 1:
             raise ValueError(f"false_negative_margin must be in [0, 1), got {self.false_negative_margin}")
+        if not 0 < self.fusion_alpha <= 1:
+            raise ValueError(f"fusion_alpha must be in (0, 1], got {self.fusion_alpha}")
         if self.precision not in ("auto", "fp32", "fp16", "bf16"):
             raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {self.precision!r}")
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from rerank_pipeline.datasets import RetrievalDataset
-from rerank_pipeline.eval.metrics import full_ranking_metrics
+from rerank_pipeline.eval.metrics import full_ranking_metrics, relevance_kind
+from rerank_pipeline.eval.significance import PairedTest, compare_per_query, format_delta
 from rerank_pipeline.training.fusion_tuning import CachedScorer, fused_ranking, score_candidates
 
 REPORT_METRICS = ("ndcg@10", "mrr@10", "recall@100", "map")
@@ -18,16 +19,22 @@ CARD_SECTION_MARKER = "<!-- rerank-pipeline training report -->"
 
 @dataclass
 class BeforeAfter:
-    """Full-ranking metrics of each system on one split, plus the R-k protocol figures of the reranker."""
+    """Full-ranking metrics of each system on one split, plus the R-k protocol figures of the reranker, with paired
+    tests (``tests``: row -> metric -> test dict) of every row against the first stage."""
 
     split: str
     rows: dict[str, dict[str, float]]
     protocol: dict[str, float] = field(default_factory=dict)
     protocol_name: str = ""
     seconds: float = 0.0
+    baseline: str = ""
+    tests: dict[str, dict[str, dict]] = field(default_factory=dict)
+    protocol_tests: dict[str, dict] = field(default_factory=dict)
+    relevance: str = "graded"
 
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split, "rows": self.rows, "protocol_name": self.protocol_name, "protocol": self.protocol,
+                "baseline": self.baseline, "relevance": self.relevance, "paired_tests": self.tests, "protocol_paired_tests": self.protocol_tests,
                 "seconds": round(self.seconds, 1)}
 
 
@@ -51,20 +58,27 @@ def evaluate_before_after(
     started = time.perf_counter()
     judged = dataset.judged_queries()
     rankings = {qid: list(rankings[qid]) for qid in judged}
-    rows: dict[str, dict[str, float]] = {}
+    per_query: dict[str, dict[str, dict[str, float]]] = {}
     for name, extra in (extra_first_stages or {}).items():
-        rows[name] = full_ranking_metrics(dataset.qrels, {qid: [d for d, _ in extra[qid]] for qid in judged})[0]
+        per_query[name] = full_ranking_metrics(dataset.qrels, {qid: [d for d, _ in extra[qid]] for qid in judged})[1]
     scorer = model if isinstance(model, CachedScorer) else CachedScorer(model)
     scored = score_candidates(scorer, dataset.queries, dataset.document_text, rankings, depth, batch_size, show_progress)
-    rows[first_stage_name] = full_ranking_metrics(dataset.qrels, fused_ranking(scored, 0.0))[0]
-    rows[f"{first_stage_name} → reranker"] = full_ranking_metrics(dataset.qrels, fused_ranking(scored, 1.0))[0]
-    rows[f"{first_stage_name} → reranker ⊕ {first_stage_name} (w={fusion_weight:g})"] = full_ranking_metrics(
-        dataset.qrels, fused_ranking(scored, fusion_weight)
-    )[0]
+    per_query[first_stage_name] = full_ranking_metrics(dataset.qrels, fused_ranking(scored, 0.0))[1]
+    per_query[f"{first_stage_name} → reranker"] = full_ranking_metrics(dataset.qrels, fused_ranking(scored, 1.0))[1]
+    if fusion_weight not in (0.0, 1.0):
+        per_query[f"{first_stage_name} → reranker ⊕ {first_stage_name} (w={fusion_weight:g})"] = full_ranking_metrics(
+            dataset.qrels, fused_ranking(scored, fusion_weight)
+        )[1]
+    rows = {name: {m: sum(q[m] for q in values.values()) / len(values) for m in next(iter(values.values()))}
+            for name, values in per_query.items()}
+    others = [name for name in per_query if name != first_stage_name]
+    tests = {name: {metric: test.to_dict() for metric, test in compare_per_query(
+        per_query[first_stage_name], per_query[name], comparisons=len(others)).items()} for name in others}
     protocol = rerank_protocol(dataset, rankings, scorer, rerank_k=protocol_k, batch_size=batch_size, name=dataset.name)
     return BeforeAfter(
         split=dataset.name, rows=rows, protocol=protocol.metrics, protocol_name=protocol.prefix,
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, baseline=first_stage_name, tests=tests, relevance=relevance_kind(dataset.qrels),
+        protocol_tests={metric: test.to_dict() for metric, test in protocol.paired_tests().items()},
     )
 
 
@@ -75,46 +89,73 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _cell(value: float, test: Mapping[str, Any] | None) -> str:
+    if test is None:
+        return f"{value:.4f}"
+    return format_delta(PairedTest(**test))
+
+
 def before_after_table(result: BeforeAfter, metrics: Sequence[str] = REPORT_METRICS) -> str:
-    """One row per system, one column per full-ranking metric."""
-    return markdown_table(["system", *metrics], [[name, *(f"{values[m]:.4f}" for m in metrics)] for name, values in result.rows.items()])
+    """One row per system, one column per full-ranking metric; rows other than the first stage show the change
+    and the paired-test p-values (t-test/randomization, Bonferroni over the rows) against it."""
+    return markdown_table(["system", *metrics], [
+        [name, *(_cell(values[m], result.tests.get(name, {}).get(m)) for m in metrics)] for name, values in result.rows.items()
+    ])
 
 
 def protocol_table(result: BeforeAfter) -> str:
-    """The R-k protocol table in the model-card shape: first stage order vs reranked, with the change."""
+    """The R-k protocol table in the model-card shape: first stage order vs reranked, with the change and the
+    paired-test p-values."""
     names = [key for key in result.protocol if not key.startswith("base_")]
-    rows = []
-    for name in names:
-        base, after = result.protocol[f"base_{name}"], result.protocol[name]
-        rows.append([name, f"{base:.4f}", f"{after:.4f} ({after - base:+.4f})"])
+    rows = [[name, f"{result.protocol[f'base_{name}']:.4f}",
+             _cell(result.protocol[name], result.protocol_tests.get(name))] for name in names]
     return markdown_table(["metric", "first stage order", f"{result.protocol_name} reranked"], rows)
 
 
-def dev_table(curve: Mapping[float, Mapping[str, float]], weight: float) -> str:
-    """Dev-split nDCG@10 of the fused ranking for each weight (0 = first stage, 1 = reranker alone)."""
-    rows = [[f"{w:g}" + (" (chosen)" if w == weight else ""), f"{m['ndcg@10']:.4f}"] for w, m in curve.items()]
+def dev_table(curve: Mapping[float, Mapping[str, float]], weight: float, tuned: float | None = None) -> str:
+    """Dev-split nDCG@10 of the fused ranking for each weight (0 = first stage, 1 = reranker alone); marks the
+    served weight and, when the guard fell back, the tuned one."""
+    def label(w: float) -> str:
+        return f"{w:g}" + (" (served)" if w == weight else " (best on dev, not served)" if w == tuned else "")
+
+    rows = [[label(w), f"{m['ndcg@10']:.4f}"] for w, m in curve.items()]
     return markdown_table(["reranker weight", "dev nDCG@10"], rows)
 
 
 def card_section(
     config: Mapping[str, Any], pair_counts: Mapping[str, int], curve: Mapping[float, Mapping[str, float]], weight: float,
     training_seconds: float, evaluation: BeforeAfter | None = None, command: str | None = None,
+    guard=None, provenance: Mapping[str, Any] | None = None, collection: str | None = None,
 ) -> str:
-    """The model-card section: before/after tables, dev fusion curve, training data counts and config."""
+    """The model-card section: the collection adapted to, before/after tables with paired tests, the dev fusion
+    curve and guard, training data counts, config and provenance."""
     parts = [CARD_SECTION_MARKER, "## Training report (rerank-pipeline)", ""]
+    if collection:
+        parts += [f"Adapted to the collection `{collection}`: the fusion weight and the figures below hold for it, "
+                  "not for other collections.", ""]
     if command:
         parts += ["Command:", "", "```", command, "```", ""]
     if evaluation is not None:
-        parts += [f"### Before / after on `{evaluation.split}` (full ranking, ir_measures, graded qrels)", "",
-                  before_after_table(evaluation), "", f"### {evaluation.protocol_name} protocol on `{evaluation.split}`", "",
-                  protocol_table(evaluation), ""]
+        significance = ("Cells: value (change against the first stage, p = paired t-test / randomization test, "
+                        "two-sided, Bonferroni-corrected); * = both p < 0.05.")
+        parts += [f"### Before / after on `{evaluation.split}` (full ranking, ir_measures, {evaluation.relevance} "
+                  "relevance, fractions)", "", significance, "", before_after_table(evaluation), "",
+                  f"### {evaluation.protocol_name} protocol on `{evaluation.split}` (R-k with always_rerank_positives, "
+                  "binary relevance, fractions)", "", protocol_table(evaluation), ""]
     parts += ["### Dev split: fusion weight", "", "Fused score = w · minmax(reranker) + (1 − w) · minmax(first stage); "
-              "the chosen w is stored in `fusion.json`.", "", dev_table(curve, weight), "",
+              "the served w is stored in `fusion.json`.", ""]
+    if guard is not None:
+        parts += [guard.sentence()[0].upper() + guard.sentence()[1:] + ".", ""]
+    parts += [dev_table(curve, weight, guard.tuned_weight if guard is not None else None), "",
               "### Training data", "", markdown_table(["count", "value"], [[k, v] for k, v in pair_counts.items()]), "",
               f"Training time: {training_seconds / 60:.1f} min.", "", "### Training config", "", "```json"]
     import json
 
     parts += [json.dumps(dict(config), indent=2), "```", ""]
+    if provenance is not None:
+        from rerank_pipeline.provenance import markdown_section
+
+        parts += [markdown_section(provenance)]
     return "\n".join(parts)
 
 

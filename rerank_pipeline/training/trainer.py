@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,14 @@ from rerank_pipeline.training.distillation import (
     distilled_model_dir,
     is_trained_cross_encoder,
 )
-from rerank_pipeline.training.fusion_tuning import CachedScorer, choose_fusion_weight, fusion_curve, score_candidates
+from rerank_pipeline.training.fusion_tuning import (
+    CachedScorer,
+    FusionGuard,
+    choose_fusion_weight,
+    fusion_curve,
+    guard_fusion_weight,
+    score_candidates,
+)
 from rerank_pipeline.training.judgements import split_dev
 from rerank_pipeline.training.negatives import mine_hard_negatives, sample_random_negatives
 from rerank_pipeline.training.pairs import TrainingPairs, build_training_pairs
@@ -61,6 +69,8 @@ class TrainingResult:
     training_seconds: float
     total_seconds: float
     log_history: list[dict[str, Any]] = field(default_factory=list)
+    guard: FusionGuard | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def dev_first_stage(self) -> dict[str, float]:
@@ -72,7 +82,22 @@ class TrainingResult:
 
     @property
     def dev_fused(self) -> dict[str, float]:
+        """Dev metrics at the served weight (the first stage's when the guard fell back to w = 0)."""
         return self.dev_fusion_curve[self.fusion_weight]
+
+    @property
+    def tuned_fusion_weight(self) -> float:
+        """The best dev weight of the grid, before the guard."""
+        return self.guard.tuned_weight if self.guard else self.fusion_weight
+
+
+def make_deterministic(seed: int) -> None:
+    """Seed Python, NumPy and torch and ask torch for deterministic kernels (``transformers.enable_full_determinism``,
+    warn-only: on a GPU a few kernels have no deterministic version, and cuDNN/cuBLAS reductions may still differ
+    between GPU models). On CPU, a run is bit-for-bit repeatable for the same thread count and library versions."""
+    from transformers import enable_full_determinism
+
+    enable_full_determinism(seed, warn_only=True)
 
 
 def is_main_process() -> bool:
@@ -181,6 +206,22 @@ def make_loss(config: TrainingConfig, model, pairs: TrainingPairs):
     return losses.BinaryCrossEntropyLoss(model, pos_weight=pos_weight)
 
 
+def without_raw_log_lines(trainer, show_progress: bool):
+    """Keep the trainer's progress bar (with ETA) when ``show_progress``, but never print its raw loss dictionaries:
+    the losses stay in ``trainer.state.log_history`` and the report."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            return None
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if show_progress:
+        trainer.add_callback(BarOnly)
+    return trainer
+
+
 def load_base_model(config: TrainingConfig):
     """The base model as a one-label ``CrossEncoder``; a bi-encoder or plain encoder gets a fresh seeded head."""
     from sentence_transformers.cross_encoder import CrossEncoder
@@ -258,6 +299,7 @@ def warm_start_by_distillation(
         model=model, args=arguments, train_dataset=pairs.pairwise_dataset().shuffle(seed=config.seed),
         loss=losses.BinaryCrossEntropyLoss(model),
     )
+    without_raw_log_lines(trainer, show_progress)
     trainer.train(resume_from_checkpoint=last_checkpoint(stage_dir) if resume else None)
     if is_main_process():
         model.save_pretrained(str(saved))
@@ -273,6 +315,7 @@ def train_reranker(
     resume: bool = False,
     show_progress: bool = True,
     keep_checkpoints: bool = False,
+    say: Callable[[str], None] | None = None,
     **argument_overrides: Any,
 ) -> TrainingResult:
     """Train a reranker on ``dataset`` (its queries and qrels are the training judgements) into ``output_dir``.
@@ -284,9 +327,21 @@ def train_reranker(
     ``argument_overrides`` go to ``CrossEncoderTrainingArguments`` (e.g. ``max_steps`` for a smoke test).
     Checkpoints (``output_dir/checkpoints``, ``output_dir/distillation`` and the warm-started ``output_dir/distilled``,
     what ``resume`` continues from) are removed once the model is saved, unless ``keep_checkpoints``.
+    ``say`` receives one line per stage (mining, distillation, judged pairs, model selection, fusion tuning) with
+    its counts and elapsed time.
     """
     config = config or TrainingConfig()
     started = time.perf_counter()
+    make_deterministic(config.seed)
+    stage_seconds: dict[str, float] = {}
+    stage_started = [time.perf_counter()]
+
+    def stage_done(name: str, text: str) -> None:
+        stage_seconds[name] = time.perf_counter() - stage_started[0]
+        stage_started[0] = time.perf_counter()
+        if say is not None and is_main_process():
+            say(f"[{name}] {text} ({stage_seconds[name]:.1f} s)")
+
     judged = list(dataset.judged_queries())
     train_ids, dev_ids = split_dev(judged, config.dev_fraction, config.min_dev_queries, config.seed)
     output = prepare_output_dir(output_dir, overwrite=overwrite, resume=resume)  # after the checks: overwrite deletes
@@ -323,6 +378,8 @@ def train_reranker(
         "dev_queries": len(dev_ids), "pseudo_queries": len(pseudo),
     }
     logger.info("training pairs: %s", counts)
+    stage_done("mining", f"{len(train_ids)} training queries, {len(dev_ids)} dev; {pairs.judged_pairs} judged pairs "
+               f"({pairs.positives} positives, {pairs.negatives} negatives), {len(pseudo)} pseudo-queries")
     if is_main_process():
         write_json_atomic(output / CONFIG_FILE, config.to_dict())
 
@@ -337,6 +394,9 @@ def train_reranker(
             model, dataset, train_ids, candidates, config, output, resume, show_progress, **argument_overrides
         )
         counts.update(distillation_counts)
+        stage_done("distillation", f"{distillation_counts.get('distillation_pairs', 0)} soft-labelled pairs from "
+                   f"{distillation_counts.get('distillation_queries', 0)} queries" if distillation_counts
+                   else "resumed from the saved warm start")
     dev_dataset = RetrievalDataset(
         name="dev", corpus=dataset.corpus, queries={qid: dataset.queries[qid] for qid in dev_ids},
         qrels={qid: dataset.qrels[qid] for qid in dev_ids},
@@ -352,25 +412,32 @@ def train_reranker(
         model=model, args=arguments, train_dataset=train_data.shuffle(seed=config.seed),
         loss=make_loss(config, model, pairs), evaluator=evaluator,
     )
+    without_raw_log_lines(trainer, show_progress)
     resume_from = last_checkpoint(output) if resume else None
     if resume and resume_from is None:
         logger.warning("no checkpoint under %s; training from the start", output / CHECKPOINT_DIR)
     trainer.train(resume_from_checkpoint=resume_from)
     training_seconds = time.perf_counter() - training_started
+    stage_done("judged pairs", f"{len(train_data)} training examples, {trainer.state.global_step} optimizer steps")
+    best = trainer.state.best_metric
+    stage_done("model selection", f"checkpoint {Path(trainer.state.best_model_checkpoint or 'last').name} kept, "
+               f"dev {evaluator.primary_metric} {best:.4f}" if best is not None else "no dev evaluation ran; last weights kept")
 
     scorer = CachedScorer(model)
     scored = score_candidates(scorer, dataset.queries, dataset.document_text, dev_rankings, config.fusion_depth)
     dev_protocol = evaluator(scorer)
     curve = fusion_curve(scored, dataset.qrels)
-    weight = choose_fusion_weight(curve)
-    logger.info("dev nDCG@10: first stage %.4f, reranker %.4f, fused (w=%.1f) %.4f",
-                curve[0.0]["ndcg@10"], curve[1.0]["ndcg@10"], weight, curve[weight]["ndcg@10"])
+    guard = guard_fusion_weight(scored, dataset.qrels, choose_fusion_weight(curve), alpha=config.fusion_alpha)
+    weight = guard.served_weight
+    logger.info(guard.sentence())
+    stage_done("fusion tuning", guard.sentence())
 
     if is_main_process():
         model.save_pretrained(str(output))
         save_fusion_settings(
             output, weight, first_stage=config.first_stage, depth=config.fusion_depth,
-            dev_ndcg_at_10={str(w): round(m["ndcg@10"], 4) for w, m in curve.items()},
+            dev_ndcg_at_10={str(w): round(m["ndcg@10"], 4) for w, m in curve.items()}, guard=guard.to_dict(),
+            collection=dataset.name,
         )
     if not keep_checkpoints and is_main_process():
         for intermediate in (output / CHECKPOINT_DIR, output / DISTILLATION_DIR, distilled_model_dir(output)):
@@ -378,7 +445,8 @@ def train_reranker(
     result = TrainingResult(
         output_dir=output, config=config, train_queries=train_ids, dev_queries=dev_ids, pair_counts=counts,
         dev_fusion_curve=curve, fusion_weight=weight, dev_protocol=dev_protocol, training_seconds=training_seconds,
-        total_seconds=time.perf_counter() - started, log_history=list(trainer.state.log_history),
+        total_seconds=time.perf_counter() - started, log_history=list(trainer.state.log_history), guard=guard,
+        stage_seconds=stage_seconds,
     )
     if is_main_process():
         write_json_atomic(output / SUMMARY_FILE, summary_payload(result))
@@ -392,6 +460,8 @@ def summary_payload(result: TrainingResult) -> dict[str, Any]:
         "pair_counts": result.pair_counts,
         "dev_queries": result.dev_queries,
         "fusion_weight": result.fusion_weight,
+        "fusion_guard": result.guard.to_dict() if result.guard else None,
+        "stage_seconds": {stage: round(seconds, 1) for stage, seconds in result.stage_seconds.items()},
         "dev_fusion_curve": {str(weight): metrics for weight, metrics in result.dev_fusion_curve.items()},
         "dev_protocol": result.dev_protocol,
         "training_seconds": round(result.training_seconds, 1),
