@@ -6,7 +6,7 @@ Models are MiniLM-L6- and ModernBERT-base-shaped with seeded random weights and 
 and speed are real but no quality is measured. Writes OUT/results.json; speeds are ratios against
 CrossEncoder.predict (fp32, batch_size 32) measured in the same run.
 """
-import gzip, json, os, shutil, sys, time, traceback
+import gzip, json, os, shutil, time, traceback
 from pathlib import Path
 
 import numpy as np

@@ -89,14 +89,9 @@ def run(args: argparse.Namespace) -> int:
     Output paths are checked before any work; a run that fails or is interrupted before its first checkpoint
     removes the output folder it created, so the same command runs again.
     """
-    from rerank_pipeline.datasets import load_beir
-    from rerank_pipeline.eval.reports import portable_paths, write_json, write_text_atomic
     from rerank_pipeline.output_paths import check_writable_folder, is_empty_folder
     from rerank_pipeline.provenance import PhaseTimer
-    from rerank_pipeline.training.candidates import CandidateSource
-    from rerank_pipeline.training.judgements import load_training_collection
-    from rerank_pipeline.training.report import before_after_table, card_section, dev_table, evaluate_before_after, protocol_table, write_card_section
-    from rerank_pipeline.training.trainer import is_main_process, prepare_output_dir, summary_payload, train_reranker
+    from rerank_pipeline.training.trainer import prepare_output_dir
 
     timer = PhaseTimer(since_process_start=True)
     if args.eval_split and not args.beir_dir:
@@ -138,11 +133,11 @@ def _holds_progress(output: Path) -> bool:
 
 def _train(args: argparse.Namespace, config, timer) -> int:
     from rerank_pipeline.datasets import load_beir
-    from rerank_pipeline.eval.reports import write_json, write_text_atomic
+    from rerank_pipeline.eval.reports import portable_paths, write_json, write_text_atomic
+    from rerank_pipeline.provenance import collect, header_lines
     from rerank_pipeline.training.candidates import CandidateSource
     from rerank_pipeline.training.judgements import load_training_collection
     from rerank_pipeline.training.report import before_after_table, card_section, dev_table, evaluate_before_after, protocol_table, write_card_section
-    from rerank_pipeline.provenance import collect, header_lines
     from rerank_pipeline.training.trainer import is_main_process, make_deterministic, summary_payload, train_reranker
 
     with timer.phase("load"):
