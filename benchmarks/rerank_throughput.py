@@ -32,7 +32,7 @@ from haystack import Document  # noqa: E402
 from sentence_transformers import CrossEncoder  # noqa: E402
 
 from rerank_pipeline.components import CrossEncoderRanker  # noqa: E402
-from rerank_pipeline.cross_encoder_checkpoint import init_cross_encoder_from_encoder  # noqa: E402
+from rerank_pipeline.components.ranker.checkpoint import init_cross_encoder_from_encoder  # noqa: E402
 from rerank_pipeline.datasets import load_beir  # noqa: E402
 
 DEFAULT_BEIR_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cranfield"

@@ -209,7 +209,7 @@ def prepare(args: argparse.Namespace, work: Path) -> list[str]:
     """Index the corpus, save the cross-encoder, pick timed queries and the held-out calibration query."""
     import shutil
 
-    from rerank_pipeline.cross_encoder_checkpoint import init_cross_encoder_from_encoder
+    from rerank_pipeline.components.ranker.checkpoint import init_cross_encoder_from_encoder
     from rerank_pipeline.datasets import load_beir
     from rerank_pipeline.first_stage import build_first_stage
     from rerank_pipeline.cli.retrieval import read_documents

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rerank_pipeline.components import CrossEncoderRanker
-from rerank_pipeline.components._first_token_head import (
+from rerank_pipeline.components.ranker.first_token_head import (
     FirstTokenLastLayer,
     compute_last_layer_for_first_token_only,
 )

@@ -14,9 +14,9 @@ from sentence_transformers import CrossEncoder
 
 from rerank_pipeline.components import CrossEncoderRanker
 from tiny_models import BACKEND_PAIRS
-from rerank_pipeline.components._batching import plan_token_budget_batches
-from rerank_pipeline.components._passages import passage_windows, split_long_document
-from rerank_pipeline.components._scoring import ModelLoadError
+from rerank_pipeline.components.ranker.batching import plan_token_budget_batches
+from rerank_pipeline.components.ranker.passages import passage_windows, split_long_document
+from rerank_pipeline.components.ranker.scoring import ModelLoadError
 
 QUERY = "supersonic boundary layer heat transfer"
 TEXTS = [
@@ -363,7 +363,7 @@ def test_token_budget_batches_sorted_and_bounded():
 
 
 def test_real_minilm_cross_encoder_on_cranfield(minilm_path, cranfield_dir, tmp_path):
-    from rerank_pipeline.cross_encoder_checkpoint import init_cross_encoder_from_encoder
+    from rerank_pipeline.components.ranker.checkpoint import init_cross_encoder_from_encoder
 
     model_dir = init_cross_encoder_from_encoder(minilm_path, tmp_path / "minilm-ce", max_length=512, seed=0)
     with open(cranfield_dir / "corpus.jsonl", encoding="utf-8") as corpus:
@@ -383,7 +383,7 @@ def test_real_minilm_cross_encoder_on_cranfield(minilm_path, cranfield_dir, tmp_
 def test_fast_padding_equals_the_tokenizers_own(tiny_bert, padding_side):
     from transformers import AutoTokenizer
 
-    from rerank_pipeline.components._scoring import PairScorer
+    from rerank_pipeline.components.ranker.scoring import PairScorer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     tokenizer.padding_side = padding_side

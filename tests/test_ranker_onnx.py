@@ -39,7 +39,7 @@ def test_onnx_int8_close_to_fp32_and_cached(tiny_bert, expected, tmp_path):
 
 
 def test_export_key_follows_the_hub_commit(tmp_path):
-    from rerank_pipeline.onnx_export import hub_revision, model_fingerprint
+    from rerank_pipeline.components.ranker.onnx_export import hub_revision, model_fingerprint
 
     repo = tmp_path / "hub" / "models--org--reranker"
     for commit in ("aaa111", "bbb222"):

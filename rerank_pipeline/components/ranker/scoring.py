@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rerank_pipeline.components._batching import plan_token_budget_batches
+from rerank_pipeline.components.ranker.batching import plan_token_budget_batches
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from haystack.utils import ComponentDevice, Secret
 from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kwargs
 from haystack.utils.misc import _deduplicate_documents
 
-from rerank_pipeline.components._first_token_head import compute_last_layer_for_first_token_only
-from rerank_pipeline.components._passages import split_long_document
-from rerank_pipeline.components._scoring import (
+from rerank_pipeline.components.ranker.first_token_head import compute_last_layer_for_first_token_only
+from rerank_pipeline.components.ranker.passages import split_long_document
+from rerank_pipeline.components.ranker.scoring import (
     PRECISIONS,
     PairScorer,
     TorchLogits,
@@ -260,7 +260,7 @@ class CrossEncoderRanker:
         if self.backend == "onnx":
             logits_fn, input_names = self._onnx_logits(hf_model, tokenizer, input_names, device)
         elif self.backend == "openvino":
-            from rerank_pipeline.openvino_backend import OpenVinoLogits
+            from rerank_pipeline.components.ranker.openvino import OpenVinoLogits
 
             logits_fn = OpenVinoLogits(
                 hf_model, sample_features(tokenizer, input_names), self.precision, self.quantize,
@@ -306,7 +306,7 @@ class CrossEncoderRanker:
         self, hf_model: torch.nn.Module, tokenizer: Any, input_names: set[str] | None,
         device: torch.device,
     ) -> tuple[Any, set[str]]:
-        from rerank_pipeline.onnx_export import OnnxLogits, cached_onnx_export
+        from rerank_pipeline.components.ranker.onnx_export import OnnxLogits, cached_onnx_export
 
         sample = sample_features(tokenizer, input_names)
         path = cached_onnx_export(self.model, hf_model, sample, self.quantize, self.onnx_cache_dir)
