@@ -17,6 +17,7 @@ _EXPORTS = {
     "FAISSEmbeddingRetriever": "faiss_store",
     "CrossEncoderRanker": "ranker",
     "RerankerScoreFusion": "score_fusion",
+    "ReciprocalRankFusion": "rrf",
 }
 __all__ = list(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
