@@ -1,5 +1,6 @@
 """``rerank-pipeline eval``: the seed models' R-k protocol and end-to-end metrics on NanoBEIR, BEIR folders and
-Hugging Face BEIR datasets, with any first stage and reranker; prints model-card tables, writes reports."""
+Hugging Face BEIR datasets, with any first stage and reranker; prints model-card tables, writes reports, and
+tests the final ranking against earlier reports (--compare)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,10 @@ def register(subparsers) -> None:
     protocol.add_argument("--fusion", choices=("none", "rrf"), default="none", help="end to end: order the reranked top-k by the reranker alone or by RRF with the first stage")
     protocol.add_argument("--output", default=None, help="write metrics.json, metrics.csv, per_query.csv, *.trec, chart.png, COMMAND.txt here (a new or empty folder, or a previous report, replaced as a whole)")
     protocol.add_argument("--overwrite", action="store_true", help="replace an --output folder that holds other files")
+    protocol.add_argument("--compare", nargs="+", metavar="RUN_DIR", default=None,
+                          help="earlier --output folders (same collections and judged queries): per metric, their final "
+                               "ranking against this run's, paired t-test and randomization test (Bonferroni over several); "
+                               "a table after the report's, 'comparisons' in metrics.json, comparisons.csv")
     add_progress_flag(protocol)
     parser.set_defaults(func=run)
     _PARSER = parser
@@ -104,7 +109,7 @@ def _apply_config(args: argparse.Namespace) -> None:
         if getattr(args, dest) == _PARSER.get_default(dest):  # the command line wins
             if dest == "always_rerank_positives" and isinstance(value, bool):
                 value = str(value).lower()
-            if dest in ("nanobeir", "first_stage_option", "beir_dir") and not isinstance(value, list):
+            if dest in ("nanobeir", "first_stage_option", "beir_dir", "compare") and not isinstance(value, list):
                 value = [value]  # ``nanobeir: msmarco`` is one name, not a list of its letters
             setattr(args, dest, value)
 
@@ -258,16 +263,19 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
     with timer.phase("import"):
         from rerank_pipeline.components.index_folder import atomic_directory
         from rerank_pipeline.eval import IdentityScorer, evaluate_end_to_end, load_scorer, rerank_protocol_suite, retrieve_rankings
+        from rerank_pipeline.eval.compare import check_same_collections, compare_with_earlier_runs, load_earlier_runs
         from rerank_pipeline.eval.metrics import relevance_kind
         from rerank_pipeline.eval.reports import base_reranked_lines, end_to_end_table, protocol_table, write_report
         from rerank_pipeline.eval.significance import SIGNIFICANCE_NOTE
         from rerank_pipeline.provenance import collect, header_lines
 
+    earlier_runs = load_earlier_runs(args.compare)  # before any work: each folder must be a report
     progress = not args.no_progress
     first_stage = args.first_stage or ("published" if args.nanobeir else "bm25")
     top_k = args.top_k or max(100, args.rerank_k)
     with timer.phase("load"):
         datasets = [_limit_queries(dataset, args.max_queries) for dataset in load_datasets(args)]
+    check_same_collections(earlier_runs, datasets)
     reranked = not (args.no_rerank or args.reranker == "identity")
 
     rankings = {}
@@ -350,6 +358,10 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
         if reranked:
             print(SIGNIFICANCE_NOTE)
 
+    comparison = compare_with_earlier_runs(earlier_runs, protocol_results, end_to_end, reranked)
+    if comparison:
+        print("\n" + comparison.console())
+
     settings = {
         "datasets": [dataset.name for dataset in datasets], "first_stage": first_stage, "top_k": top_k,
         "reranker": reranker_label, "rerank_k": args.rerank_k, "at_k": args.at_k, "fusion": args.fusion,
@@ -363,7 +375,7 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
         marker = None if args.overwrite else REPORT_MARKER
         with atomic_directory(args.output, marker, "output folder") as staging:  # no stale file of an older run stays
             written = write_report(staging, protocol_results, end_to_end, command=command, settings=settings,
-                                   reranked=reranked, provenance=provenance)
+                                   reranked=reranked, provenance=provenance, comparison=comparison)
         print(f"\nwrote {len(written)} files to {args.output}")
     return SystemRun(getattr(args, "system_name", "system"), datasets, protocol_results, end_to_end, reranked, settings,
                      timer, command)

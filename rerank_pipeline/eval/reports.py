@@ -16,6 +16,8 @@ from rerank_pipeline.eval.protocol import ProtocolResult, SuiteResult, metric_na
 from rerank_pipeline.eval.significance import PairedTest, format_delta, paired_test
 
 
+PER_QUERY_HEADER = ["section", "setting", "dataset", "query_id", "metric", "value"]
+"""Columns of ``per_query.csv``."""
 _SITE_PACKAGES = re.compile(r"(?<![\w.~<-])/[^\s'\"]*?/(?:site|dist)-packages/")
 
 
@@ -283,12 +285,16 @@ def write_report(
     tag: str = "rerank-pipeline",
     reranked: bool = True,
     provenance: Mapping | None = None,
+    comparison=None,
 ) -> list[Path]:
-    """Write ``metrics.json``, ``metrics.csv``, ``per_query.csv``, TREC runs, ``chart.png`` and ``COMMAND.txt``.
+    """Write ``metrics.json``, ``metrics.csv``, ``per_query.csv``, TREC runs, ``chart.png`` and ``COMMAND.txt``
+    (and ``comparisons.csv`` with a ``comparison``).
 
     ``protocol`` maps a label (e.g. ``"always_rerank_positives"``) to a :class:`SuiteResult`. With
     ``reranked=False`` (``--no-rerank``) only the first stage's figures are written. ``provenance`` (see
-    :mod:`rerank_pipeline.provenance`) goes into ``metrics.json`` and, flattened, into ``metrics.csv``.
+    :mod:`rerank_pipeline.provenance`) goes into ``metrics.json`` and, flattened, into ``metrics.csv``. A
+    :class:`~rerank_pipeline.eval.compare.RunComparison` (``--compare``) goes into ``metrics.json``'s
+    ``comparisons`` and ``comparisons.csv``.
     """
     output_dir = Path(output_dir)
     written: list[Path] = []
@@ -301,6 +307,8 @@ def write_report(
     payload["protocol"] = {label: protocol_payload(suite, reranked) for label, suite in protocol.items()}
     if end_to_end:
         payload["end_to_end"] = end_to_end_payload(end_to_end)
+    if comparison is not None:
+        payload["comparisons"] = comparison.to_dict()
     if provenance is not None:
         payload["provenance"] = dict(provenance)
     written.append(write_json(output_dir / "metrics.json", payload))
@@ -332,7 +340,9 @@ def write_report(
     if provenance is not None:
         rows += [["provenance", "", "", key, value] for key, value in flatten(provenance).items()]
     written.append(write_csv(output_dir / "metrics.csv", ["section", "setting", "dataset", "metric", "value"], rows))
-    written.append(write_csv(output_dir / "per_query.csv", ["section", "setting", "dataset", "query_id", "metric", "value"], per_query_rows))
+    written.append(write_csv(output_dir / "per_query.csv", PER_QUERY_HEADER, per_query_rows))
+    if comparison is not None:
+        written.append(write_csv(output_dir / "comparisons.csv", comparison.CSV_HEADER, comparison.csv_rows()))
 
     if reranked:
         for label, suite in protocol.items():
