@@ -135,3 +135,17 @@ def test_bad_compare_folders_are_refused_in_one_line_before_any_work(beir_dir, r
         captured = capsys.readouterr()
         assert message in captured.err and captured.err.count("\n") == 1
         assert "indexing" not in captured.out and not out.exists()  # refused before retrieval, nothing written
+
+
+def test_a_served_pipeline_compared_with_its_built_twin_shows_no_change(beir_dir, tiny_bert, tmp_path, capsys):
+    index, yaml_file = tmp_path / "index", tmp_path / "pipeline.yml"
+    assert main(["index", "--beir-dir", str(beir_dir), "--backend", "bm25", "--index-dir", str(index)]) == 0
+    assert main(["export", "--index-dir", str(index), "--model", str(tiny_bert), "--top-k", "20", "--candidates", "20",
+                 "--output", str(yaml_file)]) == 0
+    common = ["eval", "--beir-dir", str(beir_dir), "--no-progress"]
+    assert main([*common, "--first-stage", "bm25", "--index-dir", str(index), "--model", str(tiny_bert), "--rerank-k", "20",
+                 "--top-k", "20", "--output", str(tmp_path / "built")]) == 0
+    assert main([*common, "--pipeline", str(yaml_file), "--compare", str(tmp_path / "built"),
+                 "--output", str(tmp_path / "served")]) == 0
+    runs = json.loads((tmp_path / "served" / "metrics.json").read_text())["comparisons"]["rankings"]["full ranking"]["toy"]["runs"]
+    assert {(test["delta"], test["t_test_p"], test["permutation_p"]) for test in runs["built"].values()} == {(0.0, 1.0, 1.0)}

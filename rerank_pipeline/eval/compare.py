@@ -276,7 +276,7 @@ def _compared_rankings(current: Rankings, runs: Sequence[EarlierRun]) -> tuple[l
     protocol = [ranking for ranking in current if ranking != FULL_RANKING and shared(ranking)]
     lacking = next((run for run in runs if not all(ranking in run.rankings for ranking in current)), runs[0])
     if not protocol:
-        raise ValueError(f"--compare {lacking.path}: no ranking in common with this run (this run: {', '.join(current)}; "
+        raise ValueError(f"--compare {lacking.path}: no ranking in common with this run (this run: {', '.join(current) or 'none'}; "
                          f"{lacking.name}: {', '.join(lacking.rankings) or 'none'})")
     fallback = None
     if FULL_RANKING in current:
