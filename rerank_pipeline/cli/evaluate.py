@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rerank_pipeline.cli import add_progress_flag, progress_bars
+from rerank_pipeline.cli.serve import add_fusion_option
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def register(subparsers) -> None:
     protocol.add_argument("--at-k", type=int, default=10, help="cut-off of MRR@k and nDCG@k in the protocol")
     protocol.add_argument("--always-rerank-positives", choices=tuple(POSITIVE_SETTINGS), default="true", help="put every positive into the reranked set (the model-card protocol); 'both' runs the two")
     protocol.add_argument("--end-to-end", choices=("auto", "on", "off"), default="auto", help="full-ranking metrics (ir_measures); auto = on for our own first stage")
-    protocol.add_argument("--fusion", choices=("none", "rrf"), default="none", help="end to end: order the reranked top-k by the reranker alone or by RRF with the first stage")
+    add_fusion_option(protocol)  # end to end only: the R-k protocol always measures the reranker alone
     protocol.add_argument("--output", default=None, help="write metrics.json, metrics.csv, per_query.csv, *.trec, chart.png, COMMAND.txt here (a new or empty folder, or a previous report, replaced as a whole)")
     protocol.add_argument("--overwrite", action="store_true", help="replace an --output folder that holds other files")
     add_progress_flag(protocol)
@@ -257,6 +258,7 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
     """Evaluate one first stage + reranker on every collection the arguments name; print and write its report."""
     with timer.phase("import"):
         from rerank_pipeline.components.index_folder import atomic_directory
+        from rerank_pipeline.components.score_fusion import resolve_fusion
         from rerank_pipeline.eval import IdentityScorer, evaluate_end_to_end, load_scorer, rerank_protocol_suite, retrieve_rankings
         from rerank_pipeline.eval.metrics import relevance_kind
         from rerank_pipeline.eval.reports import base_reranked_lines, end_to_end_table, protocol_table, write_report
@@ -266,9 +268,10 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
     progress = not args.no_progress
     first_stage = args.first_stage or ("published" if args.nanobeir else "bm25")
     top_k = args.top_k or max(100, args.rerank_k)
+    reranked = not (args.no_rerank or args.reranker == "identity")
+    fusion = resolve_fusion(args.model if reranked else None, args.fusion)  # a bad choice fails before any work
     with timer.phase("load"):
         datasets = [_limit_queries(dataset, args.max_queries) for dataset in load_datasets(args)]
-    reranked = not (args.no_rerank or args.reranker == "identity")
 
     rankings = {}
     for dataset in datasets:
@@ -299,6 +302,7 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
             scorer = load_scorer(args.reranker, args.model, batch_size=args.batch_size, device=args.device, **ranker_options)
         reranker_label = f"{args.reranker} {args.model}" + (f" ({_ranker_description(ranker_options)})" if ranker_options else "")
     print(f"reranker: {reranker_label}; candidates: {first_stage}; rerank_k={args.rerank_k}", flush=True)
+    print(f"{fusion.summary()} (end to end; the R{args.rerank_k} protocol measures the reranker alone)", flush=True)
 
     suite_name = "NanoBEIR" if args.nanobeir else "mean"
     protocol_results = {}
@@ -338,7 +342,7 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
                 end_to_end.append(
                     evaluate_end_to_end(
                         dataset, rankings[dataset.name], scorer if reranked else None, rerank_k=args.rerank_k,
-                        fusion=None if args.fusion == "none" else args.fusion,
+                        fusion=None if fusion.method == "none" else fusion.method, fusion_weight=fusion.weight,
                         batch_size=args.batch_size, show_progress_bar=progress,
                     )
                 )
@@ -352,7 +356,8 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
 
     settings = {
         "datasets": [dataset.name for dataset in datasets], "first_stage": first_stage, "top_k": top_k,
-        "reranker": reranker_label, "rerank_k": args.rerank_k, "at_k": args.at_k, "fusion": args.fusion,
+        "reranker": reranker_label, "rerank_k": args.rerank_k, "at_k": args.at_k,
+        "fusion": fusion.method, "fusion_weight": fusion.weight,
         "embedding_model": args.embedding_model,
     }
     command = command_line(args)

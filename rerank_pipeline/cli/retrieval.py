@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rerank_pipeline.cli import add_progress_flag
-from rerank_pipeline.cli.serve import RANKER_BACKENDS
+from rerank_pipeline.cli.serve import RANKER_BACKENDS, add_fusion_option, announce_fusion
 
 if TYPE_CHECKING:  # haystack is imported by the handlers, so building the parser stays fast
     from haystack import Document
@@ -129,13 +129,16 @@ def run_search(args: argparse.Namespace) -> int:
         raise ValueError("pass --model (a cross-encoder folder or Hub id) or --no-rerank for the first stage only")
     if args.top_k <= 0:
         raise ValueError(f"--top-k must be positive, got {args.top_k}")
+    model = None if args.no_rerank else args.model
+    announce_fusion(model, args.fusion)
     pipeline = build_pipeline(
         args.index_dir,
-        ranker_model=None if args.no_rerank else args.model,
+        ranker_model=model,
         top_k=args.top_k,
         candidates=max(args.candidates, args.top_k),
         ranker_options={"backend": args.backend, "quantize": args.quantize,
                         "allow_untrained_head": args.allow_untrained_head},
+        fusion=args.fusion,
     )
     try:
         documents = search(pipeline, args.query)
@@ -188,5 +191,6 @@ def register(subparsers) -> None:
     search.add_argument("--quantize", action="store_true", help="int8 inference (openvino: static int8, cached)")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
     search.add_argument("--allow-untrained-head", action="store_true", help="accept a --model without a trained scoring head (it scores with a random head)")
+    add_fusion_option(search)
     add_progress_flag(search)
     search.set_defaults(func=run_search)

@@ -12,6 +12,23 @@ from rerank_pipeline.cli import add_progress_flag
 from rerank_pipeline.serving import DEFAULT_HOST, DEFAULT_NAME, DEFAULT_PORT
 
 RANKER_BACKENDS = ("torch", "onnx", "openvino")  # CrossEncoderRanker's backends (named here without loading torch)
+FUSION_CHOICES = ("model", "none", "rrf")  # score_fusion.FUSION_CHOICES (named here without loading haystack)
+
+
+def add_fusion_option(parser: argparse.ArgumentParser) -> None:
+    """``--fusion none|model|rrf``: what orders the reranked candidates (shared by export, serve, search, eval)."""
+    parser.add_argument(
+        "--fusion", choices=FUSION_CHOICES, default="model",
+        help="after the reranker: model = the model folder's dev-tuned fusion.json when it has one (default), "
+             "none = the reranker's order, rrf = reciprocal rank fusion with the first stage",
+    )
+
+
+def announce_fusion(model: str | None, fusion: str) -> None:
+    """Print the one line saying which fusion follows the reranker (stderr: stdout may carry JSON or YAML)."""
+    from rerank_pipeline.components.score_fusion import resolve_fusion
+
+    print(resolve_fusion(model, fusion).summary(), file=sys.stderr, flush=True)
 
 
 def _pipeline(args: argparse.Namespace):
@@ -26,12 +43,14 @@ def _pipeline(args: argparse.Namespace):
         if args.model
         else None
     )
+    announce_fusion(args.model, args.fusion)
     return build_pipeline(
         args.index_dir,
         ranker_model=args.model,
         top_k=args.top_k,
         candidates=max(args.candidates, args.top_k),
         ranker_options=options,
+        fusion=args.fusion,
     )
 
 
@@ -79,6 +98,7 @@ def _pipeline_options(parser: argparse.ArgumentParser) -> None:
         "--allow-untrained-head", action="store_true",
         help="accept a --model without a trained scoring head (it scores with a random head)",
     )
+    add_fusion_option(parser)
     add_progress_flag(parser)
 
 
