@@ -4,8 +4,7 @@ A document scores ``sum(1 / (rrf_k + rank))`` over the rankings it appears in (r
 its first ``fusion_depth`` entries; ties go to the smaller id, so the order never depends on input order.
 """
 
-from __future__ import annotations
-
+# no ``from __future__ import annotations``: Haystack must see ``Variadic`` itself to accept several senders
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
 from dataclasses import replace
@@ -80,6 +79,6 @@ class ReciprocalRankFusion:
         return default_to_dict(self, rrf_k=self.rrf_k, fusion_depth=self.fusion_depth, top_k=self.top_k)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ReciprocalRankFusion:
+    def from_dict(cls, data: dict[str, Any]) -> "ReciprocalRankFusion":
         """Inverse of :meth:`to_dict`."""
         return default_from_dict(cls, data)
