@@ -133,23 +133,22 @@ def test_export_and_search_commands_serve_and_say_the_fusion(index_dir, fused_mo
     output = tmp_path / "search.yml"
     common = ["--index-dir", str(index_dir), "--top-k", str(TOP_K), "--candidates", str(CANDIDATES)]
     assert main(["export", *common, "--model", str(fused_model), "--output", str(output)]) == 0
-    said = capsys.readouterr().err
-    assert f"fusion: fusion.json of {fused_model}, weight 0.5" in said
+    assert f"fusion: fusion.json of {fused_model}, weight 0.5" in capsys.readouterr().out
     text = output.read_text(encoding="utf-8")
-    assert "RerankerScoreFusion" in text and "weight: 0.5" in text
+    assert "RerankerScoreFusion" in text and "weight: 0.5" in text and "fusion.documents" in text
     expected = RerankerScoreFusion(weight=0.5, top_k=TOP_K).run(documents=ranked, first_stage_documents=first)["documents"]
     assert [(doc.id, doc.score) for doc in search(load_pipeline(text), QUERY)] == scored(expected)
 
     assert main(["search", QUERY, *common, "--model", str(fused_model), "--json", "--no-progress"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [row["id"] for row in printed["results"]] == [doc.id for doc in expected]
+    assert "weight 0.5" in printed["fusion"]
+    assert main(["search", QUERY, *common, "--model", str(fused_model), "--fusion", "none", "--no-progress"]) == 0
     captured = capsys.readouterr()
-    assert [row["id"] for row in json.loads(captured.out)["results"]] == [doc.id for doc in expected]
-    assert "weight 0.5" in captured.err
-    assert main(["search", QUERY, *common, "--model", str(fused_model), "--fusion", "none", "--json", "--no-progress"]) == 0
-    captured = capsys.readouterr()
-    assert [row["id"] for row in json.loads(captured.out)["results"]] == [doc.id for doc in ranked[:TOP_K]]
-    assert "fusion: none (the reranker's order)" in captured.err
+    assert captured.err == "fusion: none (the reranker's order)\n"
+    assert [line.split()[2] for line in captured.out.splitlines()[2:]] == [doc.id for doc in ranked[:TOP_K]]
     assert main(["export", *common, "--model", str(tiny_bert), "--output", str(tmp_path / "plain.yml")]) == 0
-    assert f"fusion: none ({tiny_bert} has no fusion.json" in capsys.readouterr().err
+    assert f"fusion: none ({tiny_bert} has no fusion.json" in capsys.readouterr().out
     assert "RerankerScoreFusion" not in (tmp_path / "plain.yml").read_text(encoding="utf-8")
 
 

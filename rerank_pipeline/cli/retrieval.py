@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rerank_pipeline.cli import add_progress_flag
-from rerank_pipeline.cli.serve import RANKER_BACKENDS, add_fusion_option, announce_fusion
+from rerank_pipeline.cli.serve import RANKER_BACKENDS, add_fusion_option, fusion_line
 
 if TYPE_CHECKING:  # haystack is imported by the handlers, so building the parser stays fast
     from haystack import Document
@@ -130,7 +130,6 @@ def run_search(args: argparse.Namespace) -> int:
     if args.top_k <= 0:
         raise ValueError(f"--top-k must be positive, got {args.top_k}")
     model = None if args.no_rerank else args.model
-    announce_fusion(model, args.fusion)
     pipeline = build_pipeline(
         args.index_dir,
         ranker_model=model,
@@ -152,8 +151,11 @@ def run_search(args: argparse.Namespace) -> int:
             {"rank": rank, "id": doc.id, "score": doc.score, "title": doc.meta.get("title", ""), "content": doc.content}
             for rank, doc in enumerate(documents, start=1)
         ]
-        print(json.dumps({"query": args.query, "reranked": not args.no_rerank, "results": results}, ensure_ascii=False, indent=2))
+        fusion = {"fusion": fusion_line(model, args.fusion)} if model else {}
+        print(json.dumps({"query": args.query, "reranked": not args.no_rerank, **fusion, "results": results}, ensure_ascii=False, indent=2))
     else:
+        if model:  # on stderr, once the search succeeded: the table stays the output
+            print(fusion_line(model, args.fusion), file=sys.stderr)
         print(_render_table(args.query, documents, shutil.get_terminal_size((120, 20)).columns))
     return 0
 

@@ -24,11 +24,11 @@ def add_fusion_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def announce_fusion(model: str | None, fusion: str) -> None:
-    """Print the one line saying which fusion follows the reranker (stderr: stdout may carry JSON or YAML)."""
+def fusion_line(model: str | None, fusion: str) -> str:
+    """The line saying which fusion follows the reranker, e.g. ``fusion: fusion.json of M, weight 0.3 (...)``."""
     from rerank_pipeline.components.score_fusion import resolve_fusion
 
-    print(resolve_fusion(model, fusion).summary(), file=sys.stderr, flush=True)
+    return resolve_fusion(model, fusion).summary()
 
 
 def _pipeline(args: argparse.Namespace):
@@ -43,7 +43,6 @@ def _pipeline(args: argparse.Namespace):
         if args.model
         else None
     )
-    announce_fusion(args.model, args.fusion)
     return build_pipeline(
         args.index_dir,
         ranker_model=args.model,
@@ -59,6 +58,8 @@ def run_export(args: argparse.Namespace) -> int:
     from rerank_pipeline.serving import export
 
     path = export(_pipeline(args), args.output)
+    if args.model:
+        print(fusion_line(args.model, args.fusion))
     print(f"wrote {path}; deploy it with: HAYSTACK_DESERIALIZATION_ALLOWLIST=rerank_pipeline hayhooks run, then "
           f"hayhooks pipeline deploy-yaml -n {DEFAULT_NAME} {path}")
     return 0
@@ -71,6 +72,8 @@ def run_serve(args: argparse.Namespace) -> int:
     yaml_text = hayhooks_yaml(_pipeline(args))
 
     def ready(seconds: float) -> None:
+        if args.model:
+            print(fusion_line(args.model, args.fusion), file=sys.stderr)
         print(
             f"deployed '{args.name}' and loaded its models in {seconds:.1f} s; "
             f"POST http://{args.host}:{args.port}/{args.name}/run with {{\"query\": \"...\"}}",
