@@ -1,232 +1,224 @@
-"""First-stage retrieval behind one small interface, for batch use (evaluation, hard-negative mining).
+"""The first stage: Haystack document stores and retriever components, the only retrieval implementation.
 
-:func:`build_first_stage` returns a :class:`FirstStage`: ``index(documents)`` then
-``retrieve({qid: text}, top_k)`` -> ``{qid: [(doc_id, score), ...]}`` best first.
-Kinds: ``"bm25"`` (embedded, the default), ``"dense"`` (sentence-transformers + FAISS),
-``"hybrid"`` (reciprocal rank fusion of both) and ``"elasticsearch"``. With
-``index_dir`` the index is saved there after each ``index()`` call and reopened
-by later calls (its ``index.json`` records the backend and settings).
+:func:`build_first_stage` / :func:`open_first_stage` return a :class:`FirstStage` of one kind: ``bm25`` (embedded,
+the default), ``dense`` (sentence-transformers + FAISS), ``hybrid`` (both, joined by
+:class:`~rerank_pipeline.components.rrf.ReciprocalRankFusion`) or ``elasticsearch``. It holds the stores and:
+
+- ``index(documents)`` writes them (the dense side through Haystack's ``SentenceTransformersDocumentEmbedder``) and,
+  with ``index_dir``, saves the folder (its ``index.json`` records the backend and settings);
+- ``add_to(pipeline, candidates)`` adds the retrieval components to a Haystack pipeline (what serving uses);
+- ``retrieve({qid: text}, top_k)`` runs those same components for many queries at once
+  (:func:`rerank_pipeline.batch_run.run_batch`: one bm25s / FAISS search for all queries), as evaluation and
+  training do.
 """
 
 from __future__ import annotations
 
-import logging
-from collections import defaultdict
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
-from haystack import Document
+from haystack import Document, Pipeline
 from haystack.document_stores.types import DuplicatePolicy
 from huggingface_hub.utils import are_progress_bars_disabled
 
-from rerank_pipeline.components.bm25 import DEFAULT_META_FIELDS, EmbeddedBM25DocumentStore, document_text
-from rerank_pipeline.components.faiss_store import FAISSDocumentStore
+from rerank_pipeline.components.bm25 import DEFAULT_META_FIELDS, EmbeddedBM25DocumentStore, EmbeddedBM25Retriever
+from rerank_pipeline.components.faiss_store import FAISSDocumentStore, FAISSEmbeddingRetriever
 from rerank_pipeline.components.index_folder import atomic_directory, read_settings, write_settings
-
-logger = logging.getLogger(__name__)
+from rerank_pipeline.components.rrf import FUSION_DEPTH, RRF_K, ReciprocalRankFusion
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-RRF_K = 60
 KINDS = ("bm25", "dense", "hybrid", "elasticsearch")
 KIND_ALIASES = {"embedded": "bm25", "faiss": "dense"}
+Rankings = dict[str, list[tuple[str, float]]]
 
 
-@runtime_checkable
-class FirstStage(Protocol):
-    """A first-stage retriever: index documents once, retrieve candidates for many queries at once."""
-
-    name: str
-
-    def index(self, documents: list[Document]) -> None:
-        """Add documents; a document whose id is already indexed is replaced (idempotent by id)."""
-
-    def retrieve(self, queries: dict[str, str], top_k: int = 100) -> dict[str, list[tuple[str, float]]]:
-        """``{qid: [(doc_id, score), ...]}``, best first, at most ``top_k`` per query."""
-
-
-def reciprocal_rank_fusion(
-    rankings: list[list[tuple[str, float]]], top_k: int, k: int = RRF_K
-) -> list[tuple[str, float]]:
-    """Fuse ranked lists: a document scores ``sum(1 / (k + rank))`` over the lists (rank from 1).
-
-    This orders documents as Haystack's ``DocumentJoiner(join_mode="reciprocal_rank_fusion")`` does.
-    """
-    scores: dict[str, float] = defaultdict(float)
-    for ranking in rankings:
-        for rank, (doc_id, _) in enumerate(ranking, start=1):
-            scores[doc_id] += 1.0 / (k + rank)
-    fused = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
-    return fused[:top_k]
-
-
-class SentenceEncoder:
-    """Batch text encoder over the sentence-transformers backend that Haystack's embedders share."""
-
-    def __init__(self, model: str = DEFAULT_EMBEDDING_MODEL, batch_size: int = 64, device: str | None = None):
-        self.model = model
-        self.batch_size = batch_size
-        self.device = device
-        self._backend = None
-
-    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        """Unit-length float32 embeddings, one row a text."""
-        if self._backend is None:
-            from haystack_integrations.components.embedders.sentence_transformers.embedding_backend.backend import (
-                _SentenceTransformersEmbeddingBackendFactory,
-            )
-
-            try:
-                self._backend = _SentenceTransformersEmbeddingBackendFactory.get_embedding_backend(
-                    model=self.model, device=self.device
-                )
-            except OSError as error:
-                raise RuntimeError(
-                    f"cannot load embedding model {self.model!r} (a Hub id needs network or a cached copy; "
-                    f"a local sentence-transformers folder works offline): {str(error).splitlines()[0]}"
-                ) from error
-        if not texts:
-            return np.zeros((0, self._backend.model.get_sentence_embedding_dimension()), dtype=np.float32)
-        return self._backend.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=progress,
-        ).astype(np.float32)
-
-
-class BM25FirstStage:
-    """Embedded BM25 (:class:`EmbeddedBM25DocumentStore`) as a :class:`FirstStage`."""
+class BM25Side:
+    """The embedded BM25 store and its retriever."""
 
     name = "bm25"
 
-    def __init__(self, store: EmbeddedBM25DocumentStore, index_dir: str | None = None):
+    def __init__(self, store: EmbeddedBM25DocumentStore):
         self.store = store
-        self.index_dir = index_dir
 
-    def index(self, documents: list[Document]) -> None:
-        """Add or replace documents; save to ``index_dir`` when set."""
+    def write(self, documents: list[Document]) -> None:
+        """Add or replace documents."""
         self.store.write_documents(list(documents), policy=DuplicatePolicy.OVERWRITE)
-        if self.index_dir:
-            self.store.save(self.index_dir)
-
-    def retrieve(self, queries: dict[str, str], top_k: int = 100) -> dict[str, list[tuple[str, float]]]:
-        """Batch BM25 search."""
-        results = self.store.search_ids(list(queries.values()), top_k=top_k)
-        return dict(zip(queries, results))
-
-
-class DenseFirstStage:
-    """Sentence-transformers embeddings searched in a :class:`FAISSDocumentStore`, as a :class:`FirstStage`."""
-
-    name = "dense"
-
-    def __init__(
-        self,
-        store: FAISSDocumentStore,
-        encoder: SentenceEncoder,
-        index_dir: str | None = None,
-        meta_fields_to_embed: list[str] | tuple[str, ...] = DEFAULT_META_FIELDS,
-    ):
-        self.store = store
-        self.encoder = encoder
-        self.index_dir = index_dir
-        self.meta_fields_to_embed = list(meta_fields_to_embed)
-
-    def index(self, documents: list[Document]) -> None:
-        """Embed and store documents whose id, text or meta is new; save to ``index_dir`` when set."""
-        stored = {doc.id: doc for doc in self.store.filter_documents()}
-        # meta counts too: a changed title changes the embedded text, and other meta must not stay stale in the store
-        fresh = [
-            doc
-            for doc in documents
-            if doc.id not in stored or stored[doc.id].content != doc.content or stored[doc.id].meta != doc.meta
-        ]
-        if fresh:
-            vectors = self.encoder.encode(
-                [document_text(doc, self.meta_fields_to_embed) for doc in fresh], progress=len(fresh) > 1000 and not are_progress_bars_disabled(),
-            )
-            embedded = [
-                Document.from_dict({**doc.to_dict(flatten=False), "embedding": vector.tolist()})
-                for doc, vector in zip(fresh, vectors)
-            ]
-            self.store.write_documents(embedded, policy=DuplicatePolicy.OVERWRITE)
-        if self.index_dir:
-            self.save(self.index_dir)
-
-    def save(self, index_dir: str) -> None:
-        """Write the FAISS index (its settings include the model and embedded meta fields)."""
-        with atomic_directory(index_dir) as staging:
-            self.write_to(staging)
 
     def write_to(self, folder: Path) -> None:
         """Write into an empty folder (not atomic)."""
-        self.store.embedding_model = self.encoder.model
         self.store.write_to(folder)
-        settings = read_settings(folder)
-        settings["meta_fields_to_embed"] = self.meta_fields_to_embed
-        write_settings(folder, settings)
 
-    def retrieve(self, queries: dict[str, str], top_k: int = 100) -> dict[str, list[tuple[str, float]]]:
-        """Batch-encode the queries, then one FAISS search for all of them."""
-        vectors = self.encoder.encode(list(queries.values()))
-        return dict(zip(queries, self.store.search_ids(vectors, top_k=top_k)))
+    def reopen(self, index_dir: str) -> None:
+        """Persist later changes into ``index_dir`` (written by the caller)."""
+        self.store.index_dir = index_dir
+
+    def add_to(self, pipeline: Pipeline, top_k: int, prefix: str = "") -> str:
+        """Add the retriever; returns its name."""
+        pipeline.add_component(f"{prefix}bm25_retriever", EmbeddedBM25Retriever(self.store, top_k=top_k))
+        return f"{prefix}bm25_retriever"
 
 
-class HybridFirstStage:
-    """Reciprocal rank fusion of a BM25 and a dense first stage.
+class DenseSide:
+    """A FAISS store of sentence-transformers embeddings, Haystack's embedders and our FAISS retriever."""
 
-    Each side retrieves ``max(top_k, fusion_depth)`` candidates before fusion.
+    name = "dense"
+
+    def __init__(self, store: FAISSDocumentStore, model: str, meta_fields_to_embed: list[str],
+                 batch_size: int = 64, device: str | None = None):
+        self.store = store
+        self.model = model
+        self.meta_fields_to_embed = list(meta_fields_to_embed)
+        self.batch_size = batch_size
+        self.device = device
+
+    def _device(self):
+        from haystack.utils import ComponentDevice
+
+        return ComponentDevice.from_str(self.device) if self.device else None
+
+    def write(self, documents: list[Document]) -> None:
+        """Embed and store the documents whose id, text or meta is new (a changed title changes the embedded text)."""
+        stored = {doc.id: doc for doc in self.store.filter_documents()}
+        fresh = [doc for doc in documents
+                 if doc.id not in stored or stored[doc.id].content != doc.content or stored[doc.id].meta != doc.meta]
+        if not fresh:
+            return
+        from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersDocumentEmbedder
+
+        embedder = SentenceTransformersDocumentEmbedder(
+            model=self.model, device=self._device(), batch_size=self.batch_size, normalize_embeddings=True,
+            meta_fields_to_embed=self.meta_fields_to_embed, embedding_separator=" ",  # the text BM25 indexes
+            progress_bar=len(fresh) > 1000 and not are_progress_bars_disabled(),
+        )
+        _warm_up(embedder, self.model)
+        self.store.write_documents(embedder.run(documents=fresh)["documents"], policy=DuplicatePolicy.OVERWRITE)
+
+    def write_to(self, folder: Path) -> None:
+        """Write into an empty folder (not atomic); its settings record the model and the embedded meta fields."""
+        self.store.embedding_model = self.model
+        self.store.write_to(folder)
+        write_settings(folder, {**read_settings(folder), "meta_fields_to_embed": self.meta_fields_to_embed})
+
+    def reopen(self, index_dir: str) -> None:
+        """Persist later changes into ``index_dir`` (written by the caller)."""
+        self.store.index_dir = index_dir
+
+    def add_to(self, pipeline: Pipeline, top_k: int, prefix: str = "") -> str:
+        """Add Haystack's query embedder and the FAISS retriever; returns the retriever's name."""
+        from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersTextEmbedder
+
+        embedder = SentenceTransformersTextEmbedder(model=self.model, device=self._device(), batch_size=self.batch_size,
+                                                    normalize_embeddings=True, progress_bar=False)
+        pipeline.add_component(f"{prefix}query_embedder", embedder)
+        pipeline.add_component(f"{prefix}dense_retriever", FAISSEmbeddingRetriever(self.store, top_k=top_k))
+        pipeline.connect(f"{prefix}query_embedder.embedding", f"{prefix}dense_retriever.query_embedding")
+        return f"{prefix}dense_retriever"
+
+
+def _warm_up(component: Any, model: str) -> None:
+    try:
+        component.warm_up()
+    except OSError as error:
+        raise RuntimeError(
+            f"cannot load embedding model {model!r} (a Hub id needs network or a cached copy; "
+            f"a local sentence-transformers folder works offline): {str(error).splitlines()[0]}"
+        ) from error
+
+
+class FirstStage:
+    """One first stage: its stores (``sides``, two for hybrid), indexing, and the retrieval components.
+
+    With more than one side the sides' rankings are joined by reciprocal rank fusion (``rrf_k``), each side
+    retrieving ``max(candidates, fusion_depth)`` documents.
     """
 
-    name = "hybrid"
-
-    def __init__(
-        self,
-        bm25: BM25FirstStage,
-        dense: DenseFirstStage,
-        index_dir: str | None = None,
-        rrf_k: int = RRF_K,
-        fusion_depth: int = 100,
-    ):
-        self.bm25 = bm25
-        self.dense = dense
+    def __init__(self, name: str, sides: list, index_dir: str | None = None, rrf_k: int = RRF_K,
+                 fusion_depth: int = FUSION_DEPTH):
+        self.name = name
+        self.sides = sides
         self.index_dir = index_dir
         self.rrf_k = rrf_k
         self.fusion_depth = fusion_depth
 
+    @property
+    def store(self):
+        """The document store of a one-sided first stage (``sides[i].store`` for hybrid)."""
+        if len(self.sides) != 1:
+            raise AttributeError(f"a {self.name} first stage has {len(self.sides)} stores: use sides[i].store")
+        return self.sides[0].store
+
     def index(self, documents: list[Document]) -> None:
-        """Index into both sides; save both into ``index_dir`` (``bm25/`` and ``dense/``) when set."""
-        self.bm25.store.write_documents(list(documents), policy=DuplicatePolicy.OVERWRITE)
-        self.dense.index_dir, saved_dir = None, self.dense.index_dir
-        self.dense.index(documents)
-        self.dense.index_dir = saved_dir
+        """Add documents (an id already indexed is replaced); save the folder to ``index_dir`` when set."""
+        for side in self.sides:
+            side.write(documents)
         if self.index_dir:
-            with atomic_directory(self.index_dir) as staging:
-                settings = {"backend": "hybrid", "format_version": 1, "rrf_k": self.rrf_k, "fusion_depth": self.fusion_depth}
-                write_settings(staging, settings)
-                (staging / "bm25").mkdir()
-                self.bm25.store.write_to(staging / "bm25")
-                (staging / "dense").mkdir()
-                self.dense.write_to(staging / "dense")
-            self.bm25.store.index_dir = str(Path(self.index_dir) / "bm25")
-            self.dense.store.index_dir = str(Path(self.index_dir) / "dense")
+            self.save(self.index_dir)
 
-    def retrieve(self, queries: dict[str, str], top_k: int = 100) -> dict[str, list[tuple[str, float]]]:
-        """Fuse the BM25 and dense rankings of every query."""
-        depth = max(top_k, self.fusion_depth)
-        return self.fuse(self.bm25.retrieve(queries, top_k=depth), self.dense.retrieve(queries, top_k=depth), top_k)
+    def save(self, index_dir: str) -> None:
+        """Write the whole index to ``index_dir``, replacing the folder atomically."""
+        index_dir = str(index_dir)
+        with atomic_directory(index_dir) as staging:
+            if len(self.sides) == 1:
+                self.sides[0].write_to(staging)
+            else:
+                write_settings(staging, {"backend": self.name, "format_version": 1, "rrf_k": self.rrf_k,
+                                         "fusion_depth": self.fusion_depth})
+                for side in self.sides:
+                    (staging / side.name).mkdir()
+                    side.write_to(staging / side.name)
+        for side in self.sides:
+            side.reopen(index_dir if len(self.sides) == 1 else str(Path(index_dir) / side.name))
 
-    def fuse(
-        self, sparse: dict[str, list[tuple[str, float]]], dense: dict[str, list[tuple[str, float]]], top_k: int = 100
-    ) -> dict[str, list[tuple[str, float]]]:
-        """RRF of each query's BM25 and dense rankings (each cut to ``max(top_k, fusion_depth)``), as ``retrieve``."""
-        depth = max(top_k, self.fusion_depth)
-        return {
-            qid: reciprocal_rank_fusion([sparse[qid][:depth], dense[qid][:depth]], top_k=top_k, k=self.rrf_k)
-            for qid in sparse
-        }
+    def add_to(self, pipeline: Pipeline, candidates: int = 100, side_top_k: int | None = None) -> str:
+        """Add the retrieval components for ``candidates`` documents a query; returns the one whose ``documents``
+        output is the first stage's ranking. ``side_top_k`` asks each side for at least that many."""
+        if len(self.sides) == 1:
+            return self.sides[0].add_to(pipeline, max(candidates, side_top_k or 0))
+        depth = max(candidates, self.fusion_depth, side_top_k or 0)
+        outputs = [side.add_to(pipeline, depth) for side in self.sides]
+        pipeline.add_component("joiner", ReciprocalRankFusion(self.rrf_k, self.fusion_depth, top_k=candidates))
+        for output in outputs:
+            pipeline.connect(f"{output}.documents", "joiner.documents")
+        return "joiner"
+
+    def pipeline(self, candidates: int = 100) -> Pipeline:
+        """A Haystack pipeline of the retrieval components alone."""
+        pipeline = Pipeline()
+        self.add_to(pipeline, candidates)
+        return pipeline
+
+    def retrieve(self, queries: dict[str, str], top_k: int = 100) -> Rankings:
+        """``{qid: [(doc_id, score), ...]}``, best first, at most ``top_k`` a query (a blank query finds nothing)."""
+        return self.retrieve_with_side_rankings(queries, top_k)[0]
+
+    def retrieve_with_side_rankings(self, queries: dict[str, str], top_k: int = 100,
+                                    side_top_k: int | None = None) -> tuple[Rankings, list[Rankings]]:
+        """The rankings of :meth:`retrieve` and, from the same run, each side's own ranking (its top
+        ``side_top_k``, default ``top_k``, with its own scores): BM25 and dense for hybrid."""
+        from rerank_pipeline.batch_run import run_batch
+
+        side_top_k = side_top_k or top_k
+        asked = {qid: text for qid, text in queries.items() if text.strip()}
+        pipeline = Pipeline()
+        final = self.add_to(pipeline, top_k, side_top_k)
+        outputs = run_batch(pipeline, list(asked.values())) if asked else []
+        sides = _side_outputs(pipeline, final) if len(self.sides) > 1 else [final]
+        side_rankings = [{qid: [] for qid in queries} for _ in sides]
+        fused = {qid: [] for qid in queries}
+        for qid, output in zip(asked, outputs):
+            fused[qid] = _ranking(output[final]["documents"])[:top_k]
+            for rankings, side in zip(side_rankings, sides):
+                rankings[qid] = _ranking(output[side]["documents"])[:side_top_k]
+        return fused, side_rankings
+
+
+def _side_outputs(pipeline: Pipeline, joiner: str) -> list[str]:
+    """The components feeding ``joiner``, in connection order."""
+    return [sender for sender, receiver in pipeline.graph.in_edges(joiner)]
+
+
+def _ranking(documents: list[Document]) -> list[tuple[str, float]]:
+    return [(document.id, float(document.score or 0.0)) for document in documents]
 
 
 def _canonical_kind(kind: str) -> str:
@@ -242,18 +234,17 @@ def _settings_kind(settings: dict[str, Any]) -> str:
     )
 
 
-def _bm25(index_dir: str | None, options: dict[str, Any]) -> BM25FirstStage:
-    store = EmbeddedBM25DocumentStore(
+def _bm25(index_dir: str | None, options: dict[str, Any]) -> BM25Side:
+    return BM25Side(EmbeddedBM25DocumentStore(
         index_dir=index_dir,
         k1=options.pop("k1", None),
         b=options.pop("b", None),
         analyzer=options.pop("analyzer", None),
         meta_fields_to_index=options.pop("meta_fields_to_index", None),
-    )
-    return BM25FirstStage(store, index_dir=index_dir)
+    ))
 
 
-def _dense(index_dir: str | None, embedding_model: str | None, options: dict[str, Any]) -> DenseFirstStage:
+def _dense(index_dir: str | None, embedding_model: str | None, options: dict[str, Any]) -> DenseSide:
     settings = read_settings(index_dir) if index_dir else None
     recorded = settings.get("embedding_model") if settings else None
     if embedding_model and recorded and embedding_model != recorded:
@@ -267,11 +258,10 @@ def _dense(index_dir: str | None, embedding_model: str | None, options: dict[str
         if key in options
     }
     store = FAISSDocumentStore(index_dir=index_dir, embedding_model=model, **store_options)
-    encoder = SentenceEncoder(model, batch_size=options.pop("batch_size", 64), device=options.pop("device", None))
     fields = options.pop("meta_fields_to_embed", None)
     if fields is None:
         fields = settings.get("meta_fields_to_embed", DEFAULT_META_FIELDS) if settings else DEFAULT_META_FIELDS
-    return DenseFirstStage(store, encoder, index_dir=index_dir, meta_fields_to_embed=fields)
+    return DenseSide(store, model, fields, batch_size=options.pop("batch_size", 64), device=options.pop("device", None))
 
 
 FLOAT_OPTIONS = ("k1", "b")
@@ -307,29 +297,23 @@ def build_first_stage(
     if settings is not None and _settings_kind(settings) != kind:
         raise ValueError(f"{index_dir} holds a {_settings_kind(settings)!r} index, not {kind!r}")
     options = _coerce_numbers(options)
+    fusion = {}
     if kind == "bm25":
-        stage: FirstStage = _bm25(index_dir, options)
+        sides = [_bm25(index_dir, options)]
     elif kind == "dense":
-        stage = _dense(index_dir, embedding_model, options)
+        sides = [_dense(index_dir, embedding_model, options)]
     elif kind == "hybrid":
-        sub = (lambda name: str(Path(index_dir) / name)) if settings is not None else (lambda name: None)
-        bm25 = _bm25(sub("bm25"), options)
-        dense = _dense(sub("dense"), embedding_model, options)
-        bm25.index_dir = dense.index_dir = None  # the hybrid stage saves both
-        stage = HybridFirstStage(
-            bm25,
-            dense,
-            index_dir=index_dir,
-            rrf_k=options.pop("rrf_k", (settings or {}).get("rrf_k", RRF_K)),
-            fusion_depth=options.pop("fusion_depth", (settings or {}).get("fusion_depth", 100)),
-        )
+        side_dir = (lambda name: str(Path(index_dir) / name)) if settings is not None else (lambda name: None)
+        sides = [_bm25(side_dir("bm25"), options), _dense(side_dir("dense"), embedding_model, options)]
+        fusion = {"rrf_k": options.pop("rrf_k", (settings or {}).get("rrf_k", RRF_K)),
+                  "fusion_depth": options.pop("fusion_depth", (settings or {}).get("fusion_depth", FUSION_DEPTH))}
     else:
-        from rerank_pipeline.components.elasticsearch import ElasticsearchFirstStage
+        from rerank_pipeline.components.elasticsearch import ElasticsearchSide
 
-        stage = ElasticsearchFirstStage.create(index_dir=index_dir, settings=settings, options=options)
+        sides = [ElasticsearchSide.create(settings=settings, options=options)]
     if options:
         raise ValueError(f"unknown options for the {kind} first stage: {sorted(options)}")
-    return stage
+    return FirstStage(kind, sides, index_dir=index_dir, **fusion)
 
 
 def open_first_stage(index_dir: str | Path, **options: Any) -> FirstStage:

@@ -2,7 +2,7 @@
 
 The first stage is read from an index folder written by ``rerank-pipeline index``
 (or :func:`rerank_pipeline.first_stage.build_first_stage` with ``index_dir``):
-embedded BM25, FAISS, hybrid (RRF via ``DocumentJoiner``) or Elasticsearch. The
+embedded BM25, FAISS, hybrid (``ReciprocalRankFusion`` of both) or Elasticsearch. The
 pipeline serializes to YAML (``pipeline.dumps()``) and loads back with
 ``Pipeline.loads``; stores reopen their folders, so the YAML stays small.
 """
@@ -14,33 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from haystack import Document, Pipeline
-from haystack.components.joiners import DocumentJoiner
 
-from rerank_pipeline.components.bm25 import EmbeddedBM25DocumentStore, EmbeddedBM25Retriever
-from rerank_pipeline.components.faiss_store import FAISSDocumentStore, FAISSEmbeddingRetriever
-from rerank_pipeline.components.index_folder import read_settings, require_index
+from rerank_pipeline.batch_run import query_inputs
+from rerank_pipeline.components.index_folder import require_index
 from rerank_pipeline.components.rrf import RRF_K, ReciprocalRankFusion
 from rerank_pipeline.components.score_fusion import FusionChoice, RerankerScoreFusion, resolve_fusion
-from rerank_pipeline.first_stage import DEFAULT_EMBEDDING_MODEL
+from rerank_pipeline.first_stage import open_first_stage
 
 logger = logging.getLogger(__name__)
-
-QUERY_INPUTS = ("query", "text")
-
-
-def _query_embedder(model: str):
-    from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersTextEmbedder
-
-    return SentenceTransformersTextEmbedder(model=model, normalize_embeddings=True, progress_bar=False)
-
-
-def _dense_parts(pipeline: Pipeline, index_dir: Path, candidates: int, prefix: str = "") -> str:
-    store = FAISSDocumentStore(index_dir=index_dir)
-    model = store.embedding_model or DEFAULT_EMBEDDING_MODEL
-    pipeline.add_component(f"{prefix}query_embedder", _query_embedder(model))
-    pipeline.add_component(f"{prefix}dense_retriever", FAISSEmbeddingRetriever(store, top_k=candidates))
-    pipeline.connect(f"{prefix}query_embedder.embedding", f"{prefix}dense_retriever.query_embedding")
-    return f"{prefix}dense_retriever"
 
 
 def add_first_stage(pipeline: Pipeline, index_dir: str | Path, candidates: int = 100) -> str:
@@ -51,36 +32,7 @@ def add_first_stage(pipeline: Pipeline, index_dir: str | Path, candidates: int =
     """
     index_dir = Path(index_dir).expanduser().resolve()
     require_index(index_dir)
-    settings = read_settings(index_dir)
-    backend = settings.get("backend")
-    if backend == "bm25":
-        store = EmbeddedBM25DocumentStore(index_dir=index_dir)
-        pipeline.add_component("bm25_retriever", EmbeddedBM25Retriever(store, top_k=candidates))
-        return "bm25_retriever"
-    if backend == "faiss":
-        return _dense_parts(pipeline, index_dir, candidates)
-    if backend == "hybrid":
-        store = EmbeddedBM25DocumentStore(index_dir=index_dir / "bm25")
-        pipeline.add_component("bm25_retriever", EmbeddedBM25Retriever(store, top_k=candidates))
-        dense = _dense_parts(pipeline, index_dir / "dense", candidates)
-        pipeline.add_component("joiner", DocumentJoiner(join_mode="reciprocal_rank_fusion", top_k=candidates))
-        pipeline.connect("bm25_retriever.documents", "joiner.documents")
-        pipeline.connect(f"{dense}.documents", "joiner.documents")
-        return "joiner"
-    if backend == "elasticsearch":
-        from rerank_pipeline.components.elasticsearch import bm25_retriever, open_document_store
-
-        store = open_document_store(
-            settings["index"],
-            url=settings["url"],
-            analyzer=settings.get("analyzer"),
-            k1=settings.get("k1", 0.9),
-            b=settings.get("b", 0.4),
-            meta_fields_to_index=settings.get("meta_fields_to_index", ["title"]),
-        )
-        pipeline.add_component("es_retriever", bm25_retriever(store, top_k=candidates))
-        return "es_retriever"
-    raise ValueError(f"{index_dir}: unknown backend {backend!r} in index.json")
+    return open_first_stage(index_dir).add_to(pipeline, candidates)
 
 
 def build_pipeline(
@@ -132,25 +84,31 @@ def add_reranker_fusion(pipeline: Pipeline, choice: FusionChoice, first_stage: s
         pipeline.connect("ranker.documents", "fusion.documents")
 
 
-def query_inputs(pipeline: Pipeline, query: str) -> dict[str, dict[str, Any]]:
-    """``pipeline.run`` data that sends ``query`` to every component input named ``query`` or ``text``."""
-    data: dict[str, dict[str, Any]] = {}
-    for name, inputs in pipeline.inputs().items():
-        for input_name in inputs:
-            if input_name in QUERY_INPUTS:
-                data.setdefault(name, {})[input_name] = query
-    return data
+def output_component(pipeline: Pipeline) -> str:
+    """The one component whose ``documents`` output no other component consumes: the pipeline's result."""
+    names = [name for name, sockets in pipeline.outputs().items() if "documents" in sockets]
+    if len(names) != 1:
+        raise ValueError(f"expected one component to output documents, got {names or 'none'}")
+    return names[0]
+
+
+def ranker_input_component(pipeline: Pipeline) -> str | None:
+    """The component feeding the first ``CrossEncoderRanker``'s ``documents`` (the first stage), or None."""
+    from rerank_pipeline.components.ranker import CrossEncoderRanker
+
+    for name, component in pipeline.walk():
+        if isinstance(component, CrossEncoderRanker):
+            senders = [sender for sender, _, edge in pipeline.graph.in_edges(name, data=True)
+                       if edge["to_socket"].name == "documents"]
+            return senders[0] if senders else None
+    return None
 
 
 def search(pipeline: Pipeline, query: str) -> list[Document]:
     """Run the pipeline for one query and return the final documents, best first."""
     if not query.strip():
         raise ValueError("the query is empty")
-    outputs = pipeline.run(query_inputs(pipeline, query))
-    documents = [out["documents"] for out in outputs.values() if isinstance(out, dict) and "documents" in out]
-    if len(documents) != 1:
-        raise RuntimeError(f"expected one component to output documents, got {list(outputs)}")
-    return documents[0]
+    return pipeline.run(query_inputs(pipeline, query))[output_component(pipeline)]["documents"]
 
 
 TRUSTED_MODULES = ["rerank_pipeline"]

@@ -34,18 +34,12 @@ ALLOWLIST_ENV_VAR = "HAYSTACK_DESERIALIZATION_ALLOWLIST"
 
 def io_declarations(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
     """Hayhooks' ``inputs`` (``query`` -> every query input) and ``outputs`` (``documents`` -> the final ranking)."""
-    from rerank_pipeline.pipelines import QUERY_INPUTS
+    from rerank_pipeline.pipelines import output_component, query_inputs
 
-    targets = [
-        f"{name}.{input_name}"
-        for name, inputs in pipeline.inputs().items()
-        for input_name in inputs
-        if input_name in QUERY_INPUTS
-    ]
-    finals = [name for name, outputs in pipeline.outputs().items() if "documents" in outputs]
-    if not targets or len(finals) != 1:
-        raise ValueError(f"expected query inputs and one final documents output, got {targets} and {finals}")
-    return {"inputs": {"query": targets}, "outputs": {"documents": f"{finals[0]}.documents"}}
+    targets = [f"{name}.{input_name}" for name, inputs in query_inputs(pipeline, "").items() for input_name in inputs]
+    if not targets:
+        raise ValueError("the pipeline has no query input (an input named query or text)")
+    return {"inputs": {"query": targets}, "outputs": {"documents": f"{output_component(pipeline)}.documents"}}
 
 
 def hayhooks_yaml(pipeline: Pipeline) -> str:

@@ -78,10 +78,10 @@ def test_zero_k1_and_b_are_kept_not_replaced_by_defaults(monkeypatch):
     opened = {}
     monkeypatch.setattr(es, "open_document_store", lambda index, **kwargs: opened.update(kwargs) or object())
     monkeypatch.setattr(es, "bm25_retriever", lambda store, top_k=10: None)
-    stage = es.ElasticsearchFirstStage.create(None, None, {"k1": 1.2, "b": 0.0})
+    stage = es.ElasticsearchSide.create(None, {"k1": 1.2, "b": 0.0})
     assert (opened["k1"], opened["b"]) == (1.2, 0.0)
     assert (stage.settings["k1"], stage.settings["b"]) == (1.2, 0.0)
-    reopened = es.ElasticsearchFirstStage.create(None, stage.settings, {})
+    reopened = es.ElasticsearchSide.create(stage.settings, {})
     assert reopened.settings["b"] == 0.0
 
 

@@ -1,4 +1,5 @@
-"""build_first_stage: the FirstStage interface for bm25, dense, hybrid; reopening index folders; RRF."""
+"""build_first_stage: one first stage (Haystack stores + retriever components) for bm25, dense, hybrid; reopening
+index folders; the RRF joiner; the batch run equals Haystack's own ``Pipeline.run``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 from haystack import Document
 
 from rerank_pipeline.datasets import load_beir
-from rerank_pipeline.first_stage import FirstStage, build_first_stage, open_first_stage, reciprocal_rank_fusion
+from rerank_pipeline.batch_run import run_batch
+from rerank_pipeline.components.rrf import ReciprocalRankFusion, reciprocal_rank_fusion
+from rerank_pipeline.first_stage import FirstStage, build_first_stage, open_first_stage
 
 DOCS = [
     Document(id="a", content="supersonic flutter of thin wing panels", meta={"title": "panel flutter"}),
@@ -20,9 +23,23 @@ QUERIES = {"q1": "panel flutter at supersonic speed", "q2": "hypersonic heating 
 
 
 def test_rrf_orders_by_summed_reciprocal_ranks():
-    fused = reciprocal_rank_fusion([[("x", 9.0), ("y", 5.0)], [("y", 0.9), ("z", 0.8)]], top_k=3, k=60)
+    fused = reciprocal_rank_fusion([["x", "y"], ["y", "z"]], rrf_k=60, top_k=3)
     assert [doc_id for doc_id, _ in fused] == ["y", "x", "z"]
     assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
+    assert reciprocal_rank_fusion([["b"], ["a"]]) == reciprocal_rank_fusion([["a"], ["b"]])  # a tie: smaller id first
+
+
+def test_rrf_joiner_cuts_each_input_to_the_fusion_depth_and_serializes():
+    lists = [[Document(id=i, content=i) for i in "abc"], [Document(id=i, content=i) for i in "dcb"]]
+    joiner = ReciprocalRankFusion(rrf_k=10, fusion_depth=2)  # each list cut to its first 2
+    fused = joiner.run(documents=lists)["documents"]
+    assert [(d.id, d.score) for d in fused] == reciprocal_rank_fusion([["a", "b"], ["d", "c"]], 10)
+    assert [d.id for d in fused] == ["a", "d", "b", "c"]
+    assert [d.score for d in fused] == pytest.approx([1 / 11, 1 / 11, 1 / 12, 1 / 12])
+    assert ReciprocalRankFusion.from_dict(joiner.to_dict()).to_dict() == joiner.to_dict()
+    assert joiner.run_batch(documents=[lists, lists])["documents"] == [fused, fused]
+    with pytest.raises(ValueError, match="fusion_depth"):
+        ReciprocalRankFusion(fusion_depth=0)
 
 
 def test_bm25_first_stage_is_idempotent_and_reopens(tmp_path):
@@ -35,6 +52,7 @@ def test_bm25_first_stage_is_idempotent_and_reopens(tmp_path):
     assert all(len(hits) <= 2 for hits in results.values())
     reopened = open_first_stage(tmp_path / "idx")
     assert reopened.name == "bm25" and reopened.store.count_documents() == 4
+    assert reopened.retrieve({"blank": "  "}) == {"blank": []}
     assert reopened.retrieve(QUERIES, top_k=2) == results
 
 
@@ -61,11 +79,29 @@ def test_dense_and_hybrid_with_real_minilm(minilm_path, tmp_path):
     hybrid = build_first_stage("hybrid", embedding_model=str(minilm_path), index_dir=tmp_path / "hybrid")
     hybrid.index(DOCS)
     fused = hybrid.retrieve(QUERIES, top_k=3)
-    expected = reciprocal_rank_fusion(
-        [hybrid.bm25.retrieve(QUERIES, 100)["q1"], hybrid.dense.retrieve(QUERIES, 100)["q1"]], top_k=3
-    )
+    _, (bm25, dense_side) = hybrid.retrieve_with_side_rankings(QUERIES, top_k=3, side_top_k=100)
+    expected = reciprocal_rank_fusion([[d for d, _ in bm25["q1"]], [d for d, _ in dense_side["q1"]]], top_k=3)
     assert fused["q1"] == expected
-    assert open_first_stage(tmp_path / "hybrid").retrieve(QUERIES, top_k=3) == fused
+    assert dense_side["q1"][:4] == results["q1"]  # the hybrid's dense side is the dense first stage
+    reopened = open_first_stage(tmp_path / "hybrid")
+    assert reopened.retrieve(QUERIES, top_k=3) == fused
+    assert (reopened.rrf_k, reopened.fusion_depth) == (60, 100)
+
+
+def test_batch_run_equals_haystack_pipeline_run(minilm_path):
+    """The batched components (one bm25s and one FAISS search for all queries) give what Haystack's own
+    ``Pipeline.run`` gives query by query."""
+    hybrid = build_first_stage("hybrid", embedding_model=str(minilm_path), fusion_depth=3)
+    hybrid.index(DOCS)
+    pipeline = hybrid.pipeline(candidates=3)
+    batched = run_batch(pipeline, list(QUERIES.values()))
+    for query, outputs in zip(QUERIES.values(), batched):
+        one = pipeline.run({"bm25_retriever": {"query": query}, "query_embedder": {"text": query}},
+                           include_outputs_from={"bm25_retriever", "dense_retriever", "joiner"})
+        for name in ("bm25_retriever", "dense_retriever", "joiner"):
+            assert [d.id for d in outputs[name]["documents"]] == [d.id for d in one[name]["documents"]]
+            assert [d.score for d in outputs[name]["documents"]] == pytest.approx(
+                [d.score for d in one[name]["documents"]], abs=1e-6)
 
 
 def test_cranfield_dense_and_hybrid_reach_reference_ndcg(cranfield_dir, minilm_path):
@@ -73,10 +109,11 @@ def test_cranfield_dense_and_hybrid_reach_reference_ndcg(cranfield_dir, minilm_p
     hybrid = build_first_stage("hybrid", embedding_model=str(minilm_path))
     hybrid.index(dataset.documents())
     ndcg = ir_measures.nDCG @ 10
-    for stage, reference in ((hybrid.dense, 0.386), (hybrid, 0.409)):
-        run = {qid: dict(hits) for qid, hits in stage.retrieve(dataset.queries, top_k=100).items()}
+    fused, (_, dense) = hybrid.retrieve_with_side_rankings(dataset.queries, top_k=100)
+    for name, rankings, reference in (("dense", dense, 0.386), ("hybrid", fused, 0.409)):
+        run = {qid: dict(hits) for qid, hits in rankings.items()}
         score = ir_measures.calc_aggregate([ndcg], dataset.qrels, run)[ndcg]
-        assert round(score, 3) >= reference, f"{stage.name}: nDCG@10 {score:.4f} < {reference}"
+        assert round(score, 3) >= reference, f"{name}: nDCG@10 {score:.4f} < {reference}"
 
 
 def test_numeric_options_given_as_strings_are_converted():
@@ -86,27 +123,25 @@ def test_numeric_options_given_as_strings_are_converted():
         build_first_stage("bm25", k1="high")
 
 
-def test_dense_first_stage_reembeds_a_document_whose_title_changed():
-    import numpy as np
+def test_dense_first_stage_reembeds_a_document_whose_title_changed(minilm_path, monkeypatch):
+    from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersDocumentEmbedder
+    from sentence_transformers import SentenceTransformer
 
-    from rerank_pipeline.components.faiss_store import FAISSDocumentStore
-    from rerank_pipeline.first_stage import DenseFirstStage
+    embedded: list[str] = []
+    original = SentenceTransformersDocumentEmbedder.run
 
-    class CountingEncoder:
-        model = "fake"
+    def counting_run(self, documents):
+        embedded.extend(doc.id for doc in documents)
+        return original(self, documents=documents)
 
-        def __init__(self):
-            self.texts: list[str] = []
-
-        def encode(self, texts, progress=False):
-            self.texts.extend(texts)
-            return np.array([[float(len(text)), 1.0] for text in texts], dtype=np.float32)
-
-    encoder = CountingEncoder()
-    stage = DenseFirstStage(FAISSDocumentStore(use_gpu=False), encoder)
+    monkeypatch.setattr(SentenceTransformersDocumentEmbedder, "run", counting_run)
+    stage = build_first_stage("dense", embedding_model=str(minilm_path))
     stage.index([Document(id="a", content="wing flutter", meta={"title": "old"})])
     stage.index([Document(id="a", content="wing flutter", meta={"title": "old"})])  # unchanged: not embedded again
-    assert encoder.texts == ["old wing flutter"]
+    assert embedded == ["a"]
     stage.index([Document(id="a", content="wing flutter", meta={"title": "a new title"})])
-    assert encoder.texts[-1] == "a new title wing flutter"
-    assert stage.store.get_documents(["a"])[0].meta["title"] == "a new title"
+    assert embedded == ["a", "a"]
+    stored = stage.store.filter_documents()[0]
+    assert stored.meta["title"] == "a new title"
+    expected = SentenceTransformer(str(minilm_path)).encode("a new title wing flutter", normalize_embeddings=True)
+    assert stage.store.search_ids(expected[None, :], top_k=1)[0][0][1] == pytest.approx(1.0, abs=1e-5)

@@ -59,8 +59,11 @@ def test_hybrid_pipeline_joins_with_rrf_and_round_trips(tmp_path, minilm_path, t
     }
     assert query_inputs(pipeline, "q") == {"bm25_retriever": {"query": "q"}, "query_embedder": {"text": "q"}, "ranker": {"query": "q"}}
     first = search(build_pipeline(tmp_path / "hybrid", top_k=6), "wing flutter")
-    expected = [doc_id for doc_id, _ in stage.retrieve({"q": "wing flutter"}, top_k=6)["q"]]
-    assert [doc.id for doc in first] == expected  # DocumentJoiner RRF orders like our batch RRF
+    expected = stage.retrieve({"q": "wing flutter"}, top_k=6)["q"]
+    assert [(doc.id, doc.score) for doc in first] == expected  # served one query at a time = the batch run
+    joiner = pipeline.to_dict()["components"]["joiner"]
+    assert joiner["type"] == "rerank_pipeline.components.rrf.ReciprocalRankFusion"
+    assert joiner["init_parameters"] == {"rrf_k": 60, "fusion_depth": 100, "top_k": 100}  # from index.json
     loaded = load_pipeline(pipeline.dumps())
     assert [d.id for d in search(loaded, "wing flutter")] == [d.id for d in search(pipeline, "wing flutter")]
 
@@ -70,3 +73,16 @@ def test_missing_index_and_empty_query_are_clear_errors(tmp_path, bm25_index):
         build_pipeline(tmp_path / "none")
     with pytest.raises(ValueError, match="empty"):
         search(build_pipeline(bm25_index), "  ")
+
+
+def test_hybrid_fusion_settings_travel_from_the_index_to_the_yaml(tmp_path, minilm_path, capsys):
+    from rerank_pipeline.cli import main
+
+    stage = build_first_stage("hybrid", embedding_model=str(minilm_path), index_dir=tmp_path / "hybrid",
+                              rrf_k=10, fusion_depth=5)
+    stage.index(DOCS)
+    components = load_pipeline(build_pipeline(tmp_path / "hybrid", top_k=3).dumps()).to_dict()["components"]
+    assert components["joiner"]["init_parameters"] == {"rrf_k": 10, "fusion_depth": 5, "top_k": 3}
+    assert components["bm25_retriever"]["init_parameters"]["top_k"] == 5  # each side: max(candidates, fusion_depth)
+    assert main(["index", "--jsonl", str(tmp_path / "none.jsonl"), "--rrf-k", "5"]) == 2
+    assert "--rrf-k and --fusion-depth apply to --backend hybrid only" in capsys.readouterr().err

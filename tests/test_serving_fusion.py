@@ -217,3 +217,19 @@ def test_eval_fusion_model_without_fusion_json_is_none_and_says_so(toy_beir, tin
     section = payload["end_to_end"][dataset.name]
     assert section["reranked"] == pytest.approx(expected)
     assert (section["fusion"], section["fusion_weight"], payload["settings"]["fusion"]) == (None, None, "none")
+
+
+def test_eval_pipeline_of_the_exported_fused_yaml_equals_eval_fusion_model(toy_beir, fused_model, tmp_path, capsys):
+    index, yaml_file = tmp_path / "index", tmp_path / "pipeline.yml"
+    assert main(["index", "--beir-dir", str(toy_beir), "--index-dir", str(index)]) == 0
+    assert main(["export", "--index-dir", str(index), "--model", str(fused_model), "--top-k", "12", "--candidates", "12",
+                 "--output", str(yaml_file)]) == 0
+    common = ["eval", "--beir-dir", str(toy_beir), "--no-progress"]
+    assert main([*common, "--pipeline", str(yaml_file), "--output", str(tmp_path / "served")]) == 0
+    served = json.loads((tmp_path / "served" / "metrics.json").read_text(encoding="utf-8"))["end_to_end"][toy_beir.name]
+    built = run_eval(toy_beir, fused_model, tmp_path / "built", "--rerank-k", "12")["end_to_end"][toy_beir.name]
+    assert served["reranked"] == pytest.approx(built["reranked"], abs=1e-9)
+    assert built["fusion_weight"] == 0.5 and built["reranked"] != served["first_stage"]
+    capsys.readouterr()
+    assert main([*common, "--pipeline", str(yaml_file), "--fusion", "none"]) == 2  # the YAML holds its fusion
+    assert "drop --fusion" in capsys.readouterr().err

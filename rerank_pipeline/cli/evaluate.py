@@ -49,6 +49,10 @@ def register(subparsers) -> None:
     source.add_argument("--on-duplicate", choices=("last", "first", "error"), default="last", help="a corpus or query id seen again in a BEIR folder: keep the last, the first, or stop; counted and reported")
 
     stage = parser.add_argument_group("first stage")
+    stage.add_argument("--pipeline", metavar="FILE.yml", default=None,
+                       help="evaluate this Haystack pipeline YAML (query in, documents out; e.g. from `rerank-pipeline export`) "
+                            "instead of --first-stage/--model: full-ranking metrics of its output, and of its first stage "
+                            "when it holds a CrossEncoderRanker")
     stage.add_argument("--first-stage", choices=FIRST_STAGES, default=None, help="candidates: the dataset's published lists (NanoBEIR default) or our own first stage (default bm25)")
     stage.add_argument("--embedding-model", default=None, help="bi-encoder for dense/hybrid first stages")
     stage.add_argument("--index-dir", default=None, help="reuse / keep the first-stage index here")
@@ -205,6 +209,14 @@ def _evaluate(args: argparse.Namespace, timer) -> int:
     """Check the options, then evaluate; Ctrl-C tells what was kept (an ``--index-dir`` already saved), never a report."""
     if args.rerank_k < 1 or args.at_k < 1:
         raise ValueError("--rerank-k and --at-k must be >= 1")
+    if args.pipeline:
+        clashing = [option for option, value in (("--first-stage", args.first_stage), ("--model", args.model),
+                    ("--index-dir", args.index_dir), ("--no-rerank", args.no_rerank),
+                    ("--fusion", args.fusion != "model")) if value]
+        if clashing:
+            raise ValueError(f"--pipeline brings its own first stage and ranker: drop {', '.join(clashing)}")
+        if not Path(args.pipeline).is_file():
+            raise FileNotFoundError(f"--pipeline: no such file: {args.pipeline}")
     _check_output_paths(args)
     kept_indexes: list[str] = []
     try:
@@ -259,23 +271,38 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
     with timer.phase("import"):
         from rerank_pipeline.components.index_folder import atomic_directory
         from rerank_pipeline.components.score_fusion import resolve_fusion
-        from rerank_pipeline.eval import IdentityScorer, evaluate_end_to_end, load_scorer, rerank_protocol_suite, retrieve_rankings
+        from rerank_pipeline.eval import CachedScorer, IdentityScorer, evaluate_end_to_end, load_scorer, rerank_protocol_suite, retrieve_rankings
         from rerank_pipeline.eval.metrics import relevance_kind
         from rerank_pipeline.eval.reports import base_reranked_lines, end_to_end_table, protocol_table, write_report
         from rerank_pipeline.eval.significance import SIGNIFICANCE_NOTE
         from rerank_pipeline.provenance import collect, header_lines
 
     progress = not args.no_progress
-    first_stage = args.first_stage or ("published" if args.nanobeir else "bm25")
+    first_stage = f"pipeline {args.pipeline}" if args.pipeline else args.first_stage or ("published" if args.nanobeir else "bm25")
     top_k = args.top_k or max(100, args.rerank_k)
     reranked = not (args.no_rerank or args.reranker == "identity")
-    fusion = resolve_fusion(args.model if reranked else None, args.fusion)  # a bad choice fails before any work
+    # a bad choice fails before any work; a --pipeline YAML holds its own fusion (export writes it in)
+    fusion = None if args.pipeline else resolve_fusion(args.model if reranked else None, args.fusion)
     with timer.phase("load"):
         datasets = [_limit_queries(dataset, args.max_queries) for dataset in load_datasets(args)]
 
-    rankings = {}
+    rankings, pipeline_output = {}, {}
+    if args.pipeline:
+        from rerank_pipeline.eval import pipeline_rankings
+        from rerank_pipeline.pipelines import load_pipeline
+
+        with timer.phase("load model"):
+            pipeline = load_pipeline(Path(args.pipeline).read_text(encoding="utf-8"))
+            pipeline.warm_up()
     for dataset in datasets:
-        if first_stage == "published":
+        if args.pipeline:
+            print(f"{dataset.name}: running {args.pipeline} on {len(dataset.judged_queries())} queries ...", flush=True)
+            with timer.phase("pipeline (retrieve + score)"):
+                final, fed_to_ranker = pipeline_rankings(pipeline, dataset, progress)
+            rankings[dataset.name] = fed_to_ranker or final
+            pipeline_output[dataset.name] = final if fed_to_ranker else None
+            reranked = fed_to_ranker is not None
+        elif first_stage == "published":
             if dataset.rankings is None:
                 raise ValueError(f"{dataset.name} publishes no first-stage ranking; choose --first-stage bm25|dense|hybrid|elasticsearch")
             rankings[dataset.name] = dataset.rankings
@@ -289,7 +316,9 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
                 )
             if index_dir:
                 kept_indexes.append(index_dir)
-    if not reranked:
+    if args.pipeline:
+        scorer, reranker_label = None, "the pipeline's own" if reranked else "none (the pipeline has no CrossEncoderRanker)"
+    elif not reranked:
         scorer, reranker_label = (IdentityScorer(), "none (first-stage order)")
     else:
         ranker_options = {}
@@ -299,14 +328,18 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
             if args.max_passages is not None:
                 ranker_options["max_passages"] = args.max_passages
         with timer.phase("load model"):
-            scorer = load_scorer(args.reranker, args.model, batch_size=args.batch_size, device=args.device, **ranker_options)
+            scorer = CachedScorer(load_scorer(args.reranker, args.model, batch_size=args.batch_size, device=args.device,
+                                              **ranker_options))  # the protocol and the full ranking score a pair once
         reranker_label = f"{args.reranker} {args.model}" + (f" ({_ranker_description(ranker_options)})" if ranker_options else "")
     print(f"reranker: {reranker_label}; candidates: {first_stage}; rerank_k={args.rerank_k}", flush=True)
-    print(f"{fusion.summary()} (end to end; the R{args.rerank_k} protocol measures the reranker alone)", flush=True)
+    if fusion:
+        print(f"{fusion.summary()} (end to end; the R{args.rerank_k} protocol measures the reranker alone)", flush=True)
 
     suite_name = "NanoBEIR" if args.nanobeir else "mean"
     protocol_results = {}
-    for always in POSITIVE_SETTINGS[str(args.always_rerank_positives).lower()]:
+    if args.pipeline:
+        print("R-k protocol: not run for --pipeline (it scores pairs outside the pipeline); full ranking only")
+    for always in POSITIVE_SETTINGS[str(args.always_rerank_positives).lower()] if not args.pipeline else ():
         label = "always_rerank_positives" if always else "retrieved_positives_only"
         with timer.phase("protocol (score + metrics)"):
             suite = rerank_protocol_suite(
@@ -342,7 +375,9 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
                 end_to_end.append(
                     evaluate_end_to_end(
                         dataset, rankings[dataset.name], scorer if reranked else None, rerank_k=args.rerank_k,
-                        fusion=None if fusion.method == "none" else fusion.method, fusion_weight=fusion.weight,
+                        reranked_rankings=pipeline_output.get(dataset.name),
+                        fusion=None if fusion is None or fusion.method == "none" else fusion.method,
+                        fusion_weight=fusion.weight if fusion else None,
                         batch_size=args.batch_size, show_progress_bar=progress,
                     )
                 )
@@ -354,10 +389,13 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
         if reranked:
             print(SIGNIFICANCE_NOTE)
 
+    if isinstance(scorer, CachedScorer):
+        print(f"\nscored {scorer.scored} distinct (query, document) pairs once; {scorer.reused} repeats answered "
+              f"from those scores (the protocol and the full ranking share their pairs)")
     settings = {
         "datasets": [dataset.name for dataset in datasets], "first_stage": first_stage, "top_k": top_k,
         "reranker": reranker_label, "rerank_k": args.rerank_k, "at_k": args.at_k,
-        "fusion": fusion.method, "fusion_weight": fusion.weight,
+        "fusion": fusion.method if fusion else "the pipeline's own", "fusion_weight": fusion.weight if fusion else None,
         "embedding_model": args.embedding_model,
     }
     command = command_line(args)

@@ -75,6 +75,11 @@ def _first_stage_options(args: argparse.Namespace) -> dict:
         options.update({key: value for key, value in (("k1", args.k1), ("b", args.b)) if value is not None})
     if args.backend in ("faiss", "hybrid") and args.index_type:
         options["index_type"] = args.index_type
+    if args.backend == "hybrid":
+        options.update({key: value for key, value in (("rrf_k", args.rrf_k), ("fusion_depth", args.fusion_depth))
+                        if value is not None})
+    elif args.rrf_k is not None or args.fusion_depth is not None:
+        raise ValueError("--rrf-k and --fusion-depth apply to --backend hybrid only")
     if args.backend == "elasticsearch":
         options.update({key: value for key, value in (("url", args.es_url), ("index", args.es_index)) if value})
     return options
@@ -85,6 +90,7 @@ def run_index(args: argparse.Namespace) -> int:
     from rerank_pipeline.components.index_folder import check_index_dir
     from rerank_pipeline.first_stage import build_first_stage
 
+    options = _first_stage_options(args)
     corpus_path, name = _corpus_path(args)
     index_dir = check_index_dir(args.index_dir or Path("indexes") / name)  # before any work
     documents, report = read_documents(corpus_path, args.on_bad_line, args.on_duplicate, args.encoding)
@@ -96,7 +102,7 @@ def run_index(args: argparse.Namespace) -> int:
         reopen_dir = index_dir
     started = time.perf_counter()
     stage = build_first_stage(
-        args.backend, index_dir=reopen_dir, embedding_model=args.embedding_model, **_first_stage_options(args)
+        args.backend, index_dir=reopen_dir, embedding_model=args.embedding_model, **options
     )
     stage.index_dir = str(index_dir)  # index() saves there, swapping the folder in atomically
     stage.index(documents)
@@ -170,6 +176,8 @@ def register(subparsers) -> None:
     index.add_argument("--index-dir", help="index folder (default: ./indexes/<corpus name>)")
     index.add_argument("--embedding-model", help="sentence-transformers model (folder or Hub id) for faiss/hybrid")
     index.add_argument("--index-type", choices=("flat", "hnsw", "ivf"), help="FAISS index type (default: flat, exact)")
+    index.add_argument("--rrf-k", type=int, help="hybrid: RRF's k (default 60), recorded in index.json and exported pipelines")
+    index.add_argument("--fusion-depth", type=int, help="hybrid: documents of each side fused (default 100)")
     index.add_argument("--k1", type=float, help="BM25 k1 (default 0.9)")
     index.add_argument("--b", type=float, help="BM25 b (default 0.4)")
     index.add_argument("--es-url", help="Elasticsearch URL (default: $ELASTICSEARCH_URL or http://localhost:9200)")

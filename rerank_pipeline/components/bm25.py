@@ -252,10 +252,16 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
 
         ``scale_score`` maps scores to (0, 1) as ``InMemoryDocumentStore`` does: ``expit(score / 8)``.
         """
-        hits = self.search_ids([query], top_k=top_k, filters=filters)[0]
+        return self.bm25_retrieval_batch([query], top_k, filters, scale_score)[0]
+
+    def bm25_retrieval_batch(
+        self, queries: list[str], top_k: int = 10, filters: dict[str, Any] | None = None, scale_score: bool = False
+    ) -> list[list[Document]]:
+        """:meth:`bm25_retrieval` for many queries in one bm25s search."""
         return [
-            replace(self._documents[doc_id], score=expit(score / BM25_SCALING_FACTOR) if scale_score else score)
-            for doc_id, score in hits
+            [replace(self._documents[doc_id], score=expit(score / BM25_SCALING_FACTOR) if scale_score else score)
+             for doc_id, score in hits]
+            for hits in self.search_ids(queries, top_k=top_k, filters=filters)
         ]
 
     async def bm25_retrieval_async(
@@ -367,3 +373,14 @@ class EmbeddedBM25Retriever(StoreRetriever):
         """Async :meth:`run`: the search runs in the store's worker thread."""
         arguments = self._search_arguments(top_k, filters, scale_score)
         return {"documents": await self.document_store.bm25_retrieval_async(query, **arguments)}
+
+    def run_batch(
+        self,
+        query: list[str],
+        filters: dict[str, Any] | None = None,
+        top_k: int | None = None,
+        scale_score: bool | None = None,
+    ) -> dict[str, list[list[Document]]]:
+        """:meth:`run` for many queries in one bm25s search: ``{"documents": [one list a query]}``."""
+        arguments = self._search_arguments(top_k, filters, scale_score)
+        return {"documents": self.document_store.bm25_retrieval_batch(list(query), **arguments)}

@@ -20,7 +20,7 @@ from huggingface_hub.utils import are_progress_bars_disabled
 from tqdm.auto import tqdm
 
 from rerank_pipeline.components.bm25 import DEFAULT_B, DEFAULT_K1, DEFAULT_META_FIELDS, Analyzer
-from rerank_pipeline.components.index_folder import atomic_directory, write_settings
+from rerank_pipeline.components.index_folder import write_settings
 
 logger = logging.getLogger(__name__)
 
@@ -172,19 +172,18 @@ def _first_set(*values: Any) -> Any:
     return next(value for value in values if value is not None)
 
 
-class ElasticsearchFirstStage:
-    """Elasticsearch BM25 as a :class:`rerank_pipeline.first_stage.FirstStage`."""
+class ElasticsearchSide:
+    """Elasticsearch BM25 as a side of :class:`rerank_pipeline.first_stage.FirstStage`: the store, bulk writes, the
+    retriever; the index folder only records where the index lives."""
 
     name = "elasticsearch"
 
-    def __init__(self, store, settings: dict[str, Any], index_dir: str | None = None):
+    def __init__(self, store, settings: dict[str, Any]):
         self.store = store
         self.settings = settings
-        self.index_dir = index_dir
-        self._retriever = bm25_retriever(store)
 
     @classmethod
-    def create(cls, index_dir: str | None, settings: dict[str, Any] | None, options: dict[str, Any]):
+    def create(cls, settings: dict[str, Any] | None, options: dict[str, Any]) -> "ElasticsearchSide":
         """Open (or create) the index named by ``options``/the recorded ``settings``; pops the options it uses."""
         recorded = settings or {}
         config = {
@@ -207,23 +206,20 @@ class ElasticsearchFirstStage:
             b=config["b"],
             meta_fields_to_index=config["meta_fields_to_index"],
         )
-        return cls(store, config, index_dir=index_dir)
+        return cls(store, config)
 
-    def index(self, documents: list[Document]) -> None:
-        """Bulk-write documents (replacing by id); record the index in ``index_dir`` when set."""
+    def write(self, documents: list[Document]) -> None:
+        """Bulk-write documents (replacing by id)."""
         bulk_index(self.store, list(documents), progress=not are_progress_bars_disabled())
-        if self.index_dir:
-            with atomic_directory(self.index_dir) as staging:
-                write_settings(staging, {**self.settings, "documents": self.store.count_documents()})
 
-    def retrieve(self, queries: dict[str, str], top_k: int = 100) -> dict[str, list[tuple[str, float]]]:
-        """One BM25 search per query (without fuzziness)."""
-        results = {}
-        for qid, text in queries.items():
-            if not text.strip():
-                results[qid] = []
-                continue
-            documents = self._retriever.run(query=text, top_k=top_k)["documents"]
-            results[qid] = [(doc.id, float(doc.score or 0.0)) for doc in documents]
-        return results
+    def write_to(self, folder) -> None:
+        """Record the index (url, name, BM25 settings, document count) in ``folder``."""
+        write_settings(folder, {**self.settings, "documents": self.store.count_documents()})
 
+    def reopen(self, index_dir: str) -> None:
+        """Nothing to do: the documents live on the server."""
+
+    def add_to(self, pipeline, top_k: int, prefix: str = "") -> str:
+        """Add elasticsearch-haystack's BM25 retriever (no fuzziness); returns its name."""
+        pipeline.add_component(f"{prefix}es_retriever", bm25_retriever(self.store, top_k=top_k))
+        return f"{prefix}es_retriever"

@@ -270,15 +270,28 @@ class FAISSDocumentStore(InMemoryIndexedStore):
         ``scale_score`` maps cosine to (0, 1) as ``InMemoryDocumentStore`` does, ``(score + 1) / 2``;
         ``return_embedding`` includes the stored vectors.
         """
-        hits = self.search_ids(np.asarray([query_embedding]), top_k=top_k, filters=filters)[0]
+        return self.embedding_retrieval_batch([query_embedding], top_k, filters, scale_score, return_embedding)[0]
+
+    def embedding_retrieval_batch(
+        self,
+        query_embeddings: list[list[float]],
+        top_k: int = 10,
+        filters: dict[str, Any] | None = None,
+        scale_score: bool = False,
+        return_embedding: bool = False,
+    ) -> list[list[Document]]:
+        """:meth:`embedding_retrieval` for many query vectors in one FAISS search."""
+        hits = self.search_ids(np.asarray(query_embeddings, dtype=np.float32), top_k=top_k, filters=filters)
         with self._lock:
-            found = [(self._documents[d], score) for d, score in hits]
             return [
-                replace(
-                    self._stored_document(doc) if return_embedding else doc,
-                    score=(score + 1) / 2 if scale_score else score,
-                )
-                for doc, score in found
+                [
+                    replace(
+                        self._stored_document(self._documents[d]) if return_embedding else self._documents[d],
+                        score=(score + 1) / 2 if scale_score else score,
+                    )
+                    for d, score in query_hits
+                ]
+                for query_hits in hits
             ]
 
     async def embedding_retrieval_async(
@@ -430,3 +443,15 @@ class FAISSEmbeddingRetriever(StoreRetriever):
         """Async :meth:`run`: the search runs in the store's worker thread."""
         arguments = self._arguments(top_k, filters, scale_score, return_embedding)
         return {"documents": await self.document_store.embedding_retrieval_async(query_embedding, **arguments)}
+
+    def run_batch(
+        self,
+        query_embedding: list[list[float]],
+        filters: dict[str, Any] | None = None,
+        top_k: int | None = None,
+        scale_score: bool | None = None,
+        return_embedding: bool | None = None,
+    ) -> dict[str, list[list[Document]]]:
+        """:meth:`run` for many query vectors in one FAISS search: ``{"documents": [one list a query]}``."""
+        arguments = self._arguments(top_k, filters, scale_score, return_embedding)
+        return {"documents": self.document_store.embedding_retrieval_batch(list(query_embedding), **arguments)}

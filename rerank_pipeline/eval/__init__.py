@@ -8,7 +8,13 @@
 - :mod:`rerank_pipeline.eval.reports`: tables, JSON/CSV, TREC runs, chart.
 """
 
-from rerank_pipeline.eval.end_to_end import EndToEndResult, evaluate_end_to_end, rerank_rankings, retrieve_rankings
+from rerank_pipeline.eval.end_to_end import (
+    EndToEndResult,
+    evaluate_end_to_end,
+    pipeline_rankings,
+    rerank_rankings,
+    retrieve_rankings,
+)
 from rerank_pipeline.eval.evaluator import RerankingEvaluator
 from rerank_pipeline.eval.metrics import DEFAULT_MEASURES, full_ranking_metrics
 from rerank_pipeline.eval.protocol import (
@@ -19,10 +25,11 @@ from rerank_pipeline.eval.protocol import (
     rerank_protocol,
     rerank_protocol_suite,
 )
-from rerank_pipeline.eval.scorers import BiEncoderScorer, IdentityScorer, Scorer, load_scorer
+from rerank_pipeline.eval.scorers import BiEncoderScorer, CachedScorer, IdentityScorer, Scorer, load_scorer
 
 __all__ = [
     "BiEncoderScorer",
+    "CachedScorer",
     "DEFAULT_MEASURES",
     "EndToEndResult",
     "IdentityScorer",
@@ -35,6 +42,7 @@ __all__ = [
     "full_ranking_metrics",
     "load_scorer",
     "model_card_strings",
+    "pipeline_rankings",
     "rerank_protocol",
     "rerank_protocol_suite",
     "rerank_rankings",

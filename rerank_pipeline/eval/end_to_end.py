@@ -37,6 +37,26 @@ def retrieve_rankings(
     return first_stage.retrieve(dict(dataset.queries), top_k=top_k)
 
 
+def pipeline_rankings(pipeline, dataset: RetrievalDataset, progress: bool = False) -> tuple[Rankings, Rankings | None]:
+    """Run a Haystack pipeline (query in, documents out) on every judged query of ``dataset``, batched where its
+    components allow: (the ranking it outputs, the ranking its first stage fed the ranker, or None when it has no
+    ranker). qid -> [(doc_id, score)] best first."""
+    from rerank_pipeline.batch_run import run_batch
+    from rerank_pipeline.pipelines import output_component, ranker_input_component
+
+    qids = [qid for qid in dataset.judged_queries() if dataset.queries[qid].strip()]
+    final, first_stage = output_component(pipeline), ranker_input_component(pipeline)
+    outputs = run_batch(pipeline, [dataset.queries[qid] for qid in qids], progress=progress)
+
+    def ranking(name: str) -> Rankings:
+        rankings = {qid: [] for qid in dataset.judged_queries()}  # a blank query finds nothing
+        for qid, output in zip(qids, outputs):
+            rankings[qid] = [(document.id, float(document.score or 0.0)) for document in output[name]["documents"]]
+        return rankings
+
+    return ranking(final), (ranking(first_stage) if first_stage else None)
+
+
 def rerank_rankings(
     dataset: RetrievalDataset,
     rankings: Rankings,
@@ -142,6 +162,7 @@ def evaluate_end_to_end(
     measures: Mapping[str, object] | None = None,
     batch_size: int = 64,
     show_progress_bar: bool = False,
+    reranked_rankings: Rankings | None = None,
     fusion_weight: float | None = None,
 ) -> EndToEndResult:
     """nDCG@10, MRR@10, Recall@100 and MAP (ir_measures, graded qrels) of ``first_stage_rankings`` and, when a
@@ -149,6 +170,7 @@ def evaluate_end_to_end(
     as in :func:`rerank_rankings`).
 
     ``first_stage_rankings``: qid -> doc ids or (doc_id, score) pairs, best first. Averages over judged queries.
+    ``reranked_rankings`` (instead of a ``scorer``): the reranked lists, already computed (``eval --pipeline``).
     """
     measures = measures or DEFAULT_MEASURES
     judged = dataset.judged_queries()
@@ -160,13 +182,16 @@ def evaluate_end_to_end(
     first_mean, first_per_query = full_ranking_metrics(dataset.qrels, first_stage_run, measures)
     timings = {"metrics_s": time.perf_counter() - started}
     reranked_run = reranked_mean = reranked_per_query = None
-    if scorer is not None:
+    if reranked_rankings is not None:
+        reranked_run = {qid: list(reranked_rankings.get(qid, [])) for qid in judged}
+    elif scorer is not None:
         scoring = time.perf_counter()
         reranked_run = rerank_rankings(  # the given rankings: their scores feed fusion "model"
             dataset, {qid: first_stage_rankings[qid] for qid in judged}, scorer, rerank_k, fusion, batch_size,
             show_progress_bar, fusion_weight,
         )
         timings["score_s"] = time.perf_counter() - scoring
+    if reranked_run is not None:
         measuring = time.perf_counter()
         reranked_mean, reranked_per_query = full_ranking_metrics(
             dataset.qrels, {qid: ranked_ids(ranking) for qid, ranking in reranked_run.items()}, measures

@@ -104,3 +104,34 @@ def load_scorer(kind: str, model: str | None = None, batch_size: int = 64, devic
     from sentence_transformers import CrossEncoder
 
     return CrossEncoder(str(model), device=device)
+
+
+class CachedScorer:
+    """A scorer that scores each distinct (query, document) pair once and answers repeats from memory.
+
+    ``eval`` scores the R-k protocol's pairs and then the full ranking's: the same top-k pairs, scored once.
+    ``scored`` and ``reused`` count the pairs.
+    """
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+        self.keeps_input_order = getattr(scorer, "keeps_input_order", False)
+        self._scores: dict[tuple[str, str], float] = {}
+        self.scored = 0
+        self.reused = 0
+
+    def predict(self, pairs, batch_size: int | None = None, show_progress_bar: bool = False, **kwargs) -> np.ndarray:
+        """Scores of ``pairs``; only the pairs never seen before reach the wrapped scorer."""
+        keys = [(str(query), str(document)) for query, document in pairs]
+        new = list(dict.fromkeys(key for key in keys if key not in self._scores))
+        if new:
+            options = {"show_progress_bar": show_progress_bar, **kwargs}
+            if batch_size is not None:
+                options["batch_size"] = batch_size
+            scores = np.asarray(self.scorer.predict(new, **options), dtype=np.float64)
+            if scores.shape != (len(new),):
+                raise RuntimeError(f"scorer returned scores of shape {scores.shape} for {len(new)} pairs")
+            self._scores.update(zip(new, scores.tolist()))
+        self.scored += len(new)
+        self.reused += len(keys) - len(new)
+        return np.asarray([self._scores[key] for key in keys], dtype=np.float64)

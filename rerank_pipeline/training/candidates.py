@@ -60,13 +60,10 @@ class CandidateSource:
         self, queries: Mapping[str, str], top_k: int, retriever_top_k: int
     ) -> tuple[Rankings, list[Rankings]]:
         """The top ``top_k`` candidates of every query, and one ranking per underlying retriever (its top
-        ``retriever_top_k`` with its own scores): BM25 and dense for a hybrid first stage, which are retrieved once
-        and fused here; the one retriever otherwise (precomputed rankings count as one)."""
-        hybrid = self.first_stage
-        if all(getattr(hybrid, part, None) is not None for part in ("bm25", "dense", "fuse")):
-            depth = max(top_k, retriever_top_k, hybrid.fusion_depth)
-            sides = [hybrid.bm25.retrieve(dict(queries), top_k=depth), hybrid.dense.retrieve(dict(queries), top_k=depth)]
-            return hybrid.fuse(*sides, top_k=top_k), [_cut(side, retriever_top_k) for side in sides]
+        ``retriever_top_k`` with its own scores), all from one run of the first stage: BM25 and dense for a hybrid
+        first stage; the one retriever otherwise (precomputed rankings count as one)."""
+        if self.first_stage is not None:
+            return self.first_stage.retrieve_with_side_rankings(dict(queries), top_k, retriever_top_k)
         rankings = self.retrieve(queries, top_k=max(top_k, retriever_top_k))
         return _cut(rankings, top_k), [_cut(rankings, retriever_top_k)]
 

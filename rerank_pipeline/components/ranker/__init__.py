@@ -402,41 +402,66 @@ class CrossEncoderRanker:
         :param scale_score: Overrides the init ``scale_score`` for this call.
         :returns: ``{"documents": [...]}``, copies of the inputs with ``score`` set, sorted by descending score.
         """
-        if not isinstance(query, str) or not query.strip():
-            raise ValueError("CrossEncoderRanker.run needs a non-empty query string")
+        return {"documents": self._rank([query], [documents], top_k, score_threshold, scale_score)[0]}
+
+    def run_batch(
+        self,
+        query: list[str],
+        documents: list[list[Document]],
+        top_k: int | None = None,
+        score_threshold: float | None = None,
+        scale_score: bool | None = None,
+    ) -> dict[str, list[list[Document]]]:
+        """:meth:`run` for many queries, their pairs scored together: ``{"documents": [one list a query]}``."""
+        if len(query) != len(documents):
+            raise ValueError(f"run_batch got {len(query)} queries and {len(documents)} document lists")
+        return {"documents": self._rank(list(query), list(documents), top_k, score_threshold, scale_score)}
+
+    def _rank(self, queries: list[str], candidates: list[list[Document]], top_k: int | None,
+              score_threshold: float | None, scale_score: bool | None) -> list[list[Document]]:
+        """Each query's documents scored (all pairs in one ``_pair_logits`` call) and sorted, best first."""
+        for query in queries:
+            if not isinstance(query, str) or not query.strip():
+                raise ValueError("CrossEncoderRanker.run needs a non-empty query string")
         top_k = self.top_k if top_k is None else top_k
         if top_k is not None and top_k <= 0:
             raise ValueError(f"top_k must be > 0, got {top_k}")
         score_threshold = self.score_threshold if score_threshold is None else score_threshold
         scale_score = self.scale_score if scale_score is None else scale_score
-        if not documents:
-            return {"documents": []}
-        documents = _deduplicate_documents(documents)
+        candidates = [_deduplicate_documents(documents) if documents else [] for documents in candidates]
+        if not any(candidates):
+            return [[] for _ in queries]
         self.warm_up()
         if self._num_labels != 1:
             raise ValueError(f"'{self.model}' has {self._num_labels} labels; ranking needs a one-label cross-encoder")
 
-        texts = [self._document_text(document) for document in documents]
-        kept = [index for index, text in enumerate(texts) if text is not None]
-        if len(kept) < len(documents):
-            logger.warning("CrossEncoderRanker skipped %d document(s) without text", len(documents) - len(kept))
-        if not kept:
-            return {"documents": []}
-        full_query = self._model_prompt + self.query_prefix + query + self.query_suffix
-        logits = self._pair_logits(
-            [full_query] * len(kept), [texts[index] for index in kept], self.batch_size,
-            names=[documents[index].id for index in kept],
-        )
-        scores = apply_activation(logits, self._activation_fn if scale_score else None)
-
-        ranked = sorted(
-            (replace(documents[index], score=float(score)) for index, score in zip(kept, scores)),
-            key=lambda document: document.score,
-            reverse=True,
-        )
-        if score_threshold is not None:
-            ranked = [document for document in ranked if document.score >= score_threshold]
-        return {"documents": ranked[:top_k] if top_k is not None else ranked}
+        kept = []  # (query index, document) of every document with text
+        texts = []
+        for index, documents in enumerate(candidates):
+            for document in documents:
+                text = self._document_text(document)
+                if text is not None:
+                    kept.append((index, document))
+                    texts.append(text)
+        skipped = sum(map(len, candidates)) - len(kept)
+        if skipped:
+            logger.warning("CrossEncoderRanker skipped %d document(s) without text", skipped)
+        full_queries = [self._model_prompt + self.query_prefix + query + self.query_suffix for query in queries]
+        scores = np.asarray([])
+        if kept:
+            logits = self._pair_logits([full_queries[index] for index, _ in kept], texts, self.batch_size,
+                                       names=[document.id for _, document in kept])
+            scores = apply_activation(logits, self._activation_fn if scale_score else None)
+        ranked: list[list[Document]] = [[] for _ in queries]
+        for (index, document), score in zip(kept, scores):
+            ranked[index].append(replace(document, score=float(score)))
+        results = []
+        for documents in ranked:
+            documents.sort(key=lambda document: document.score, reverse=True)
+            if score_threshold is not None:
+                documents = [document for document in documents if document.score >= score_threshold]
+            results.append(documents[:top_k] if top_k is not None else documents)
+        return results
 
     @component.output_types(documents=list[Document])
     async def run_async(
