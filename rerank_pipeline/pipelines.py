@@ -9,6 +9,7 @@ pipeline serializes to YAML (``pipeline.dumps()``) and loads back with
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,11 @@ from haystack import Document, Pipeline
 
 from rerank_pipeline.batch_run import query_inputs
 from rerank_pipeline.components.index_folder import require_index
+from rerank_pipeline.components.rrf import RRF_K, ReciprocalRankFusion
+from rerank_pipeline.components.score_fusion import FusionChoice, RerankerScoreFusion, resolve_fusion
 from rerank_pipeline.first_stage import open_first_stage
+
+logger = logging.getLogger(__name__)
 
 
 def add_first_stage(pipeline: Pipeline, index_dir: str | Path, candidates: int = 100) -> str:
@@ -37,25 +42,46 @@ def build_pipeline(
     top_k: int = 10,
     candidates: int = 100,
     ranker_options: dict[str, Any] | None = None,
+    fusion: str = "model",
 ) -> Pipeline:
     """First stage from ``index_dir`` (``candidates`` documents) -> ``CrossEncoderRanker(ranker_model)`` -> ``top_k``.
 
+    ``fusion`` orders the ranker's output (see :func:`~rerank_pipeline.components.score_fusion.resolve_fusion`):
+    ``"model"`` (default) adds a ``RerankerScoreFusion`` with the weight of the model folder's ``fusion.json`` when
+    it has one, ``"none"`` keeps the reranker's order, ``"rrf"`` adds RRF of the first stage's and the ranker's
+    orders. With a fusion the ranker returns every candidate and the fusion cuts to ``top_k``.
     Without ``ranker_model`` the pipeline stops at the first stage, which then returns ``top_k`` documents.
     Run it with :func:`search`, or ``pipeline.run`` feeding the query to every input in :func:`query_inputs`.
     """
     if top_k <= 0 or candidates <= 0:
         raise ValueError(f"top_k and candidates must be positive (got {top_k}, {candidates})")
+    if ranker_model and Path(ranker_model).expanduser().is_dir():  # a local folder, recorded absolute like the index
+        ranker_model = str(Path(ranker_model).expanduser().resolve())
+    choice = resolve_fusion(ranker_model, fusion)
     pipeline = Pipeline()
     last = add_first_stage(pipeline, index_dir, candidates=candidates if ranker_model else top_k)
     if ranker_model:
         from rerank_pipeline.components import CrossEncoderRanker
 
-        if Path(ranker_model).expanduser().is_dir():  # a local folder, recorded absolute like the index
-            ranker_model = Path(ranker_model).expanduser().resolve()
-
-        pipeline.add_component("ranker", CrossEncoderRanker(model=str(ranker_model), top_k=top_k, **(ranker_options or {})))
+        ranker_top_k = top_k if choice.method == "none" else candidates
+        pipeline.add_component("ranker", CrossEncoderRanker(model=ranker_model, top_k=ranker_top_k, **(ranker_options or {})))
         pipeline.connect(f"{last}.documents", "ranker.documents")
+        add_reranker_fusion(pipeline, choice, first_stage=last, top_k=top_k, candidates=candidates)
+    logger.info(choice.summary())
     return pipeline
+
+
+def add_reranker_fusion(pipeline: Pipeline, choice: FusionChoice, first_stage: str, top_k: int, candidates: int) -> None:
+    """Add ``choice``'s fusion (if any) as component ``fusion``, fed by ``ranker.documents`` and the first stage's
+    ``documents``; its output is then the pipeline's only unconsumed ``documents`` output."""
+    if choice.method == "model":
+        pipeline.add_component("fusion", RerankerScoreFusion(weight=choice.weight, top_k=top_k))
+        pipeline.connect("ranker.documents", "fusion.documents")
+        pipeline.connect(f"{first_stage}.documents", "fusion.first_stage_documents")
+    elif choice.method == "rrf":
+        pipeline.add_component("fusion", ReciprocalRankFusion(rrf_k=RRF_K, fusion_depth=candidates, top_k=top_k))
+        pipeline.connect(f"{first_stage}.documents", "fusion.documents")
+        pipeline.connect("ranker.documents", "fusion.documents")
 
 
 def output_component(pipeline: Pipeline) -> str:

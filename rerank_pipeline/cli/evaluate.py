@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rerank_pipeline.cli import add_progress_flag, progress_bars
+from rerank_pipeline.cli.serve import add_fusion_option
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def register(subparsers) -> None:
     protocol.add_argument("--at-k", type=int, default=10, help="cut-off of MRR@k and nDCG@k in the protocol")
     protocol.add_argument("--always-rerank-positives", choices=tuple(POSITIVE_SETTINGS), default="true", help="put every positive into the reranked set (the model-card protocol); 'both' runs the two")
     protocol.add_argument("--end-to-end", choices=("auto", "on", "off"), default="auto", help="full-ranking metrics (ir_measures); auto = on for our own first stage")
-    protocol.add_argument("--fusion", choices=("none", "rrf"), default="none", help="end to end: order the reranked top-k by the reranker alone or by RRF with the first stage")
+    add_fusion_option(protocol)  # end to end only: the R-k protocol always measures the reranker alone
     protocol.add_argument("--output", default=None, help="write metrics.json, metrics.csv, per_query.csv, *.trec, chart.png, COMMAND.txt here (a new or empty folder, or a previous report, replaced as a whole)")
     protocol.add_argument("--overwrite", action="store_true", help="replace an --output folder that holds other files")
     protocol.add_argument("--compare", nargs="+", metavar="RUN_DIR", default=None,
@@ -215,7 +216,8 @@ def _evaluate(args: argparse.Namespace, timer) -> int:
         raise ValueError("--rerank-k and --at-k must be >= 1")
     if args.pipeline:
         clashing = [option for option, value in (("--first-stage", args.first_stage), ("--model", args.model),
-                    ("--index-dir", args.index_dir), ("--no-rerank", args.no_rerank)) if value]
+                    ("--index-dir", args.index_dir), ("--no-rerank", args.no_rerank),
+                    ("--fusion", args.fusion != "model")) if value]
         if clashing:
             raise ValueError(f"--pipeline brings its own first stage and ranker: drop {', '.join(clashing)}")
         if not Path(args.pipeline).is_file():
@@ -273,6 +275,7 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
     """Evaluate one first stage + reranker on every collection the arguments name; print and write its report."""
     with timer.phase("import"):
         from rerank_pipeline.components.index_folder import atomic_directory
+        from rerank_pipeline.components.score_fusion import resolve_fusion
         from rerank_pipeline.eval import CachedScorer, IdentityScorer, evaluate_end_to_end, load_scorer, rerank_protocol_suite, retrieve_rankings
         from rerank_pipeline.eval.compare import check_same_collections, compare_with_earlier_runs, load_earlier_runs
         from rerank_pipeline.eval.metrics import relevance_kind
@@ -284,10 +287,12 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
     progress = not args.no_progress
     first_stage = f"pipeline {args.pipeline}" if args.pipeline else args.first_stage or ("published" if args.nanobeir else "bm25")
     top_k = args.top_k or max(100, args.rerank_k)
+    reranked = not (args.no_rerank or args.reranker == "identity")
+    # a bad choice fails before any work; a --pipeline YAML holds its own fusion (export writes it in)
+    fusion = None if args.pipeline else resolve_fusion(args.model if reranked else None, args.fusion)
     with timer.phase("load"):
         datasets = [_limit_queries(dataset, args.max_queries) for dataset in load_datasets(args)]
     check_same_collections(earlier_runs, datasets)
-    reranked = not (args.no_rerank or args.reranker == "identity")
 
     rankings, pipeline_output = {}, {}
     if args.pipeline:
@@ -335,6 +340,8 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
                                               **ranker_options))  # the protocol and the full ranking score a pair once
         reranker_label = f"{args.reranker} {args.model}" + (f" ({_ranker_description(ranker_options)})" if ranker_options else "")
     print(f"reranker: {reranker_label}; candidates: {first_stage}; rerank_k={args.rerank_k}", flush=True)
+    if fusion:
+        print(f"{fusion.summary()} (end to end; the R{args.rerank_k} protocol measures the reranker alone)", flush=True)
 
     suite_name = "NanoBEIR" if args.nanobeir else "mean"
     protocol_results = {}
@@ -377,7 +384,8 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
                     evaluate_end_to_end(
                         dataset, rankings[dataset.name], scorer if reranked else None, rerank_k=args.rerank_k,
                         reranked_rankings=pipeline_output.get(dataset.name),
-                        fusion=None if args.fusion == "none" else args.fusion,
+                        fusion=None if fusion is None or fusion.method == "none" else fusion.method,
+                        fusion_weight=fusion.weight if fusion else None,
                         batch_size=args.batch_size, show_progress_bar=progress,
                     )
                 )
@@ -398,7 +406,8 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
 
     settings = {
         "datasets": [dataset.name for dataset in datasets], "first_stage": first_stage, "top_k": top_k,
-        "reranker": reranker_label, "rerank_k": args.rerank_k, "at_k": args.at_k, "fusion": args.fusion,
+        "reranker": reranker_label, "rerank_k": args.rerank_k, "at_k": args.at_k,
+        "fusion": fusion.method if fusion else "the pipeline's own", "fusion_weight": fusion.weight if fusion else None,
         "embedding_model": args.embedding_model,
     }
     command = command_line(args)

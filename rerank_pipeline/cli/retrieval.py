@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rerank_pipeline.cli import add_progress_flag
-from rerank_pipeline.cli.serve import RANKER_BACKENDS
+from rerank_pipeline.cli.serve import RANKER_BACKENDS, add_fusion_option, fusion_line
 
 if TYPE_CHECKING:  # haystack is imported by the handlers, so building the parser stays fast
     from haystack import Document
@@ -135,13 +135,15 @@ def run_search(args: argparse.Namespace) -> int:
         raise ValueError("pass --model (a cross-encoder folder or Hub id) or --no-rerank for the first stage only")
     if args.top_k <= 0:
         raise ValueError(f"--top-k must be positive, got {args.top_k}")
+    model = None if args.no_rerank else args.model
     pipeline = build_pipeline(
         args.index_dir,
-        ranker_model=None if args.no_rerank else args.model,
+        ranker_model=model,
         top_k=args.top_k,
         candidates=max(args.candidates, args.top_k),
         ranker_options={"backend": args.backend, "quantize": args.quantize,
                         "allow_untrained_head": args.allow_untrained_head},
+        fusion=args.fusion,
     )
     try:
         documents = search(pipeline, args.query)
@@ -155,8 +157,11 @@ def run_search(args: argparse.Namespace) -> int:
             {"rank": rank, "id": doc.id, "score": doc.score, "title": doc.meta.get("title", ""), "content": doc.content}
             for rank, doc in enumerate(documents, start=1)
         ]
-        print(json.dumps({"query": args.query, "reranked": not args.no_rerank, "results": results}, ensure_ascii=False, indent=2))
+        fusion = {"fusion": fusion_line(model, args.fusion)} if model else {}
+        print(json.dumps({"query": args.query, "reranked": not args.no_rerank, **fusion, "results": results}, ensure_ascii=False, indent=2))
     else:
+        if model:  # on stderr, once the search succeeded: the table stays the output
+            print(fusion_line(model, args.fusion), file=sys.stderr)
         print(_render_table(args.query, documents, shutil.get_terminal_size((120, 20)).columns))
     return 0
 
@@ -196,5 +201,6 @@ def register(subparsers) -> None:
     search.add_argument("--quantize", action="store_true", help="int8 inference (openvino: static int8, cached)")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
     search.add_argument("--allow-untrained-head", action="store_true", help="accept a --model without a trained scoring head (it scores with a random head)")
+    add_fusion_option(search)
     add_progress_flag(search)
     search.set_defaults(func=run_search)

@@ -12,6 +12,23 @@ from rerank_pipeline.cli import add_progress_flag
 from rerank_pipeline.serving import DEFAULT_HOST, DEFAULT_NAME, DEFAULT_PORT
 
 RANKER_BACKENDS = ("torch", "onnx", "openvino")  # CrossEncoderRanker's backends (named here without loading torch)
+FUSION_CHOICES = ("model", "none", "rrf")  # score_fusion.FUSION_CHOICES (named here without loading haystack)
+
+
+def add_fusion_option(parser: argparse.ArgumentParser) -> None:
+    """``--fusion none|model|rrf``: what orders the reranked candidates (shared by export, serve, search, eval)."""
+    parser.add_argument(
+        "--fusion", choices=FUSION_CHOICES, default="model",
+        help="after the reranker: model = the model folder's dev-tuned fusion.json when it has one (default), "
+             "none = the reranker's order, rrf = reciprocal rank fusion with the first stage",
+    )
+
+
+def fusion_line(model: str | None, fusion: str) -> str:
+    """The line saying which fusion follows the reranker, e.g. ``fusion: fusion.json of M, weight 0.3 (...)``."""
+    from rerank_pipeline.components.score_fusion import resolve_fusion
+
+    return resolve_fusion(model, fusion).summary()
 
 
 def _pipeline(args: argparse.Namespace):
@@ -32,6 +49,7 @@ def _pipeline(args: argparse.Namespace):
         top_k=args.top_k,
         candidates=max(args.candidates, args.top_k),
         ranker_options=options,
+        fusion=args.fusion,
     )
 
 
@@ -40,6 +58,8 @@ def run_export(args: argparse.Namespace) -> int:
     from rerank_pipeline.serving import export
 
     path = export(_pipeline(args), args.output)
+    if args.model:
+        print(fusion_line(args.model, args.fusion))
     print(f"wrote {path}; deploy it with: HAYSTACK_DESERIALIZATION_ALLOWLIST=rerank_pipeline hayhooks run, then "
           f"hayhooks pipeline deploy-yaml -n {DEFAULT_NAME} {path}")
     return 0
@@ -52,6 +72,8 @@ def run_serve(args: argparse.Namespace) -> int:
     yaml_text = hayhooks_yaml(_pipeline(args))
 
     def ready(seconds: float) -> None:
+        if args.model:
+            print(fusion_line(args.model, args.fusion), file=sys.stderr)
         print(
             f"deployed '{args.name}' and loaded its models in {seconds:.1f} s; "
             f"POST http://{args.host}:{args.port}/{args.name}/run with {{\"query\": \"...\"}}",
@@ -79,6 +101,7 @@ def _pipeline_options(parser: argparse.ArgumentParser) -> None:
         "--allow-untrained-head", action="store_true",
         help="accept a --model without a trained scoring head (it scores with a random head)",
     )
+    add_fusion_option(parser)
     add_progress_flag(parser)
 
 

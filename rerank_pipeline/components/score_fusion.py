@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ import numpy as np
 from haystack import Document, component, default_from_dict, default_to_dict
 
 FUSION_FILE = "fusion.json"
+FUSION_CHOICES = ("model", "none", "rrf")
+"""After the ranker: the model folder's ``fusion.json`` (when it has one), nothing, or RRF with the first stage."""
 
 
 def min_max(scores: Sequence[float] | np.ndarray, constant: float = 0.5) -> np.ndarray:
@@ -68,6 +70,47 @@ def load_fusion_weight(model_dir: str | Path) -> float | None:
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"{path}: fusion weight must be in [0, 1], got {weight}")
     return weight
+
+
+@dataclass(frozen=True)
+class FusionChoice:
+    """What follows the ranker: ``method`` ``"model"`` (score fusion with ``weight``), ``"rrf"`` or ``"none"``."""
+
+    method: str
+    weight: float | None = None
+    model: str | None = None
+    reason: str = ""
+
+    def summary(self) -> str:
+        """One line for the console, e.g. ``fusion: fusion.json of models/x, weight 0.3 (...)``."""
+        if self.method == "model":
+            meaning = {0.0: "0: serves the first-stage order", 1.0: "1: the reranker alone"}.get(
+                self.weight, "the reranker's share of the min-max fused score")
+            return f"fusion: {FUSION_FILE} of {self.model}, weight {self.weight:g} ({meaning})"
+        if self.method == "rrf":
+            return "fusion: rrf of the first stage and the reranker (reciprocal rank fusion, untuned)"
+        return f"fusion: none ({self.reason})"
+
+
+def resolve_fusion(ranker_model: str | Path | None, fusion: str = "model") -> FusionChoice:
+    """The fusion to put after ``ranker_model`` for the ``--fusion`` choice (see :data:`FUSION_CHOICES`).
+
+    ``"model"`` uses the model folder's ``fusion.json`` and falls back to none (saying why) when there is none.
+    """
+    if fusion not in FUSION_CHOICES:
+        raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSION_CHOICES)}")
+    if not ranker_model:
+        if fusion == "rrf":
+            raise ValueError("fusion 'rrf' fuses the reranker's order with the first stage's: it needs a reranker model")
+        return FusionChoice("none", reason="no reranker: the first-stage order")
+    if fusion == "none":
+        return FusionChoice("none", model=str(ranker_model), reason="the reranker's order")
+    if fusion == "rrf":
+        return FusionChoice("rrf", model=str(ranker_model))
+    weight = load_fusion_weight(Path(ranker_model).expanduser())
+    if weight is None:
+        return FusionChoice("none", model=str(ranker_model), reason=f"{ranker_model} has no {FUSION_FILE}: the reranker's order")
+    return FusionChoice("model", weight=weight, model=str(ranker_model))
 
 
 @component
@@ -121,6 +164,17 @@ class RerankerScoreFusion:
             reverse=True,
         )
         return {"documents": ranked[:top_k] if top_k is not None else ranked}
+
+    @component.output_types(documents=list[Document])
+    async def run_async(self, documents: list[Document], first_stage_documents: list[Document], top_k: int | None = None) -> dict[str, list[Document]]:
+        """Same as :meth:`run` (pure computation)."""
+        return self.run(documents, first_stage_documents, top_k)
+
+    def run_batch(self, documents: list[list[Document]], first_stage_documents: list[list[Document]], top_k: int | None = None) -> dict[str, list[list[Document]]]:
+        """:meth:`run` for many queries at once: ``documents[q]`` and ``first_stage_documents[q]`` are query ``q``'s."""
+        if len(documents) != len(first_stage_documents):
+            raise ValueError(f"got {len(documents)} reranked lists for {len(first_stage_documents)} first-stage lists")
+        return {"documents": [self.run(ranked, retrieved, top_k)["documents"] for ranked, retrieved in zip(documents, first_stage_documents)]}
 
     def to_dict(self) -> dict[str, Any]:
         """Serialize the init parameters."""

@@ -9,14 +9,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rerank_pipeline.components.rrf import RRF_K, reciprocal_rank_fusion
+from rerank_pipeline.components.score_fusion import fuse_scores
 from rerank_pipeline.datasets import RetrievalDataset
 from rerank_pipeline.eval.metrics import DEFAULT_MEASURES, full_ranking_metrics, relevance_kind
 from rerank_pipeline.eval.protocol import Rankings, ranked_ids
 
 logger = logging.getLogger(__name__)
 
-FUSIONS = (None, "rrf")
-RRF_K = 60
+FUSIONS = (None, "model", "rrf")
 
 
 def retrieve_rankings(
@@ -64,15 +65,21 @@ def rerank_rankings(
     fusion: str | None = None,
     batch_size: int = 64,
     show_progress_bar: bool = False,
+    fusion_weight: float | None = None,
 ) -> dict[str, list[tuple[str, float]]]:
     """Reorder each query's top ``rerank_k`` by ``scorer`` (one batched predict call); the rest keep their order.
 
-    ``fusion="rrf"`` orders the top ``rerank_k`` by reciprocal rank fusion (k=60) of first-stage and reranker
-    ranks instead of by the reranker alone. Returned scores are the reranker's (RRF's when fused) for the top
-    ``rerank_k``; the tail keeps its first-stage scores (None-free: rank-based if the input had none).
+    ``fusion`` orders the top ``rerank_k`` as the served pipeline does: None by the reranker alone, ``"model"`` by
+    :func:`~rerank_pipeline.components.score_fusion.fuse_scores` of reranker and first-stage scores with
+    ``fusion_weight`` (a model's ``fusion.json``; ties keep the reranker's order, like ``RerankerScoreFusion``),
+    ``"rrf"`` by :func:`~rerank_pipeline.components.rrf.reciprocal_rank_fusion` of the first-stage and reranker
+    orders. ``rankings`` given as bare ids have first-stage scores ``-rank``. Returned scores are the reranker's
+    (the fused ones when fused) for the top ``rerank_k``; the tail keeps its order below them.
     """
     if fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
+    if fusion == "model" and fusion_weight is None:
+        raise ValueError("fusion 'model' needs the fusion_weight of the model's fusion.json")
     pairs, spans = [], {}
     lists = {qid: ranked_ids(ranking) for qid, ranking in rankings.items()}
     for qid, doc_ids in lists.items():
@@ -88,18 +95,30 @@ def rerank_rankings(
     reranked = {}
     for qid, (offset, head) in spans.items():
         head_scores = scores[offset : offset + len(head)]
+        by_reranker = np.argsort(-head_scores, kind="stable")
         if fusion == "rrf":
-            reranker_rank = np.empty(len(head), dtype=np.int64)
-            reranker_rank[np.argsort(-head_scores, kind="stable")] = np.arange(len(head))
-            head_scores = 1.0 / (RRF_K + 1 + np.arange(len(head))) + 1.0 / (RRF_K + 1 + reranker_rank)
-        order = np.argsort(-head_scores, kind="stable")
-        top = [(head[i], float(head_scores[i])) for i in order]
+            top = reciprocal_rank_fusion([head, [head[i] for i in by_reranker]], RRF_K)
+        else:
+            if fusion == "model":
+                first_stage = _first_stage_scores(rankings[qid])
+                head_scores = fuse_scores(head_scores, [first_stage[doc_id] for doc_id in head], fusion_weight)
+            order = by_reranker[np.argsort(-head_scores[by_reranker], kind="stable")]
+            top = [(head[i], float(head_scores[i])) for i in order]
         seen = set(head)
-        floor = float(head_scores.min()) if len(head) else 0.0
+        floor = min((score for _, score in top), default=0.0)
         tail_ids = [doc_id for doc_id in dict.fromkeys(lists[qid]) if doc_id not in seen]
         tail = [(doc_id, floor - 1 - rank) for rank, doc_id in enumerate(tail_ids)]
         reranked[qid] = top + tail
     return reranked
+
+
+def _first_stage_scores(ranking) -> dict[str, float]:
+    """doc id -> its first-stage score (first occurrence); a bare id, or a None score, scores ``-rank``."""
+    scores: dict[str, float] = {}
+    for rank, item in enumerate(ranking, start=1):
+        doc_id, score = (str(item[0]), item[1]) if isinstance(item, (tuple, list)) else (str(item), None)
+        scores.setdefault(doc_id, float(score) if score is not None else float(-rank))
+    return scores
 
 
 @dataclass
@@ -117,6 +136,12 @@ class EndToEndResult:
     reranked_run: dict[str, list[tuple[str, float]]] | None
     timings: dict[str, float] = field(default_factory=dict)
     relevance: str = "graded"
+    fusion_weight: float | None = None
+
+    @property
+    def fusion_label(self) -> str | None:
+        """How the reranked top was ordered, e.g. ``fusion.json w=0.3`` or ``rrf`` (None: the reranker alone)."""
+        return f"fusion.json w={self.fusion_weight:g}" if self.fusion == "model" else self.fusion
 
     def paired_tests(self, comparisons: int = 1) -> dict:
         """metric -> :class:`~rerank_pipeline.eval.significance.PairedTest` of reranked against the first stage
@@ -138,9 +163,11 @@ def evaluate_end_to_end(
     batch_size: int = 64,
     show_progress_bar: bool = False,
     reranked_rankings: Rankings | None = None,
+    fusion_weight: float | None = None,
 ) -> EndToEndResult:
     """nDCG@10, MRR@10, Recall@100 and MAP (ir_measures, graded qrels) of ``first_stage_rankings`` and, when a
-    ``scorer`` is given, of the same lists with the top ``rerank_k`` reranked (``fusion`` None or ``"rrf"``).
+    ``scorer`` is given, of the same lists with the top ``rerank_k`` reranked (``fusion`` and ``fusion_weight``
+    as in :func:`rerank_rankings`).
 
     ``first_stage_rankings``: qid -> doc ids or (doc_id, score) pairs, best first. Averages over judged queries.
     ``reranked_rankings`` (instead of a ``scorer``): the reranked lists, already computed (``eval --pipeline``).
@@ -159,8 +186,9 @@ def evaluate_end_to_end(
         reranked_run = {qid: list(reranked_rankings.get(qid, [])) for qid in judged}
     elif scorer is not None:
         scoring = time.perf_counter()
-        reranked_run = rerank_rankings(
-            dataset, {qid: first_stage_run[qid] for qid in judged}, scorer, rerank_k, fusion, batch_size, show_progress_bar
+        reranked_run = rerank_rankings(  # the given rankings: their scores feed fusion "model"
+            dataset, {qid: first_stage_rankings[qid] for qid in judged}, scorer, rerank_k, fusion, batch_size,
+            show_progress_bar, fusion_weight,
         )
         timings["score_s"] = time.perf_counter() - scoring
     if reranked_run is not None:
@@ -170,7 +198,7 @@ def evaluate_end_to_end(
         )
         timings["metrics_s"] += time.perf_counter() - measuring
     return EndToEndResult(
-        name=dataset.name, rerank_k=rerank_k, fusion=fusion,
+        name=dataset.name, rerank_k=rerank_k, fusion=fusion, fusion_weight=fusion_weight if fusion == "model" else None,
         first_stage=first_mean, reranked=reranked_mean,
         per_query_first_stage=first_per_query, per_query_reranked=reranked_per_query,
         first_stage_run=first_stage_run, reranked_run=reranked_run,

@@ -161,7 +161,7 @@ def end_to_end_table(results: Sequence[EndToEndResult], comparisons: int = 1) ->
     for result in results:
         rows.append([result.name, "first stage", *[f"{result.first_stage[n]:.4f}" for n in names]])
         if result.reranked is not None:
-            label = f"reranked top {result.rerank_k}" + (f" ({result.fusion})" if result.fusion else "")
+            label = f"reranked top {result.rerank_k}" + (f" ({result.fusion_label})" if result.fusion else "")
             rows.append([result.name, label, *[format_delta(tests[result.name][n]) for n in names]])
     if len(results) > 1:
         rows.append(["mean", "first stage", *[f"{sum(r.first_stage[n] for r in results) / len(results):.4f}" for n in names]])
@@ -250,7 +250,7 @@ def end_to_end_payload(results: Sequence[EndToEndResult], comparisons: int = 1) 
     payload = {
         result.name: {
             "ranking": "full ranking (ir_measures)", "relevance": result.relevance,
-            "rerank_k": result.rerank_k, "fusion": result.fusion,
+            "rerank_k": result.rerank_k, "fusion": result.fusion, "fusion_weight": result.fusion_weight,
             "first_stage": result.first_stage, "reranked": result.reranked,
             "paired_tests": tests.get(result.name), "timings": result.timings,
         }
