@@ -28,6 +28,8 @@ def test_t_test_is_scipys_and_randomization_agrees_and_bonferroni_multiplies():
     corrected = paired_test(a, b, comparisons=3)
     assert corrected.t_test_p == pytest.approx(min(1.0, 3 * single.t_test_p)) and corrected.comparisons == 3
     assert paired_test(a, a).t_test_p == 1.0 and paired_test(a, a).permutation_p == 1.0
+    read_back = np.round(a, 6) + np.where(np.arange(40) % 2, 1e-16, -1e-16)  # equal figures, float noise apart
+    assert paired_test(np.round(a, 6), read_back).t_test_p == 1.0
     assert format_delta(single).startswith(f"{b.mean():.4f} ({b.mean() - a.mean():+.4f}) p=")
 
 

@@ -25,6 +25,7 @@ import numpy as np
 DEFAULT_ALPHA = 0.05
 PERMUTATION_RESAMPLES = 10_000
 PERMUTATION_SEED = 0
+FLOAT_NOISE = 1e-9  # per-query differences this small are rounding, not a difference between systems
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def paired_test(a: Sequence[float], b: Sequence[float], comparisons: int = 1) ->
     if len(a) < 2:
         raise ValueError(f"paired test needs at least 2 queries, got {len(a)}")
     differences = b - a
-    if not np.any(differences):
+    if np.all(np.abs(differences) <= FLOAT_NOISE):  # equal up to float noise (e.g. figures read back from a CSV)
         t_p = permutation_p = 1.0
     else:
         t_p = float(stats.ttest_rel(b, a).pvalue)
