@@ -45,12 +45,13 @@ class BM25Side:
         self.store.write_documents(list(documents), policy=DuplicatePolicy.OVERWRITE)
 
     def write_to(self, folder: Path) -> None:
-        """Write into an empty folder (not atomic)."""
+        """Write into an empty folder (not atomic), after applying what other processes wrote to the store's."""
+        self.store.refresh()
         self.store.write_to(folder)
 
     def reopen(self, index_dir: str) -> None:
-        """Persist later changes into ``index_dir`` (written by the caller)."""
-        self.store.index_dir = index_dir
+        """Persist later changes into ``index_dir`` (just written by the caller)."""
+        self.store.attach(index_dir)
 
     def add_to(self, pipeline: Pipeline, top_k: int, prefix: str = "") -> str:
         """Add the retriever; returns its name."""
@@ -95,13 +96,14 @@ class DenseSide:
 
     def write_to(self, folder: Path) -> None:
         """Write into an empty folder (not atomic); its settings record the model and the embedded meta fields."""
+        self.store.refresh()
         self.store.embedding_model = self.model
         self.store.write_to(folder)
         write_settings(folder, {**read_settings(folder), "meta_fields_to_embed": self.meta_fields_to_embed})
 
     def reopen(self, index_dir: str) -> None:
-        """Persist later changes into ``index_dir`` (written by the caller)."""
-        self.store.index_dir = index_dir
+        """Persist later changes into ``index_dir`` (just written by the caller)."""
+        self.store.attach(index_dir)
 
     def add_to(self, pipeline: Pipeline, top_k: int, prefix: str = "") -> str:
         """Add Haystack's query embedder and the FAISS retriever; returns the retriever's name."""

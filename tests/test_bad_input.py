@@ -86,17 +86,21 @@ def test_index_writes_into_an_empty_folder_and_replaces_an_index(tmp_path, capsy
     assert code == 0 and "indexed 3 documents" in out
 
 
-def test_stale_staging_folders_of_a_killed_run_are_removed(tmp_path, capsys):
+def test_only_the_staging_folders_this_package_marked_are_removed(tmp_path, capsys):
+    from rerank_pipeline.components.index_folder import STAGING_MARKER
+
     corpus = write_corpus(tmp_path / "docs.jsonl")
     dead_pid = 2**22 + 12345  # above Linux's pid_max default: no such process
-    stale = [tmp_path / f".idx.tmp-{dead_pid}-abc", tmp_path / ".idx.tmp-legacy", tmp_path / f".idx.old-{dead_pid}-x"]
-    live = tmp_path / f".idx.tmp-{os.getpid()}-running"
-    for folder in (*stale, live):
+    marked = [tmp_path / f".idx.tmp-{dead_pid}-abc", tmp_path / f".idx.old-{dead_pid}-x"]
+    foreign = [tmp_path / ".idx.tmp-legacy", tmp_path / f".idx.old-{dead_pid}-someone-elses"]
+    for folder in (*marked, *foreign):
         folder.mkdir()
         (folder / "documents.jsonl").write_text("{}\n")
+    for folder in marked:
+        (folder / STAGING_MARKER).write_text(json.dumps({"creator": "rerank-pipeline", "pid": dead_pid}))
     assert run_cli(capsys, "index", "--jsonl", corpus, "--index-dir", tmp_path / "idx")[0] == 0
-    assert not any(folder.exists() for folder in stale)
-    assert live.exists()  # a writer that is still running keeps its staging folder
+    assert not any(folder.exists() for folder in marked)  # left by a killed run of ours: removed
+    assert all((folder / "documents.jsonl").read_text() == "{}\n" for folder in foreign)  # not ours: untouched
 
 
 # ---------------------------------------------------------------- 2. duplicate ids

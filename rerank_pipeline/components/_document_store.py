@@ -10,15 +10,22 @@ snapshot (atomically, see :func:`atomic_directory`); later changes are appended 
 fsynced line each (a crash mid-append leaves a torn last line, which is ignored: the previous state). Once the journal
 is larger than the snapshot, the change is followed by a new snapshot (which empties the journal), so the write cost
 stays linear and a reopen, which replays the journal, never replays more than the snapshot holds.
+
+Several processes: every change holds the folder's writer lock (:func:`folder_lock`) and first applies what other
+processes wrote since this store read the folder (their journal lines, or their new snapshot), so no acknowledged
+write is lost. A change that cannot be persisted (read-only folder, full disk) raises and leaves memory equal to the
+folder.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,13 +37,17 @@ from haystack.document_stores.types import DuplicatePolicy
 from haystack.utils.filters import document_matches_filter
 
 from rerank_pipeline.components.index_folder import (
+    JOURNAL_FILE,
     SavesToIndexFolder,
     append_journal,
+    folder_lock,
+    open_generation,
     read_journal,
     read_settings,
     snapshot_bytes,
 )
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -63,6 +74,16 @@ class InMemoryIndexedStore(SavesToIndexFolder):
         self._documents = {}
         self._lock = threading.RLock()
         self._executor: ThreadPoolExecutor | None = None
+        self._generation: str | None = None  # the folder generation that memory reflects
+        self._journal_end = 0  # bytes of that generation's journal applied to memory
+
+    def _load(self, folder: Path, settings: dict[str, Any]) -> None:  # pragma: no cover - every store defines it
+        """Read the snapshot files of ``folder`` into memory (after :meth:`_reset`)."""
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        self._documents = {}
+        self._index_cleared()
 
     # --- hooks ---------------------------------------------------------------------------------
 
@@ -102,7 +123,7 @@ class InMemoryIndexedStore(SavesToIndexFolder):
             raise ValueError("write_documents expects a list of haystack Document objects")
         if policy == DuplicatePolicy.NONE:
             policy = DuplicatePolicy.FAIL
-        with self._lock:
+        with self._writing():
             accepted: list[Document] = []
             seen: set[str] = set()
             for document in documents:
@@ -121,21 +142,21 @@ class InMemoryIndexedStore(SavesToIndexFolder):
 
     def delete_documents(self, document_ids: list[str]) -> None:
         """Remove documents by id (unknown ids are ignored)."""
-        with self._lock:
+        with self._writing():
             removed = [doc_id for doc_id in dict.fromkeys(document_ids) if doc_id in self._documents]
             if removed:
                 self._apply({"op": "delete", "ids": removed})
 
     def delete_all_documents(self) -> None:
         """Remove every document."""
-        with self._lock:
+        with self._writing():
             if self._documents:
                 self._apply({"op": "clear"})
 
     def delete_by_filter(self, filters: dict[str, Any]) -> int:
         """Remove the documents matching ``filters``; returns how many."""
         validate_filters(filters)
-        with self._lock:
+        with self._writing():
             ids = [document.id for document in self._matching(filters)]
             self.delete_documents(ids)
             return len(ids)
@@ -143,7 +164,7 @@ class InMemoryIndexedStore(SavesToIndexFolder):
     def update_by_filter(self, filters: dict[str, Any], meta: dict[str, Any]) -> int:
         """Merge ``meta`` into the meta of the documents matching ``filters``; returns how many."""
         validate_filters(filters)
-        with self._lock:
+        with self._writing():
             updated = [
                 replace(self._stored_document(document), meta={**document.meta, **meta})
                 for document in self._matching(filters)
@@ -170,9 +191,33 @@ class InMemoryIndexedStore(SavesToIndexFolder):
         return counts
 
     def save(self, index_dir: str | Path | None = None) -> Path:
-        """Write a snapshot of the store to ``index_dir`` (default: its own), replacing the folder atomically."""
+        """Write a snapshot of the store to ``index_dir`` (default: its own), replacing the folder atomically.
+
+        Saving to the store's own folder first applies what other processes wrote there (under the folder's lock).
+        """
+        target = index_dir if index_dir is not None else self.index_dir
+        if target is None:
+            return super().save(target)  # raises: no folder to save to
+        own = self.index_dir is None or Path(target).resolve() == Path(self.index_dir).resolve()
+        with folder_lock(target), self._lock:
+            if own and self.index_dir is not None:
+                self._catch_up()
+            path = super().save(target)
+            if own:
+                self._generation, self._journal_end = read_settings(path).get("generation"), 0
+            return path
+
+    def attach(self, index_dir: str | Path) -> None:
+        """Persist later changes into ``index_dir``, a folder just written from this store's state."""
         with self._lock:
-            return super().save(index_dir)
+            self.index_dir = str(index_dir)
+            self._generation, self._journal_end = (read_settings(index_dir) or {}).get("generation"), 0
+
+    def refresh(self) -> None:
+        """Apply to memory what other processes wrote to this store's folder since it was read."""
+        if self.index_dir is not None:
+            with folder_lock(self.index_dir), self._lock:
+                self._catch_up()
 
     def _matching(self, filters: dict[str, Any] | None):
         if not filters:
@@ -183,8 +228,86 @@ class InMemoryIndexedStore(SavesToIndexFolder):
             if document_matches_filter(filters=filters, document=document):
                 yield document
 
-    def _apply(self, change: dict[str, Any], persist: bool = True) -> None:
-        """Make one change (``write`` documents, ``delete`` ids or ``clear``), then persist it when asked."""
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the folder's writer lock (when persisted) and this store's lock, with memory caught up."""
+        if self.index_dir is None:
+            with self._lock:
+                yield
+            return
+        with folder_lock(self.index_dir), self._lock:
+            self._catch_up()
+            yield
+
+    def _open_folder(self) -> None:
+        """Load the folder's snapshot and journal into memory, as one consistent generation."""
+
+        def load(settings: dict[str, Any]) -> tuple[str | None, int]:
+            self._reset()
+            self._load(Path(self.index_dir), settings)
+            changes, end = read_journal(self.index_dir)
+            for change in changes:
+                self._apply_in_memory(change)
+            return settings.get("generation"), end
+
+        self._generation, self._journal_end = open_generation(self.index_dir, load)
+
+    def _catch_up(self) -> None:
+        """Apply what other processes wrote to the folder since memory was read: journal lines, or a new snapshot."""
+        settings = read_settings(self.index_dir)
+        if settings is None:
+            return  # no index on disk yet: the next change writes one
+        journal = Path(self.index_dir) / JOURNAL_FILE
+        size = journal.stat().st_size if journal.is_file() else 0
+        if settings.get("generation") != self._generation or size < self._journal_end:
+            self._open_folder()
+        elif size > self._journal_end:
+            changes, self._journal_end = read_journal(self.index_dir, self._journal_end)
+            for change in changes:
+                self._apply_in_memory(change)
+
+    def _rollback(self) -> None:
+        """Make memory equal to the folder again after a change that could not be persisted."""
+        if read_settings(self.index_dir) is None:
+            self._reset()
+            self._generation, self._journal_end = None, 0
+        else:
+            self._open_folder()
+
+    def _apply(self, change: dict[str, Any]) -> None:
+        """Make one change (``write`` documents, ``delete`` ids or ``clear``) and persist it before returning.
+
+        Called under :meth:`_writing`. With a folder, the change is journaled first (or, for a folder without an
+        index, written as a snapshot); when that fails, memory is left (or put back) equal to the folder.
+        """
+        if self.index_dir is None:
+            self._apply_in_memory(change)
+            return
+        if read_settings(self.index_dir) is None:  # the first change to this folder: a full snapshot
+            self._apply_in_memory(change)
+            try:
+                self.save()
+            except BaseException:
+                self._rollback()
+                raise
+            return
+        journal = Path(self.index_dir) / JOURNAL_FILE
+        try:
+            self._journal_end = append_journal(self.index_dir, change)
+        except OSError as error:
+            raise OSError(f"could not write the change to {journal} ({error}); nothing was changed") from error
+        try:
+            self._apply_in_memory(change)
+        except BaseException:
+            self._rollback()
+            raise
+        if self._journal_end > snapshot_bytes(self.index_dir):
+            try:
+                self.save()  # compaction once the journal outgrows the snapshot: O(1) amortized per document
+            except Exception as error:  # noqa: BLE001 - the change is durable in the journal; say so and go on
+                logger.warning("The change is kept in %s; compacting it into a new snapshot failed: %s", journal, error)
+
+    def _apply_in_memory(self, change: dict[str, Any]) -> None:
         if change["op"] == "write":
             for document in change["documents"]:
                 self._documents[document.id] = document
@@ -196,16 +319,6 @@ class InMemoryIndexedStore(SavesToIndexFolder):
         else:
             self._documents = {}
             self._index_cleared()
-        if persist and self.index_dir is not None:
-            if read_settings(self.index_dir) is None:
-                self.save()
-            elif append_journal(self.index_dir, change) > snapshot_bytes(self.index_dir):
-                self.save()  # compaction once the journal outgrows the snapshot: O(1) amortized per document
-
-    def _replay_journal(self) -> None:
-        """Apply the changes journaled in ``index_dir`` since its snapshot (called after loading the snapshot)."""
-        for change in read_journal(self.index_dir):
-            self._apply(change, persist=False)
 
     # --- async variants: the same work in this store's worker thread ----------------------------
 

@@ -29,6 +29,7 @@ from rerank_pipeline.components._document_store import InMemoryIndexedStore, val
 from rerank_pipeline.components._store_retriever import StoreRetriever
 from rerank_pipeline.components.index_folder import (
     DOCUMENTS_FILE,
+    IndexFolderError,
     read_documents_jsonl,
     read_settings,
     require_index,
@@ -157,8 +158,7 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
         self._engine_ids: list[str] = []
         settings = read_settings(self.index_dir) if self.index_dir else None
         if settings is not None:
-            self._load(Path(self.index_dir), settings)
-            self._replay_journal()
+            self._open_folder()
             fields_changed = meta_fields_to_index is not None and list(meta_fields_to_index) != self.meta_fields
             if fields_changed or (requested is not None and requested != self.analyzer):
                 raise ValueError(
@@ -225,7 +225,7 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
     ) -> list[list[tuple[str, float]]]:
         """For each query, ``[(doc_id, score)]`` best first; documents sharing no term are left out."""
         validate_filters(filters)
-        with self._lock:
+        with self._lock:  # reentrant: callers that look the ids up hold it across both steps
             self._ensure_engine()
             if self._engine is None or not queries:
                 return [[] for _ in queries]
@@ -258,11 +258,12 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
         self, queries: list[str], top_k: int = 10, filters: dict[str, Any] | None = None, scale_score: bool = False
     ) -> list[list[Document]]:
         """:meth:`bm25_retrieval` for many queries in one bm25s search."""
-        return [
-            [replace(self._documents[doc_id], score=expit(score / BM25_SCALING_FACTOR) if scale_score else score)
-             for doc_id, score in hits]
-            for hits in self.search_ids(queries, top_k=top_k, filters=filters)
-        ]
+        with self._lock:  # one hold: a document deleted by another thread meanwhile is never looked up
+            return [
+                [replace(self._documents[doc_id], score=expit(score / BM25_SCALING_FACTOR) if scale_score else score)
+                 for doc_id, score in hits]
+                for hits in self.search_ids(queries, top_k=top_k, filters=filters)
+            ]
 
     async def bm25_retrieval_async(
         self, query: str, top_k: int = 10, filters: dict[str, Any] | None = None, scale_score: bool = False
@@ -272,7 +273,8 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
 
     def get_documents(self, document_ids: list[str]) -> list[Document]:
         """Stored documents by id, in the order asked (unknown ids raise ``KeyError``)."""
-        return [self._documents[doc_id] for doc_id in document_ids]
+        with self._lock:
+            return [self._documents[doc_id] for doc_id in document_ids]
 
     # --- persistence -----------------------------------------------------------------------
 
@@ -308,10 +310,16 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
         self.meta_fields = list(settings.get("meta_fields_to_index", DEFAULT_META_FIELDS))
         documents = read_documents_jsonl(folder / DOCUMENTS_FILE)
         self._documents = {doc.id: doc for doc in documents}
+        if len(self._documents) != len(documents):
+            raise IndexFolderError(f"{folder / DOCUMENTS_FILE}: the same id on several lines")
         self._terms = None  # re-analyzed only if the index changes
         if (folder / "bm25s").is_dir():
             self._engine = bm25s.BM25.load(str(folder / "bm25s"), show_progress=False)
             self._engine_ids = [doc.id for doc in documents]
+            rows = self._engine.scores.get("num_docs")
+            if rows != len(documents):
+                raise IndexFolderError(f"{folder / DOCUMENTS_FILE}: {len(documents)} documents, the BM25 matrix in "
+                                       f"{folder / 'bm25s'} has {rows} rows")
 
     def _text(self, document: Document) -> str:
         return document_text(document, self.meta_fields)

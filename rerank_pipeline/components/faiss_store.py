@@ -23,6 +23,7 @@ from rerank_pipeline.components._document_store import InMemoryIndexedStore, val
 from rerank_pipeline.components._store_retriever import StoreRetriever
 from rerank_pipeline.components.index_folder import (
     DOCUMENTS_FILE,
+    IndexFolderError,
     read_documents_jsonl,
     read_settings,
     require_index,
@@ -137,8 +138,7 @@ class FAISSDocumentStore(InMemoryIndexedStore):
         self._recorded_settings: dict[str, Any] = {}
         settings = read_settings(self.index_dir) if self.index_dir else None
         if settings is not None:
-            self._load(Path(self.index_dir), settings)
-            self._replay_journal()
+            self._open_folder()
 
     # --- Haystack DocumentStore protocol -------------------------------------------------
 
@@ -281,8 +281,8 @@ class FAISSDocumentStore(InMemoryIndexedStore):
         return_embedding: bool = False,
     ) -> list[list[Document]]:
         """:meth:`embedding_retrieval` for many query vectors in one FAISS search."""
-        hits = self.search_ids(np.asarray(query_embeddings, dtype=np.float32), top_k=top_k, filters=filters)
-        with self._lock:
+        with self._lock:  # one hold: a document deleted by another thread meanwhile is never looked up
+            hits = self.search_ids(np.asarray(query_embeddings, dtype=np.float32), top_k=top_k, filters=filters)
             return [
                 [
                     replace(
@@ -309,7 +309,8 @@ class FAISSDocumentStore(InMemoryIndexedStore):
 
     def get_documents(self, document_ids: list[str]) -> list[Document]:
         """Stored documents by id, in the order asked (unknown ids raise ``KeyError``)."""
-        return [self._documents[doc_id] for doc_id in document_ids]
+        with self._lock:
+            return [self._documents[doc_id] for doc_id in document_ids]
 
     def _ensure_index(self) -> faiss.Index:
         if self._index is not None and self._indexed_rows < len(self._rows):
@@ -340,15 +341,16 @@ class FAISSDocumentStore(InMemoryIndexedStore):
         ``documents.jsonl`` lists the embedded documents in the row order of ``embeddings.npy`` (the vectors as
         written, float64), then the documents without an embedding.
         """
-        write_settings(folder, self.settings())
-        unembedded = (doc for doc_id, doc in self._documents.items() if doc_id not in self._rows)
-        write_documents_jsonl(folder / DOCUMENTS_FILE, [*(self._documents[i] for i in self._rows), *unembedded])
-        np.save(folder / "embeddings.npy", self._vectors)
-        if self._rows:
-            index = self._ensure_index()
-            if self.index_type != "flat":  # flat indexes are rebuilt from embeddings.npy in no time
-                cpu_index = faiss.index_gpu_to_cpu(index) if hasattr(index, "getDevice") else index
-                faiss.write_index(cpu_index, str(folder / "faiss.index"))
+        with self._lock:
+            write_settings(folder, self.settings())
+            unembedded = (doc for doc_id, doc in self._documents.items() if doc_id not in self._rows)
+            write_documents_jsonl(folder / DOCUMENTS_FILE, [*(self._documents[i] for i in self._rows), *unembedded])
+            np.save(folder / "embeddings.npy", self._vectors)
+            if self._rows:
+                index = self._ensure_index()
+                if self.index_type != "flat":  # flat indexes are rebuilt from embeddings.npy in no time
+                    cpu_index = faiss.index_gpu_to_cpu(index) if hasattr(index, "getDevice") else index
+                    faiss.write_index(cpu_index, str(folder / "faiss.index"))
 
     def settings(self) -> dict[str, Any]:
         """What ``index.json`` records about this index."""
@@ -376,7 +378,12 @@ class FAISSDocumentStore(InMemoryIndexedStore):
         embedded = settings.get("embedded_documents", len(documents))  # older folders: every document has a vector
         self._documents = {doc.id: doc for doc in documents}
         self._rows = {doc.id: row for row, doc in enumerate(documents[:embedded])}
-        self._vectors = np.load(folder / "embeddings.npy").astype(np.float64)
+        self._vectors = np.load(folder / "embeddings.npy", allow_pickle=False).astype(np.float64)
+        if len(self._documents) != len(documents) or self._vectors.shape[0] != len(self._rows):
+            raise IndexFolderError(
+                f"{folder / DOCUMENTS_FILE}: {len(documents)} lines ({len(self._documents)} ids, {len(self._rows)} "
+                f"embedded) do not match the {self._vectors.shape[0]} vectors of {folder / 'embeddings.npy'}"
+            )
         if (folder / "faiss.index").is_file():
             self._index = self._to_device(faiss.read_index(str(folder / "faiss.index")))
             self._indexed_rows = len(self._rows)

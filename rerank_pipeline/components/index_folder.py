@@ -1,9 +1,23 @@
-"""Index folders on disk: a small settings JSON plus data files, replaced atomically.
+"""Index folders on disk: a settings JSON that is also the manifest of its data files, replaced atomically.
 
-Every index that rerank-pipeline writes (embedded BM25, FAISS, hybrid, a record of
-an Elasticsearch index) is a folder holding ``index.json``; its ``backend`` key
-says which store reopens it. Folders are written into a temporary sibling and then
-swapped in, so a failure midway leaves the previous index (or nothing) in place.
+Every index that rerank-pipeline writes (embedded BM25, FAISS, hybrid, a record of an Elasticsearch index) is a
+folder holding ``index.json``; its ``backend`` key says which store reopens it. The folder is one *generation*:
+
+- **Manifest.** ``index.json`` names the generation (a random id) and every data file with its size and sha256
+  (``files``), as Lucene's ``segments_N`` does. :func:`open_generation` verifies the files before loading and
+  checks the generation did not change while it read, so a reader never mixes two saves, and a damaged, shuffled
+  or truncated file is named in an :class:`IndexFolderError`. The journal (appended to, see below) and nested
+  index folders (which carry their own manifest) are not listed.
+- **One writer.** :func:`folder_lock` is a file lock (``.NAME.lock`` beside the folder; ``.NAME.lock.holder``
+  names the holder) held by every change; a second writer waits up to :data:`LOCK_TIMEOUT_S` seconds, then fails
+  with one line naming the holder.
+- **No crash window.** :func:`atomic_directory` stages the new generation in ``.NAME.tmp-*/new``, fsyncs it, moves
+  the live folder into ``.NAME.old-*/previous`` and the new one in. Both containers carry a marker file naming
+  their creator; only marked containers are ever removed, and only while the live folder exists. A kill between the
+  two renames leaves no live folder: :func:`read_settings` then puts the staged (complete) or previous generation
+  back, so an index is never reported as empty.
+- **Journal.** Changes after a snapshot are appended to ``journal.jsonl`` one fsynced line each; each line is
+  checked as untrusted input (:func:`read_journal`).
 """
 
 from __future__ import annotations
@@ -14,32 +28,69 @@ import json
 import logging
 import os
 import shutil
+import socket
+import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from filelock import FileLock
+from filelock import Timeout as LockTimeout
 from haystack import Document
 
 from rerank_pipeline.output_paths import check_replaceable_folder
+from rerank_pipeline.provenance import file_sha256
 
 logger = logging.getLogger(__name__)
 
 SETTINGS_FILE = "index.json"
 DOCUMENTS_FILE = "documents.jsonl"
 JOURNAL_FILE = "journal.jsonl"
+STAGING_MARKER = ".rerank-pipeline-staging.json"  # in each .NAME.tmp-*/.NAME.old-* container this package made
+LOCK_TIMEOUT_S = float(os.environ.get("RERANK_PIPELINE_LOCK_TIMEOUT", "60"))
+JOURNAL_OPS = ("write", "delete", "clear")
+OPEN_ATTEMPTS = 5  # a reader retries when a writer swapped the folder in while it read
+
+T = TypeVar("T")
+
+
+class IndexFolderError(ValueError):
+    """A file of an index folder is missing, damaged or not of this generation; the message names the file."""
+
+
+class IndexFolderLocked(IndexFolderError):
+    """Another writer holds the index folder's lock past the timeout; the message names it."""
+
+
+# --------------------------------------------------------------------------------------------- settings / manifest
 
 
 def read_settings(index_dir: str | Path) -> dict[str, Any] | None:
-    """The settings of the index in ``index_dir``, or None when the folder holds no index."""
+    """The settings of the index in ``index_dir``, or None when the folder holds no index.
+
+    A swap interrupted by a crash (no live folder, a complete staged or previous generation beside it) is
+    recovered first. A settings file that is not a JSON object raises :class:`IndexFolderError` naming it.
+    """
     path = Path(index_dir) / SETTINGS_FILE
-    if not path.is_file():
+    if not path.is_file() and not recover_interrupted_swap(index_dir):
         return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            settings = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise IndexFolderError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(settings, dict):
+        raise IndexFolderError(f"{path}: expected a JSON object, found a {type(settings).__name__}")
+    return settings
 
 
 def require_index(index_dir: str | Path) -> None:
@@ -53,75 +104,320 @@ def require_index(index_dir: str | Path) -> None:
 
 
 def write_settings(folder: str | Path, settings: dict[str, Any]) -> None:
-    """Write ``index.json`` into ``folder``."""
+    """Write ``index.json`` into ``folder`` (a staging folder; :func:`atomic_directory` adds the manifest)."""
     with open(Path(folder) / SETTINGS_FILE, "w", encoding="utf-8") as handle:
         json.dump(settings, handle, indent=2, sort_keys=True)
         handle.write("\n")
+
+
+def _data_files(folder: Path) -> Iterator[Path]:
+    """The files a generation's manifest lists: all but ``index.json``, the journal and nested index folders."""
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir():
+            if not (entry / SETTINGS_FILE).is_file():
+                for path in _data_files(entry):
+                    yield path
+        elif entry.name not in (SETTINGS_FILE, JOURNAL_FILE):
+            yield entry
+
+
+def write_manifest(folder: str | Path) -> str:
+    """Record a new generation id and every data file's size and sha256 in ``folder``'s ``index.json``."""
+    folder = Path(folder)
+    files = {
+        path.relative_to(folder).as_posix(): {"size": path.stat().st_size, "sha256": file_sha256(path)}
+        for path in _data_files(folder)
+    }
+    generation = uuid.uuid4().hex
+    write_settings(folder, {**(read_settings(folder) or {}), "generation": generation, "files": files})
+    return generation
+
+
+def verify_manifest(folder: str | Path, settings: dict[str, Any]) -> None:
+    """Raise :class:`IndexFolderError` naming the first file that is missing or differs from the manifest.
+
+    A folder written before manifests existed (no ``files`` key) is not checked.
+    """
+    files = settings.get("files")
+    if files is None:
+        return
+    folder = Path(folder)
+    if not isinstance(files, dict):
+        raise IndexFolderError(f"{folder / SETTINGS_FILE}: 'files' is not an object")
+    for name, expected in files.items():
+        path = folder / name
+        if not isinstance(expected, dict) or ".." in Path(name).parts or Path(name).is_absolute():
+            raise IndexFolderError(f"{folder / SETTINGS_FILE}: bad manifest entry {name!r}")
+        if not path.is_file():
+            raise IndexFolderError(f"{path}: missing (listed in {SETTINGS_FILE})")
+        size = path.stat().st_size
+        if size != expected.get("size"):
+            raise IndexFolderError(
+                f"{path}: {size} bytes, {SETTINGS_FILE} says {expected.get('size')} (damaged, or changed by another "
+                "program)"
+            )
+        if file_sha256(path) != expected.get("sha256"):
+            raise IndexFolderError(
+                f"{path}: content differs from {SETTINGS_FILE}'s sha256 (damaged, or changed by another program)"
+            )
+
+
+def open_generation(index_dir: str | Path, load: Callable[[dict[str, Any]], T]) -> T:
+    """Verify the folder's files, then ``load(settings)``; retried when a writer swapped a new generation in.
+
+    Errors of a generation that stayed in place are re-raised, as :class:`IndexFolderError` naming the folder
+    when ``load`` raised something else (a missing key, a bad index, a truncated array).
+    """
+    folder = Path(index_dir)
+    for _ in range(OPEN_ATTEMPTS):
+        settings = read_settings(folder)
+        if settings is None:
+            raise FileNotFoundError(f"index folder {folder} has no {SETTINGS_FILE}")
+        try:
+            verify_manifest(folder, settings)
+            result = load(settings)
+        except Exception as error:  # noqa: BLE001 - judged below: a swapped folder is retried, else named
+            if _generation(folder) != settings.get("generation"):
+                continue
+            if isinstance(error, IndexFolderError):
+                raise
+            raise IndexFolderError(f"{folder}: cannot load the index ({type(error).__name__}: {error})") from error
+        if _generation(folder) == settings.get("generation"):
+            return result
+    raise IndexFolderError(f"{folder}: replaced {OPEN_ATTEMPTS} times while it was being opened; try again")
+
+
+def _generation(folder: Path) -> str | None:
+    try:
+        return (read_settings(folder) or {}).get("generation")
+    except IndexFolderError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------- one writer
+
+
+class _FolderLock:
+    """This process's hold on one folder's lock: a thread lock, then the file lock for the outermost holder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.threads = threading.RLock()
+        self.file = FileLock(str(path), thread_local=False)
+        self.depth = 0
+
+
+_FOLDER_LOCKS: dict[str, _FolderLock] = {}
+_FOLDER_LOCKS_GUARD = threading.Lock()
+
+
+def lock_path(folder: str | Path) -> Path:
+    """The lock file of ``folder``: ``.NAME.lock`` beside it (a side of a hybrid index shares the hybrid's)."""
+    folder = Path(folder).resolve()
+    parent_settings = folder.parent / SETTINGS_FILE
+    if parent_settings.is_file():
+        try:
+            if json.loads(parent_settings.read_text(encoding="utf-8")).get("backend") == "hybrid":
+                folder = folder.parent
+        except (ValueError, AttributeError, OSError):
+            pass
+    return folder.parent / f".{folder.name}.lock"
+
+
+@contextmanager
+def folder_lock(folder: str | Path, timeout: float | None = None) -> Iterator[None]:
+    """Hold ``folder``'s writer lock (reentrant in a thread; other threads and processes wait).
+
+    :raises IndexFolderLocked: when it is not free within ``timeout`` seconds (default :data:`LOCK_TIMEOUT_S`);
+        the message names the holder.
+    """
+    path = lock_path(folder)
+    timeout = LOCK_TIMEOUT_S if timeout is None else timeout
+    with _FOLDER_LOCKS_GUARD:
+        entry = _FOLDER_LOCKS.setdefault(str(path), _FolderLock(path))
+    if not entry.threads.acquire(timeout=timeout):
+        raise IndexFolderLocked(f"index folder {folder} is being written by another thread of this process; "
+                                f"gave up after {timeout:g} s")
+    try:
+        if entry.depth == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                entry.file.acquire(timeout=timeout)
+            except LockTimeout:
+                raise IndexFolderLocked(
+                    f"index folder {folder} is being written by {_holder(path)}; gave up after {timeout:g} s "
+                    f"(one writer at a time: {path})"
+                ) from None
+            _write_holder(path)
+        entry.depth += 1
+        try:
+            yield
+        finally:
+            entry.depth -= 1
+            if entry.depth == 0:
+                entry.file.release()
+    finally:
+        entry.threads.release()
+
+
+def _holder_file(lock: Path) -> Path:
+    return lock.with_name(lock.name + ".holder")
+
+
+def _write_holder(lock: Path) -> None:
+    text = f"process {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv[:3])[:200]}), since {time.ctime()}"
+    try:
+        _holder_file(lock).write_text(text + "\n", encoding="utf-8")
+    except OSError:  # naming the holder is a courtesy; the lock itself is held
+        pass
+
+
+def _holder(lock: Path) -> str:
+    try:
+        return _holder_file(lock).read_text(encoding="utf-8").strip() or "another process"
+    except OSError:
+        return "another process"
+
+
+# --------------------------------------------------------------------------------------------- atomic replacement
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file under ``folder``, then every folder (so a rename after this publishes durable data)."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as handle:
+                os.fsync(handle.fileno())
+    for root, _, _ in os.walk(folder, topdown=False):
+        fsync_dir(Path(root))
+
+
+def fsync_dir(folder: Path) -> None:
+    """fsync a folder's entries (renames and creations in it)."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _container(target: Path, kind: str) -> Path:
+    """A new ``.NAME.KIND-PID-*`` folder beside ``target`` carrying the marker that names its creator."""
+    folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.{kind}-{os.getpid()}-", dir=target.parent))
+    marker = {"creator": "rerank-pipeline", "target": target.name, "pid": os.getpid(), "host": socket.gethostname(),
+              "created": time.time()}
+    (folder / STAGING_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+    return folder
 
 
 @contextmanager
 def atomic_directory(
     target: str | Path, marker: str | None = SETTINGS_FILE, what: str = "index folder"
 ) -> Iterator[Path]:
-    """Yield an empty temporary folder next to ``target``; on success it replaces ``target``.
+    """Yield an empty staging folder for ``target``; on success it replaces ``target`` as one generation.
 
     An existing ``target`` is replaced only when it is empty or holds ``marker`` (``None``: any folder), so a
     folder of other files is refused (:class:`~rerank_pipeline.output_paths.OutputPathError`) before anything is
-    written. On an exception the temporary folder is removed and ``target`` is left untouched. Staging folders
-    left by a killed run are removed first.
+    written. The whole replacement holds ``target``'s :func:`folder_lock`. A staged ``index.json`` gets the
+    manifest (:func:`write_manifest`); the staged files are fsynced before the swap. On an exception the staging
+    container is removed and ``target`` is left untouched. Containers left by a killed run are removed first
+    (after putting a generation back when the live folder is missing).
     """
     check_replaceable_folder(target, marker, what, overwrite=marker is None)
     target = Path(target).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(target)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the index should get a normal folder's permissions
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    retired = None
-    if target.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
-        os.rmdir(retired)
-        os.replace(target, retired)
-    try:
+    with folder_lock(target):
+        remove_stale_staging(target)
+        container = _container(target, "tmp")
+        staging = container / "new"
+        staging.mkdir()
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # an index gets a normal folder's permissions
+        try:
+            yield staging
+            for settings in sorted(staging.rglob(SETTINGS_FILE), key=lambda path: -len(path.parts)):
+                write_manifest(settings.parent)  # nested index folders (a hybrid's sides) first
+            fsync_tree(container)
+        except BaseException:
+            shutil.rmtree(container, ignore_errors=True)
+            raise
+        retired = None
+        if target.exists():
+            retired = _container(target, "old")
+            fsync_dir(retired)
+            os.replace(target, retired / "previous")  # a crash from here to the next rename: recovered on open
+            fsync_dir(target.parent)
         os.replace(staging, target)
-    except BaseException:
-        if retired is not None:
-            os.replace(retired, target)
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
+        fsync_dir(target.parent)
+        for folder in (retired, container):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _containers(target: Path, kind: str) -> list[Path]:
+    """The marked ``.NAME.KIND-*`` containers of ``target`` (folders without this package's marker are ignored)."""
+    pattern = f".{glob.escape(target.name)}.{kind}-*"
+    return sorted(folder for folder in target.parent.glob(pattern) if (folder / STAGING_MARKER).is_file())
+
+
+def _complete(folder: Path) -> bool:
+    """A staged or retired generation that can be put back: its manifest verifies (or it is marked otherwise)."""
+    try:
+        settings = read_settings(folder)
+        if settings is None:
+            return False
+        verify_manifest(folder, settings)
+        return True
+    except (IndexFolderError, OSError):
+        return False
+
+
+def recover_interrupted_swap(target: str | Path) -> bool:
+    """Put a generation back when ``target`` is missing after a crash between the swap's two renames.
+
+    The staged generation (complete, fsynced) is preferred, else the previous one. A live writer's swap is waited
+    for (its lock). Returns whether ``target`` exists afterwards.
+    """
+    target = Path(target).resolve()
+    if target.exists() or not target.parent.is_dir():
+        return target.exists()
+    if not (_containers(target, "tmp") or _containers(target, "old")):
+        return target.exists()  # (a swap may have completed meanwhile)
+    try:
+        with folder_lock(target):
+            if target.exists():  # the writer finished its swap, or another process recovered it
+                return True
+            candidates = [c / "new" for c in _containers(target, "tmp")] + [c / "previous" for c in
+                                                                              _containers(target, "old")]
+            for candidate in candidates:
+                if candidate.is_dir() and _complete(candidate):
+                    os.replace(candidate, target)
+                    fsync_dir(target.parent)
+                    logger.warning("Recovered index folder %s from %s (a save was interrupted)", target, candidate)
+                    return True
+    except (IndexFolderLocked, OSError) as error:
+        logger.warning("Could not recover index folder %s: %s", target, error)
+    return target.exists()
 
 
 def remove_stale_staging(target: Path) -> list[Path]:
-    """Remove the ``.NAME.tmp-*``/``.NAME.old-*`` siblings of ``target`` left by a killed run; return them.
+    """Remove the marked ``.NAME.tmp-*``/``.NAME.old-*`` containers left by a killed run; return them.
 
-    A staging folder carries its writer's process id; one whose process is still running is left alone.
+    Called under ``target``'s lock, so no writer is using them. Only containers carrying this package's marker are
+    removed, and never one holding the only complete copy: a missing ``target`` is recovered from them first
+    (:func:`recover_interrupted_swap`).
     """
+    target = Path(target)
+    containers = _containers(target, "tmp") + _containers(target, "old")
+    if not target.exists() and not recover_interrupted_swap(target):
+        if any(_complete(folder / name) for folder in containers for name in ("new", "previous")):
+            return []  # recovery failed (see the warning): keep every copy
     removed = []
-    for kind in ("tmp", "old"):
-        for folder in target.parent.glob(f".{glob.escape(target.name)}.{kind}-*"):
-            owner = folder.name[len(f".{target.name}.{kind}-"):].split("-", 1)[0]
-            if folder.is_dir() and not (owner.isdigit() and _process_is_running(int(owner))):
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder)
+    for folder in _containers(target, "tmp") + _containers(target, "old"):
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
     return removed
-
-
-def _process_is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def check_index_dir(index_dir: str | Path) -> Path:
@@ -166,9 +462,19 @@ def write_documents_jsonl(path: str | Path, documents: Iterator[Document] | list
 
 
 def read_documents_jsonl(path: str | Path) -> list[Document]:
-    """Read documents written by :func:`write_documents_jsonl`."""
+    """Read documents written by :func:`write_documents_jsonl`; a bad line raises an error naming ``file:line``."""
+    documents = []
     with open(path, encoding="utf-8") as handle:
-        return [document_from_row(json.loads(line)) for line in handle if line.strip()]
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise ValueError(f"expected a JSON object, found a {type(row).__name__}")
+                    documents.append(document_from_row(row))
+                except (ValueError, TypeError, KeyError, AttributeError) as error:
+                    raise IndexFolderError(f"{path}:{number}: not a stored document ({error})") from None
+    return documents
 
 
 def snapshot_bytes(index_dir: str | Path) -> int:
@@ -182,7 +488,8 @@ def append_journal(index_dir: str | Path, change: dict[str, Any]) -> int:
     """Append one store change (``{"op": "write", "documents": [...]}``, ``delete`` ids, ``clear``) to the journal.
 
     The line is written with one ``write`` call and fsynced before returning; a crash midway leaves a line without
-    its newline, which :func:`read_journal` ignores and the next append cuts off. Returns the journal's size.
+    its newline, which :func:`read_journal` ignores and the next append cuts off. A write that fails (full disk,
+    read-only folder) is cut off again, so the journal holds the previous state. Returns the journal's size.
     """
     record = dict(change)
     if "documents" in record:
@@ -195,29 +502,68 @@ def append_journal(index_dir: str | Path, change: dict[str, Any]) -> int:
             handle.seek(size - 1)
             if handle.read(1) != b"\n":  # a torn line from an interrupted append: cut it off
                 handle.seek(0)
-                handle.truncate(handle.read().rfind(b"\n") + 1)
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
+                size = handle.read().rfind(b"\n") + 1
+                handle.truncate(size)
+        try:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        except OSError:
+            handle.truncate(size)
+            raise
         return handle.tell()
 
 
-def read_journal(index_dir: str | Path) -> list[dict[str, Any]]:
-    """The complete changes journaled in ``index_dir`` (a torn last line, from a crash, is left out)."""
+def _journal_change(change: Any) -> dict[str, Any]:
+    """One journal line checked as untrusted input; raises ``ValueError`` saying what is wrong."""
+    if not isinstance(change, dict):
+        raise ValueError(f"expected a JSON object, found a {type(change).__name__}")
+    op = change.get("op")
+    if op not in JOURNAL_OPS:
+        raise ValueError(f"unknown journal op {op!r} (known: {', '.join(JOURNAL_OPS)})")
+    if op == "write":
+        rows = change.get("documents")
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise ValueError("a write needs 'documents', a list of objects")
+        return {"op": op, "documents": [document_from_row(row) for row in rows]}
+    if op == "delete":
+        ids = change.get("ids")
+        if not isinstance(ids, list) or not all(isinstance(doc_id, str) for doc_id in ids):
+            raise ValueError("a delete needs 'ids', a list of strings")
+        return {"op": op, "ids": ids}
+    return {"op": op}
+
+
+def read_journal(index_dir: str | Path, start: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """The complete changes journaled in ``index_dir`` from byte ``start``, and the byte where they end.
+
+    A torn last line (a crash mid-append) is left out. Every line is checked before any is returned: a line that is
+    not a known change raises :class:`IndexFolderError` naming ``journal.jsonl:LINE``, so nothing is applied.
+    """
     path = Path(index_dir) / JOURNAL_FILE
-    if not path.is_file():
-        return []
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            data = handle.read()
+    except FileNotFoundError:
+        return [], 0
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        logger.warning("Ignoring an incomplete last change in %s (interrupted write)", path)
     changes = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if not line.endswith("\n"):
-                logger.warning("Ignoring an incomplete last change in %s (interrupted write)", path)
-                break
-            change = json.loads(line)
-            if "documents" in change:
-                change["documents"] = [document_from_row(row) for row in change["documents"]]
-            changes.append(change)
-    return changes
+    for offset, line in enumerate(data[:end].splitlines()):
+        try:
+            changes.append(_journal_change(json.loads(line.decode("utf-8"))))
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            number = _line_number(path, start) + offset
+            raise IndexFolderError(f"{path}:{number}: {error}; nothing was applied") from None
+    return changes, start + end
+
+
+def _line_number(path: Path, offset: int) -> int:
+    """1-based number of the line that starts at byte ``offset``."""
+    with open(path, "rb") as handle:
+        return handle.read(offset).count(b"\n") + 1
 
 
 class SavesToIndexFolder:
