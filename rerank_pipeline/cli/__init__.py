@@ -42,6 +42,21 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
+    def error(self, message: str):
+        """A bad option is one line, ``PROG: error: ...`` and status 2, like every other bad input (no usage dump)."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type``: an integer >= 1 (``--max-queries 0`` or ``-3`` is an error, not "all" or "all but 3")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rerank-pipeline", description=__doc__)

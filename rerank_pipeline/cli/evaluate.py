@@ -10,7 +10,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from rerank_pipeline.cli import add_progress_flag, progress_bars
+from rerank_pipeline.cli import add_progress_flag, positive_int, progress_bars
 from rerank_pipeline.cli.serve import add_fusion_option
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     source.add_argument("--hf-qrels-id", default=None, help="dataset holding the qrels (default: --hf-dataset)")
     source.add_argument("--hf-qrels-subset", default="default", help="subset of the qrels dataset ('none' for none)")
     source.add_argument("--split", default="test", help="qrels split (BEIR folder / HF dataset)")
-    source.add_argument("--max-queries", type=int, default=None, metavar="N", help="evaluate only the first N judged queries")
+    source.add_argument("--max-queries", type=positive_int, default=None, metavar="N", help="evaluate only the first N judged queries")
     source.add_argument("--encoding", default="utf-8", help="text encoding of a BEIR folder's files (e.g. latin-1)")
     source.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop", help="malformed line in a BEIR folder's files (bad JSON, missing fields, bytes not in --encoding): stop or skip (counted)")
     source.add_argument("--on-duplicate", choices=("last", "first", "error"), default="last", help="a corpus or query id seen again in a BEIR folder: keep the last, the first, or stop; counted and reported")
@@ -107,6 +107,7 @@ def _apply_config(args: argparse.Namespace) -> None:
     if systems is not None and (not isinstance(systems, list) or not systems):
         raise ValueError(f"{path}: 'systems' must be a non-empty list of option mappings")
     args.systems = systems
+    actions = {action.dest: action for action in _PARSER._actions}
     for key, value in config.items():
         dest = key.replace("-", "_")
         if not hasattr(args, dest) or dest in ("func", "command", "config"):
@@ -116,7 +117,17 @@ def _apply_config(args: argparse.Namespace) -> None:
                 value = str(value).lower()
             if dest in ("nanobeir", "first_stage_option", "beir_dir", "compare") and not isinstance(value, list):
                 value = [value]  # ``nanobeir: msmarco`` is one name, not a list of its letters
-            setattr(args, dest, value)
+            setattr(args, dest, _typed(actions.get(dest), value, f"{path}: {key}"))
+
+
+def _typed(action: argparse.Action | None, value, where: str):
+    """A config file's scalar checked by the option's argparse ``type``, as on the command line."""
+    if action is None or action.type is None or value is None or isinstance(value, list):
+        return value
+    try:
+        return action.type(str(value))
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
+        raise ValueError(f"{where}: {error}") from None
 
 
 def command_line(args: argparse.Namespace) -> str:

@@ -1,0 +1,58 @@
+"""Bad input on the command line (issue 19): one line before any work, or a defined, reported result.
+
+docs/bad_input.md, section "Command line (issue 19)", has one row per test here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from rerank_pipeline.cli import main
+from test_bad_input import DOCS, fail_if_called, one_line, run_cli, write_corpus
+from test_eval_cli import write_beir_folder
+from test_eval_protocol import make_dataset
+
+LONG_TEXT = " ".join(["boundary layer flow over a flat plate at mach number"] * 12)
+
+
+@pytest.fixture(scope="module")
+def beir_dir(tmp_path_factory) -> Path:
+    return write_beir_folder(tmp_path_factory.mktemp("toy-beir"), make_dataset("toy", seed=7, n_docs=50))
+
+
+@pytest.fixture
+def bm25_index(tmp_path, capsys) -> Path:
+    corpus = write_corpus(tmp_path / "docs.jsonl", [*DOCS, {"_id": "long-doc", "title": "", "text": LONG_TEXT}])
+    assert run_cli(capsys, "index", "--jsonl", corpus, "--index-dir", tmp_path / "idx")[0] == 0
+    return tmp_path / "idx"
+
+
+def run_argv(capsys, *argv) -> tuple[int, str, str]:
+    """``run_cli`` that also returns argparse's status (it exits instead of returning)."""
+    try:
+        return run_cli(capsys, *argv)
+    except SystemExit as exit_info:
+        captured = capsys.readouterr()
+        return exit_info.code, captured.out, captured.err
+
+
+# ---------------------------------------------------------------- --max-queries
+
+
+def test_max_queries_below_one_is_refused_in_one_line(beir_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("rerank_pipeline.cli.evaluate.load_datasets", fail_if_called)
+    for value, message in (("-3", "must be >= 1, got -3"), ("0", "must be >= 1, got 0"), ("x", "expected an integer >= 1")):
+        code, _, err = run_argv(capsys, "eval", "--beir-dir", beir_dir, "--no-rerank", "--max-queries", value)
+        assert code == 2 and one_line(err).startswith("rerank-pipeline eval: error: argument --max-queries: " + message)
+    config = tmp_path / "eval.yaml"
+    config.write_text("max-queries: 0\n", encoding="utf-8")
+    code, _, err = run_argv(capsys, "eval", "--beir-dir", beir_dir, "--no-rerank", "--config", config)
+    assert code == 2 and one_line(err) == f"rerank-pipeline eval: error: {config}: max-queries: must be >= 1, got 0"
+    monkeypatch.undo()
+    code, out, _ = run_argv(capsys, "eval", "--beir-dir", beir_dir, "--no-rerank", "--no-progress", "--max-queries", "2")
+    assert code == 0 and "Queries: 2 " in out
