@@ -56,3 +56,35 @@ def test_max_queries_below_one_is_refused_in_one_line(beir_dir, tmp_path, capsys
     monkeypatch.undo()
     code, out, _ = run_argv(capsys, "eval", "--beir-dir", beir_dir, "--no-rerank", "--no-progress", "--max-queries", "2")
     assert code == 0 and "Queries: 2 " in out
+
+
+# ---------------------------------------------------------------- search --long-document
+
+
+def test_search_takes_the_rankers_long_document_options(bm25_index, tiny_bert, capsys, caplog):
+    from rerank_pipeline.cli import LONG_DOCUMENT_POLICIES
+    from rerank_pipeline.components import ranker
+    from test_cli_options import subcommand_parsers
+
+    assert LONG_DOCUMENT_POLICIES == ranker.LONG_DOCUMENT_POLICIES
+    parsers = subcommand_parsers()
+    for option in ("--max-length", "--long-document", "--max-passages"):
+        search, evaluate = (parsers[name]._option_string_actions[option] for name in ("search", "eval"))
+        assert (search.dest, search.type, search.choices, search.default, search.help) == \
+               (evaluate.dest, evaluate.type, evaluate.choices, evaluate.default, evaluate.help), option
+    base = ["search", "flat plate", "--index-dir", bm25_index, "--model", tiny_bert, "--json", "--no-progress",
+            "--max-length", "16"]
+    scores = {}
+    for policy in ("truncate", "max_passage"):
+        with caplog.at_level(logging.WARNING, logger="rerank_pipeline.components.ranker"):
+            caplog.clear()
+            code, out, _ = run_argv(capsys, *base, "--long-document", policy, "--max-passages", "1")
+        assert code == 0
+        scores[policy] = {row["id"]: row["score"] for row in json.loads(out)["results"]}
+        assert ("'long-doc' (" in caplog.text) == (policy == "max_passage")
+    assert scores["max_passage"]["long-doc"] != pytest.approx(scores["truncate"]["long-doc"], abs=1e-6)
+    code, _, err = run_argv(capsys, "search", "flat plate", "--index-dir", bm25_index, "--no-rerank",
+                            "--long-document", "max_passage")
+    assert code == 2 and "--long-document" in one_line(err) and "pass --model" in one_line(err)
+    code, _, err = run_argv(capsys, *base, "--max-passages", "0")
+    assert code == 2 and "argument --max-passages: must be >= 1" in one_line(err)

@@ -76,6 +76,28 @@ def add_progress_flag(
     parser.add_argument("--no-progress", *aliases, dest="no_progress", action="store_true", help=help)
 
 
+LONG_DOCUMENT_POLICIES = ("truncate", "max_passage")  # CrossEncoderRanker's (named here without loading torch)
+
+
+def add_long_document_options(parser: argparse.ArgumentParser) -> None:
+    """``--max-length``, ``--long-document``, ``--max-passages``: the ranker's window and long documents (search, eval)."""
+    parser.add_argument("--max-length", type=positive_int, default=None,
+                        help="token window of a pair (default: the checkpoint's own)")
+    parser.add_argument("--long-document", choices=LONG_DOCUMENT_POLICIES, default="truncate",
+                        help="documents longer than the window: truncate, or score overlapping passages and keep the best (MaxP)")
+    parser.add_argument("--max-passages", type=positive_int, default=None,
+                        help="max_passage: score at most this many passages of a document, its first ones "
+                             "(default: the ranker's, 32; a warning names each document cut)")
+
+
+def long_document_options(args: argparse.Namespace) -> dict:
+    """The ``CrossEncoderRanker`` arguments of :func:`add_long_document_options` (``max_passages`` only when given)."""
+    options = {"max_length": args.max_length, "long_document": args.long_document}
+    if args.max_passages is not None:
+        options["max_passages"] = args.max_passages
+    return options
+
+
 @contextmanager
 def progress_bars(enabled: bool):
     """Turn off every progress bar while the command runs when ``enabled`` is False.

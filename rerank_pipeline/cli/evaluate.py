@@ -10,7 +10,9 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from rerank_pipeline.cli import add_progress_flag, positive_int, progress_bars
+from rerank_pipeline.cli import (
+    add_long_document_options, add_progress_flag, long_document_options, positive_int, progress_bars,
+)
 from rerank_pipeline.cli.serve import add_fusion_option
 
 logger = logging.getLogger(__name__)
@@ -69,10 +71,7 @@ def register(subparsers) -> None:
     rerank.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda when available)")
     rerank.add_argument("--backend", choices=("torch", "onnx", "openvino"), default="torch", help="CrossEncoderRanker backend")
     rerank.add_argument("--quantize", action="store_true", help="int8 inference (CrossEncoderRanker quantize=True)")
-    rerank.add_argument("--max-length", type=int, default=None, help="token window of a pair (default: the checkpoint's own)")
-    rerank.add_argument("--long-document", choices=("truncate", "max_passage"), default="truncate",
-                        help="documents longer than the window: truncate, or score overlapping passages and keep the best (MaxP)")
-    rerank.add_argument("--max-passages", type=int, default=None, help="max_passage: score at most this many passages of a document, its first ones (default: the ranker's, 32; a warning names each document cut)")
+    add_long_document_options(rerank)
     rerank.add_argument("--allow-untrained-head", action="store_true", help="accept a --model without a trained scoring head (it scores with a random head)")
 
     protocol = parser.add_argument_group("protocol and reports")
@@ -342,10 +341,8 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
     else:
         ranker_options = {}
         if args.reranker == "cross-encoder":
-            ranker_options = {"backend": args.backend, "quantize": args.quantize, "max_length": args.max_length,
-                              "long_document": args.long_document, "allow_untrained_head": args.allow_untrained_head}
-            if args.max_passages is not None:
-                ranker_options["max_passages"] = args.max_passages
+            ranker_options = {"backend": args.backend, "quantize": args.quantize, **long_document_options(args),
+                              "allow_untrained_head": args.allow_untrained_head}
         with timer.phase("load model"):
             scorer = CachedScorer(load_scorer(args.reranker, args.model, batch_size=args.batch_size, device=args.device,
                                               **ranker_options))  # the protocol and the full ranking score a pair once
