@@ -88,3 +88,22 @@ def test_search_takes_the_rankers_long_document_options(bm25_index, tiny_bert, c
     assert code == 2 and "--long-document" in one_line(err) and "pass --model" in one_line(err)
     code, _, err = run_argv(capsys, *base, "--max-passages", "0")
     assert code == 2 and "argument --max-passages: must be >= 1" in one_line(err)
+
+
+# ---------------------------------------------------------------- one judged query
+
+
+def test_eval_with_one_judged_query_writes_its_report_without_paired_tests(beir_dir, tiny_bert, tmp_path, capsys):
+    out = tmp_path / "report"
+    code, printed, _ = run_argv(capsys, "eval", "--beir-dir", beir_dir, "--first-stage", "bm25", "--model", tiny_bert,
+                                "--rerank-k", "5", "--top-k", "10", "--max-queries", "1", "--no-progress", "--output", out)
+    assert code == 0
+    assert printed.count("fewer than 2 judged queries") == 1 and "p=n/a" in printed
+    payload = json.loads((out / "metrics.json").read_text())
+    (protocol_tests,) = payload["protocol"]["always_rerank_positives"]["paired_tests"].values()
+    end_to_end_tests = next(iter(payload["end_to_end"].values()))["paired_tests"]
+    for test in (*protocol_tests.values(), *end_to_end_tests.values()):
+        assert test["queries"] == 1 and test["t_test_p"] is None and test["permutation_p"] is None
+        assert test["not_run"] == "fewer than 2 judged queries"
+    assert "ndcg@10:t_test_p,not run: fewer than 2 judged queries" in (out / "metrics.csv").read_text()
+    assert (out / "chart.png").is_file() and (out / "per_query.csv").is_file()

@@ -290,7 +290,7 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
         from rerank_pipeline.eval.compare import check_same_collections, compare_with_earlier_runs, load_earlier_runs
         from rerank_pipeline.eval.metrics import relevance_kind
         from rerank_pipeline.eval.reports import base_reranked_lines, end_to_end_table, protocol_table, write_report
-        from rerank_pipeline.eval.significance import SIGNIFICANCE_NOTE
+        from rerank_pipeline.eval.significance import FEWER_THAN_TWO, MIN_QUERIES, SIGNIFICANCE_NOTE
         from rerank_pipeline.provenance import collect, header_lines
 
     earlier_runs = load_earlier_runs(args.compare)  # before any work: each folder must be a report
@@ -350,6 +350,9 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
     print(f"reranker: {reranker_label}; candidates: {first_stage}; rerank_k={args.rerank_k}", flush=True)
     if fusion:
         print(f"{fusion.summary()} (end to end; the R{args.rerank_k} protocol measures the reranker alone)", flush=True)
+    too_few = [dataset.name for dataset in datasets if len(dataset.judged_queries()) < MIN_QUERIES]
+    if reranked and too_few:  # said once; the report's paired tests say "not_run" and the tables p=n/a
+        print(f"paired tests: not run for {', '.join(too_few)} ({FEWER_THAN_TWO}); the tables show p=n/a", flush=True)
 
     suite_name = "NanoBEIR" if args.nanobeir else "mean"
     protocol_results = {}

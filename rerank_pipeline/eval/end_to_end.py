@@ -145,12 +145,12 @@ class EndToEndResult:
 
     def paired_tests(self, comparisons: int = 1) -> dict:
         """metric -> :class:`~rerank_pipeline.eval.significance.PairedTest` of reranked against the first stage
-        (empty when nothing was reranked)."""
-        from rerank_pipeline.eval.significance import compare_per_query
+        (empty when nothing was reranked; not run, saying why, with fewer than 2 queries)."""
+        from rerank_pipeline.eval.significance import compare_or_not_run
 
         if self.per_query_reranked is None:
             return {}
-        return compare_per_query(self.per_query_first_stage, self.per_query_reranked, comparisons=comparisons)
+        return compare_or_not_run(self.per_query_first_stage, self.per_query_reranked, comparisons=comparisons)
 
 
 def evaluate_end_to_end(

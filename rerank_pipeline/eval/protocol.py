@@ -140,12 +140,13 @@ class ProtocolResult:
         return model_card_strings(self.metrics, self.at_k)
 
     def paired_tests(self, comparisons: int = 1) -> dict:
-        """metric -> :class:`~rerank_pipeline.eval.significance.PairedTest` of reranked against the base order."""
-        from rerank_pipeline.eval.significance import compare_per_query
+        """metric -> :class:`~rerank_pipeline.eval.significance.PairedTest` of reranked against the base order
+        (not run, saying why, with fewer than 2 queries)."""
+        from rerank_pipeline.eval.significance import compare_or_not_run
 
         base = {qid: {name: row["base_" + name] for name in metric_names(self.at_k)} for qid, row in self.per_query.items()}
         reranked = {qid: {name: row[name] for name in metric_names(self.at_k)} for qid, row in self.per_query.items()}
-        return compare_per_query(base, reranked, metric_names(self.at_k), comparisons)
+        return compare_or_not_run(base, reranked, metric_names(self.at_k), comparisons)
 
 
 def model_card_strings(metrics: Mapping[str, float], at_k: int = 10) -> dict[str, str]:
