@@ -107,3 +107,26 @@ def test_eval_with_one_judged_query_writes_its_report_without_paired_tests(beir_
         assert test["not_run"] == "fewer than 2 judged queries"
     assert "ndcg@10:t_test_p,not run: fewer than 2 judged queries" in (out / "metrics.csv").read_text()
     assert (out / "chart.png").is_file() and (out / "per_query.csv").is_file()
+
+
+# ---------------------------------------------------------------- MaxP warning
+
+
+def test_the_maxp_warning_of_eval_names_the_document_id(beir_dir, tiny_bert, tmp_path, capsys, caplog):
+    with caplog.at_level(logging.WARNING, logger="rerank_pipeline.components.ranker"):
+        code, _, _ = run_argv(capsys, "eval", "--beir-dir", beir_dir, "--first-stage", "bm25", "--model", tiny_bert,
+                              "--rerank-k", "5", "--top-k", "10", "--max-queries", "2", "--max-length", "16",
+                              "--long-document", "max_passage", "--max-passages", "1", "--no-progress")
+    assert code == 0
+    warnings = [record.getMessage() for record in caplog.records if "max_passages" in record.getMessage()]
+    assert warnings and all(re.search(r": 'd\d+' \(\d+ passages\)", message) for message in warnings)
+    assert not any("'pair " in message for message in warnings)
+    from rerank_pipeline.eval import CachedScorer, load_scorer
+
+    scorer = CachedScorer(load_scorer("cross-encoder", str(tiny_bert), max_length=16, long_document="max_passage",
+                                      max_passages=1))
+    pairs = [("flat plate", LONG_TEXT), ("flat plate", LONG_TEXT), ("flat plate", "a wing")]
+    with caplog.at_level(logging.WARNING, logger="rerank_pipeline.components.ranker"):
+        caplog.clear()
+        scorer.predict(pairs, names=["long-doc", "copy", "short"])
+    assert "of 1 document(s): 'long-doc' (" in caplog.text  # a repeated pair is scored once, under its first name

@@ -14,6 +14,7 @@ from rerank_pipeline.components.score_fusion import fuse_scores
 from rerank_pipeline.datasets import RetrievalDataset
 from rerank_pipeline.eval.metrics import DEFAULT_MEASURES, full_ranking_metrics, relevance_kind
 from rerank_pipeline.eval.protocol import Rankings, ranked_ids
+from rerank_pipeline.eval.scorers import predict_named
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +81,15 @@ def rerank_rankings(
         raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
     if fusion == "model" and fusion_weight is None:
         raise ValueError("fusion 'model' needs the fusion_weight of the model's fusion.json")
-    pairs, spans = [], {}
+    pairs, names, spans = [], [], {}
     lists = {qid: ranked_ids(ranking) for qid, ranking in rankings.items()}
     for qid, doc_ids in lists.items():
         head = list(dict.fromkeys(doc_ids))[:rerank_k]
         spans[qid] = (len(pairs), head)
         pairs.extend((dataset.queries[qid], dataset.document_text(doc_id)) for doc_id in head)
+        names.extend(head)
     scores = (
-        np.asarray(scorer.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress_bar), dtype=np.float64)
+        np.asarray(predict_named(scorer, pairs, names, batch_size, show_progress_bar), dtype=np.float64)
         if pairs else np.zeros(0)
     )
     if len(scores) != len(pairs):

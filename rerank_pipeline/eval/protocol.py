@@ -20,6 +20,7 @@ from sklearn.metrics import average_precision_score, ndcg_score
 from tqdm.auto import tqdm
 
 from rerank_pipeline.datasets import RetrievalDataset
+from rerank_pipeline.eval.scorers import predict_named
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ def score_samples(
     ``keeps_input_order`` (the identity); scores come back in each sample's ``doc_ids`` order.
     """
     keeps_order = getattr(scorer, "keeps_input_order", False)
-    pairs, spans = [], []
+    pairs, names, spans = [], [], []
     for sample in samples:
         if sum(sample.is_relevant) == 0:
             spans.append(None)
@@ -231,8 +232,9 @@ def score_samples(
         order = sample.first_stage_order if keeps_order else range(len(sample.doc_ids))
         spans.append((len(pairs), order))
         pairs.extend((sample.query, dataset.document_text(sample.doc_ids[index])) for index in order)
+        names.extend(sample.doc_ids[index] for index in order)
     scores = (
-        np.asarray(scorer.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress_bar), dtype=np.float64)
+        np.asarray(predict_named(scorer, pairs, names, batch_size, show_progress_bar), dtype=np.float64)
         if pairs else np.zeros(0)
     )
     if len(scores) != len(pairs):
