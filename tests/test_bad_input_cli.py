@@ -130,3 +130,18 @@ def test_the_maxp_warning_of_eval_names_the_document_id(beir_dir, tiny_bert, tmp
         caplog.clear()
         scorer.predict(pairs, names=["long-doc", "copy", "short"])
     assert "of 1 document(s): 'long-doc' (" in caplog.text  # a repeated pair is scored once, under its first name
+
+
+# ---------------------------------------------------------------- eval --pipeline refused
+
+
+def test_a_pipeline_yaml_naming_os_system_is_refused_in_one_line(beir_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("rerank_pipeline.cli.evaluate.load_datasets", fail_if_called)
+    evil = tmp_path / "evil.yml"
+    evil.write_text("components:\n  shell:\n    type: os.system\n    init_parameters: {}\nconnections: []\n")
+    code, _, err = run_argv(capsys, "eval", "--beir-dir", beir_dir, "--pipeline", evil, "--no-progress")
+    assert code == 2 and one_line(err).startswith(f"rerank-pipeline eval: error: {evil}: refused os.system: module 'os' ")
+    broken = tmp_path / "broken.yml"
+    broken.write_text("components: {a: [1\n")
+    code, _, err = run_argv(capsys, "eval", "--beir-dir", beir_dir, "--pipeline", broken, "--no-progress")
+    assert code == 2 and f"error: {broken}: " in one_line(err)

@@ -300,6 +300,12 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
     reranked = not (args.no_rerank or args.reranker == "identity")
     # a bad choice fails before any work; a --pipeline YAML holds its own fusion (export writes it in)
     fusion = None if args.pipeline else resolve_fusion(args.model if reranked else None, args.fusion)
+    pipeline = None
+    if args.pipeline:  # a refused or broken YAML stops here, one line naming the file
+        from rerank_pipeline.pipelines import load_pipeline_file
+
+        with timer.phase("load model"):
+            pipeline = load_pipeline_file(args.pipeline)
     with timer.phase("load"):
         datasets = [_limit_queries(dataset, args.max_queries) for dataset in load_datasets(args)]
     check_same_collections(earlier_runs, datasets)
@@ -307,10 +313,8 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
     rankings, pipeline_output = {}, {}
     if args.pipeline:
         from rerank_pipeline.eval import pipeline_rankings
-        from rerank_pipeline.pipelines import load_pipeline
 
         with timer.phase("load model"):
-            pipeline = load_pipeline(Path(args.pipeline).read_text(encoding="utf-8"))
             pipeline.warm_up()
     for dataset in datasets:
         if args.pipeline:
