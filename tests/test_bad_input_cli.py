@@ -145,3 +145,40 @@ def test_a_pipeline_yaml_naming_os_system_is_refused_in_one_line(beir_dir, tmp_p
     broken.write_text("components: {a: [1\n")
     code, _, err = run_argv(capsys, "eval", "--beir-dir", beir_dir, "--pipeline", broken, "--no-progress")
     assert code == 2 and f"error: {broken}: " in one_line(err)
+
+
+# ---------------------------------------------------------------- corrupt index folders
+
+
+class FakeIndexFolderError(ValueError):
+    """Stands for the stores' ``IndexFolderError(ValueError)``: its message names the file."""
+
+
+def test_index_loading_errors_are_one_line_in_every_command(bm25_index, beir_dir, tmp_path, capsys, monkeypatch):
+    from rerank_pipeline.components.bm25 import EmbeddedBM25DocumentStore
+
+    def corrupt(self, folder, settings):
+        raise FakeIndexFolderError(f"{folder / 'documents.jsonl'}:3: not valid JSON\n(a second line of detail)")
+
+    monkeypatch.setattr(EmbeddedBM25DocumentStore, "_load", corrupt)
+    for argv in (
+        ["search", "flat plate", "--index-dir", bm25_index, "--no-rerank"],
+        ["eval", "--beir-dir", beir_dir, "--no-rerank", "--index-dir", bm25_index, "--no-progress"],
+        ["export", "--index-dir", bm25_index, "--output", tmp_path / "search.yml"],
+        ["serve", "--index-dir", bm25_index, "--port", "1"],
+    ):
+        code, _, err = run_argv(capsys, *argv)
+        assert code == 2 and one_line(err) == (
+            f"rerank-pipeline {argv[0]}: error: {bm25_index / 'documents.jsonl'}:3: not valid JSON"), argv[0]
+    assert not (tmp_path / "search.yml").exists()
+
+    def unexpected(self, folder, settings):
+        raise ZeroDivisionError("a bug, not bad input")
+
+    monkeypatch.setattr(EmbeddedBM25DocumentStore, "_load", unexpected)
+    with pytest.raises(ZeroDivisionError):  # unexpected errors keep their traceback
+        main(["search", "flat plate", "--index-dir", str(bm25_index), "--no-rerank"])
+    monkeypatch.undo()
+    (bm25_index / "index.json").write_text("{oops", encoding="utf-8")  # a real corruption, today a JSONDecodeError
+    code, _, err = run_argv(capsys, "search", "flat plate", "--index-dir", bm25_index, "--no-rerank")
+    assert code == 2 and one_line(err).startswith("rerank-pipeline search: error: ")

@@ -124,6 +124,12 @@ def progress_bars(enabled: bool):
                 sys.modules["transformers.utils.logging"].enable_progress_bar()
 
 
+def first_line(error: BaseException) -> str:
+    """The first non-blank line of an error's message (its type name when it has none): one line on the console."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; each subcommand sets ``func`` returning an exit code."""
     args = build_parser().parse_args(argv)
@@ -131,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with progress_bars(not getattr(args, "no_progress", False)):
             return args.func(args) or 0
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"rerank-pipeline {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:  # bad input (e.g. a corrupt index folder)
+        logging.getLogger(__name__).info("the error in full (-v):", exc_info=error)
+        print(f"rerank-pipeline {args.command}: error: {first_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:  # Ctrl-C: one line, the shell's status for SIGINT
         kept = interrupt.args[0] if interrupt.args else "nothing written"
