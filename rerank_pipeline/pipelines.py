@@ -10,6 +10,7 @@ pipeline serializes to YAML (``pipeline.dumps()``) and loads back with
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,59 @@ def load_pipeline(yaml_text: str) -> Pipeline:
     ``allowed_modules=["rerank_pipeline"]`` to ``Pipeline.loads``.
     """
     return Pipeline.loads(yaml_text, allowed_modules=TRUSTED_MODULES)
+
+
+_REFUSED_MODULE = re.compile(r"Refusing to deserialize a class from module '([^']+)'")
+
+
+def load_pipeline_file(path: str | Path) -> Pipeline:
+    """:func:`load_pipeline` of a YAML file; one it cannot load raises ``ValueError`` in one line naming the file
+    and the cause (for a class or callable outside the deserialization allowlist, its name, e.g. ``os.system``)."""
+    from haystack.core.errors import DeserializationError, PipelineError
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        return load_pipeline(text)
+    except (DeserializationError, PipelineError) as error:
+        raise ValueError(f"{path}: {_why_not_loaded(error, text)}") from error
+
+
+def _why_not_loaded(error: BaseException, yaml_text: str) -> str:
+    """One line: the refused class or callable, else Haystack's first line and its cause's."""
+    causes = [error]
+    while causes[-1].__cause__ is not None:
+        causes.append(causes[-1].__cause__)
+    for cause in causes:
+        refused = _REFUSED_MODULE.search(str(cause))
+        if refused:
+            module = refused.group(1)
+            name = next((text for text in _strings(yaml_text) if text == module or text.startswith(module + ".")), module)
+            return (f"refused {name}: module '{module}' is not on the deserialization allowlist (rerank_pipeline, "
+                    "Haystack's own modules, $HAYSTACK_DESERIALIZATION_ALLOWLIST)")
+    top = _first_line(error).removesuffix(" with the following data:").rstrip(".:")
+    return f"{top}: {_first_line(causes[-1])}" if len(causes) > 1 else top
+
+
+def _strings(yaml_text: str) -> list[str]:
+    """Every string in a YAML document (keys and values), in order; none when it does not parse."""
+    import yaml
+
+    try:
+        stack, found = [yaml.safe_load(yaml_text)], []
+    except yaml.YAMLError:
+        return []
+    while stack:
+        item = stack.pop(0)
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, dict):
+            stack[:0] = [value for pair in item.items() for value in pair]
+        elif isinstance(item, list):
+            stack[:0] = item
+    return found
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

@@ -42,6 +42,21 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
+    def error(self, message: str):
+        """A bad option is one line, ``PROG: error: ...`` and status 2, like every other bad input (no usage dump)."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type``: an integer >= 1 (``--max-queries 0`` or ``-3`` is an error, not "all" or "all but 3")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rerank-pipeline", description=__doc__)
@@ -59,6 +74,28 @@ def add_progress_flag(
 ) -> None:
     """``--no-progress`` (the same on every subcommand): no progress bar at all, ours or a library's."""
     parser.add_argument("--no-progress", *aliases, dest="no_progress", action="store_true", help=help)
+
+
+LONG_DOCUMENT_POLICIES = ("truncate", "max_passage")  # CrossEncoderRanker's (named here without loading torch)
+
+
+def add_long_document_options(parser: argparse.ArgumentParser) -> None:
+    """``--max-length``, ``--long-document``, ``--max-passages``: the ranker's window and long documents (search, eval)."""
+    parser.add_argument("--max-length", type=positive_int, default=None,
+                        help="token window of a pair (default: the checkpoint's own)")
+    parser.add_argument("--long-document", choices=LONG_DOCUMENT_POLICIES, default="truncate",
+                        help="documents longer than the window: truncate, or score overlapping passages and keep the best (MaxP)")
+    parser.add_argument("--max-passages", type=positive_int, default=None,
+                        help="max_passage: score at most this many passages of a document, its first ones "
+                             "(default: the ranker's, 32; a warning names each document cut)")
+
+
+def long_document_options(args: argparse.Namespace) -> dict:
+    """The ``CrossEncoderRanker`` arguments of :func:`add_long_document_options` (``max_passages`` only when given)."""
+    options = {"max_length": args.max_length, "long_document": args.long_document}
+    if args.max_passages is not None:
+        options["max_passages"] = args.max_passages
+    return options
 
 
 @contextmanager
@@ -87,6 +124,12 @@ def progress_bars(enabled: bool):
                 sys.modules["transformers.utils.logging"].enable_progress_bar()
 
 
+def first_line(error: BaseException) -> str:
+    """The first non-blank line of an error's message (its type name when it has none): one line on the console."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; each subcommand sets ``func`` returning an exit code."""
     args = build_parser().parse_args(argv)
@@ -94,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with progress_bars(not getattr(args, "no_progress", False)):
             return args.func(args) or 0
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"rerank-pipeline {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:  # bad input (e.g. a corrupt index folder)
+        logging.getLogger(__name__).info("the error in full (-v):", exc_info=error)
+        print(f"rerank-pipeline {args.command}: error: {first_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:  # Ctrl-C: one line, the shell's status for SIGINT
         kept = interrupt.args[0] if interrupt.args else "nothing written"

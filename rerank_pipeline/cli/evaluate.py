@@ -10,7 +10,9 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from rerank_pipeline.cli import add_progress_flag, progress_bars
+from rerank_pipeline.cli import (
+    add_long_document_options, add_progress_flag, long_document_options, positive_int, progress_bars,
+)
 from rerank_pipeline.cli.serve import add_fusion_option
 
 logger = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ def register(subparsers) -> None:
     source.add_argument("--hf-qrels-id", default=None, help="dataset holding the qrels (default: --hf-dataset)")
     source.add_argument("--hf-qrels-subset", default="default", help="subset of the qrels dataset ('none' for none)")
     source.add_argument("--split", default="test", help="qrels split (BEIR folder / HF dataset)")
-    source.add_argument("--max-queries", type=int, default=None, metavar="N", help="evaluate only the first N judged queries")
+    source.add_argument("--max-queries", type=positive_int, default=None, metavar="N", help="evaluate only the first N judged queries")
     source.add_argument("--encoding", default="utf-8", help="text encoding of a BEIR folder's files (e.g. latin-1)")
     source.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop", help="malformed line in a BEIR folder's files (bad JSON, missing fields, bytes not in --encoding): stop or skip (counted)")
     source.add_argument("--on-duplicate", choices=("last", "first", "error"), default="last", help="a corpus or query id seen again in a BEIR folder: keep the last, the first, or stop; counted and reported")
@@ -69,10 +71,7 @@ def register(subparsers) -> None:
     rerank.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda when available)")
     rerank.add_argument("--backend", choices=("torch", "onnx", "openvino"), default="torch", help="CrossEncoderRanker backend")
     rerank.add_argument("--quantize", action="store_true", help="int8 inference (CrossEncoderRanker quantize=True)")
-    rerank.add_argument("--max-length", type=int, default=None, help="token window of a pair (default: the checkpoint's own)")
-    rerank.add_argument("--long-document", choices=("truncate", "max_passage"), default="truncate",
-                        help="documents longer than the window: truncate, or score overlapping passages and keep the best (MaxP)")
-    rerank.add_argument("--max-passages", type=int, default=None, help="max_passage: score at most this many passages of a document, its first ones (default: the ranker's, 32; a warning names each document cut)")
+    add_long_document_options(rerank)
     rerank.add_argument("--allow-untrained-head", action="store_true", help="accept a --model without a trained scoring head (it scores with a random head)")
 
     protocol = parser.add_argument_group("protocol and reports")
@@ -107,6 +106,7 @@ def _apply_config(args: argparse.Namespace) -> None:
     if systems is not None and (not isinstance(systems, list) or not systems):
         raise ValueError(f"{path}: 'systems' must be a non-empty list of option mappings")
     args.systems = systems
+    actions = {action.dest: action for action in _PARSER._actions}
     for key, value in config.items():
         dest = key.replace("-", "_")
         if not hasattr(args, dest) or dest in ("func", "command", "config"):
@@ -116,7 +116,17 @@ def _apply_config(args: argparse.Namespace) -> None:
                 value = str(value).lower()
             if dest in ("nanobeir", "first_stage_option", "beir_dir", "compare") and not isinstance(value, list):
                 value = [value]  # ``nanobeir: msmarco`` is one name, not a list of its letters
-            setattr(args, dest, value)
+            setattr(args, dest, _typed(actions.get(dest), value, f"{path}: {key}"))
+
+
+def _typed(action: argparse.Action | None, value, where: str):
+    """A config file's scalar checked by the option's argparse ``type``, as on the command line."""
+    if action is None or action.type is None or value is None or isinstance(value, list):
+        return value
+    try:
+        return action.type(str(value))
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
+        raise ValueError(f"{where}: {error}") from None
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -280,7 +290,7 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
         from rerank_pipeline.eval.compare import check_same_collections, compare_with_earlier_runs, load_earlier_runs
         from rerank_pipeline.eval.metrics import relevance_kind
         from rerank_pipeline.eval.reports import base_reranked_lines, end_to_end_table, protocol_table, write_report
-        from rerank_pipeline.eval.significance import SIGNIFICANCE_NOTE
+        from rerank_pipeline.eval.significance import FEWER_THAN_TWO, MIN_QUERIES, SIGNIFICANCE_NOTE
         from rerank_pipeline.provenance import collect, header_lines
 
     earlier_runs = load_earlier_runs(args.compare)  # before any work: each folder must be a report
@@ -290,6 +300,12 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
     reranked = not (args.no_rerank or args.reranker == "identity")
     # a bad choice fails before any work; a --pipeline YAML holds its own fusion (export writes it in)
     fusion = None if args.pipeline else resolve_fusion(args.model if reranked else None, args.fusion)
+    pipeline = None
+    if args.pipeline:  # a refused or broken YAML stops here, one line naming the file
+        from rerank_pipeline.pipelines import load_pipeline_file
+
+        with timer.phase("load model"):
+            pipeline = load_pipeline_file(args.pipeline)
     with timer.phase("load"):
         datasets = [_limit_queries(dataset, args.max_queries) for dataset in load_datasets(args)]
     check_same_collections(earlier_runs, datasets)
@@ -297,10 +313,8 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
     rankings, pipeline_output = {}, {}
     if args.pipeline:
         from rerank_pipeline.eval import pipeline_rankings
-        from rerank_pipeline.pipelines import load_pipeline
 
         with timer.phase("load model"):
-            pipeline = load_pipeline(Path(args.pipeline).read_text(encoding="utf-8"))
             pipeline.warm_up()
     for dataset in datasets:
         if args.pipeline:
@@ -331,10 +345,8 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
     else:
         ranker_options = {}
         if args.reranker == "cross-encoder":
-            ranker_options = {"backend": args.backend, "quantize": args.quantize, "max_length": args.max_length,
-                              "long_document": args.long_document, "allow_untrained_head": args.allow_untrained_head}
-            if args.max_passages is not None:
-                ranker_options["max_passages"] = args.max_passages
+            ranker_options = {"backend": args.backend, "quantize": args.quantize, **long_document_options(args),
+                              "allow_untrained_head": args.allow_untrained_head}
         with timer.phase("load model"):
             scorer = CachedScorer(load_scorer(args.reranker, args.model, batch_size=args.batch_size, device=args.device,
                                               **ranker_options))  # the protocol and the full ranking score a pair once
@@ -342,6 +354,9 @@ def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) ->
     print(f"reranker: {reranker_label}; candidates: {first_stage}; rerank_k={args.rerank_k}", flush=True)
     if fusion:
         print(f"{fusion.summary()} (end to end; the R{args.rerank_k} protocol measures the reranker alone)", flush=True)
+    too_few = [dataset.name for dataset in datasets if len(dataset.judged_queries()) < MIN_QUERIES]
+    if reranked and too_few:  # said once; the report's paired tests say "not_run" and the tables p=n/a
+        print(f"paired tests: not run for {', '.join(too_few)} ({FEWER_THAN_TWO}); the tables show p=n/a", flush=True)
 
     suite_name = "NanoBEIR" if args.nanobeir else "mean"
     protocol_results = {}

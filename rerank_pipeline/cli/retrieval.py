@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rerank_pipeline.cli import add_progress_flag
+from rerank_pipeline.cli import add_long_document_options, add_progress_flag, long_document_options
 from rerank_pipeline.cli.serve import RANKER_BACKENDS, add_fusion_option, fusion_line
 
 if TYPE_CHECKING:  # haystack is imported by the handlers, so building the parser stays fast
@@ -136,12 +136,14 @@ def run_search(args: argparse.Namespace) -> int:
     if args.top_k <= 0:
         raise ValueError(f"--top-k must be positive, got {args.top_k}")
     model = None if args.no_rerank else args.model
+    if not model and (args.max_length is not None or args.long_document != "truncate" or args.max_passages is not None):
+        raise ValueError("--max-length, --long-document and --max-passages set the reranker: pass --model, or drop them")
     pipeline = build_pipeline(
         args.index_dir,
         ranker_model=model,
         top_k=args.top_k,
         candidates=max(args.candidates, args.top_k),
-        ranker_options={"backend": args.backend, "quantize": args.quantize,
+        ranker_options={"backend": args.backend, "quantize": args.quantize, **long_document_options(args),
                         "allow_untrained_head": args.allow_untrained_head},
         fusion=args.fusion,
     )
@@ -201,6 +203,7 @@ def register(subparsers) -> None:
     search.add_argument("--quantize", action="store_true", help="int8 inference (openvino: static int8, cached)")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
     search.add_argument("--allow-untrained-head", action="store_true", help="accept a --model without a trained scoring head (it scores with a random head)")
+    add_long_document_options(search)
     add_fusion_option(search)
     add_progress_flag(search)
     search.set_defaults(func=run_search)

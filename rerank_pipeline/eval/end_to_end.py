@@ -14,6 +14,7 @@ from rerank_pipeline.components.score_fusion import fuse_scores
 from rerank_pipeline.datasets import RetrievalDataset
 from rerank_pipeline.eval.metrics import DEFAULT_MEASURES, full_ranking_metrics, relevance_kind
 from rerank_pipeline.eval.protocol import Rankings, ranked_ids
+from rerank_pipeline.eval.scorers import predict_named
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +81,15 @@ def rerank_rankings(
         raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
     if fusion == "model" and fusion_weight is None:
         raise ValueError("fusion 'model' needs the fusion_weight of the model's fusion.json")
-    pairs, spans = [], {}
+    pairs, names, spans = [], [], {}
     lists = {qid: ranked_ids(ranking) for qid, ranking in rankings.items()}
     for qid, doc_ids in lists.items():
         head = list(dict.fromkeys(doc_ids))[:rerank_k]
         spans[qid] = (len(pairs), head)
         pairs.extend((dataset.queries[qid], dataset.document_text(doc_id)) for doc_id in head)
+        names.extend(head)
     scores = (
-        np.asarray(scorer.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress_bar), dtype=np.float64)
+        np.asarray(predict_named(scorer, pairs, names, batch_size, show_progress_bar), dtype=np.float64)
         if pairs else np.zeros(0)
     )
     if len(scores) != len(pairs):
@@ -145,12 +147,12 @@ class EndToEndResult:
 
     def paired_tests(self, comparisons: int = 1) -> dict:
         """metric -> :class:`~rerank_pipeline.eval.significance.PairedTest` of reranked against the first stage
-        (empty when nothing was reranked)."""
-        from rerank_pipeline.eval.significance import compare_per_query
+        (empty when nothing was reranked; not run, saying why, with fewer than 2 queries)."""
+        from rerank_pipeline.eval.significance import compare_or_not_run
 
         if self.per_query_reranked is None:
             return {}
-        return compare_per_query(self.per_query_first_stage, self.per_query_reranked, comparisons=comparisons)
+        return compare_or_not_run(self.per_query_first_stage, self.per_query_reranked, comparisons=comparisons)
 
 
 def evaluate_end_to_end(

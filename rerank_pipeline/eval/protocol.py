@@ -20,6 +20,7 @@ from sklearn.metrics import average_precision_score, ndcg_score
 from tqdm.auto import tqdm
 
 from rerank_pipeline.datasets import RetrievalDataset
+from rerank_pipeline.eval.scorers import predict_named
 
 logger = logging.getLogger(__name__)
 
@@ -140,12 +141,13 @@ class ProtocolResult:
         return model_card_strings(self.metrics, self.at_k)
 
     def paired_tests(self, comparisons: int = 1) -> dict:
-        """metric -> :class:`~rerank_pipeline.eval.significance.PairedTest` of reranked against the base order."""
-        from rerank_pipeline.eval.significance import compare_per_query
+        """metric -> :class:`~rerank_pipeline.eval.significance.PairedTest` of reranked against the base order
+        (not run, saying why, with fewer than 2 queries)."""
+        from rerank_pipeline.eval.significance import compare_or_not_run
 
         base = {qid: {name: row["base_" + name] for name in metric_names(self.at_k)} for qid, row in self.per_query.items()}
         reranked = {qid: {name: row[name] for name in metric_names(self.at_k)} for qid, row in self.per_query.items()}
-        return compare_per_query(base, reranked, metric_names(self.at_k), comparisons)
+        return compare_or_not_run(base, reranked, metric_names(self.at_k), comparisons)
 
 
 def model_card_strings(metrics: Mapping[str, float], at_k: int = 10) -> dict[str, str]:
@@ -222,7 +224,7 @@ def score_samples(
     ``keeps_input_order`` (the identity); scores come back in each sample's ``doc_ids`` order.
     """
     keeps_order = getattr(scorer, "keeps_input_order", False)
-    pairs, spans = [], []
+    pairs, names, spans = [], [], []
     for sample in samples:
         if sum(sample.is_relevant) == 0:
             spans.append(None)
@@ -230,8 +232,9 @@ def score_samples(
         order = sample.first_stage_order if keeps_order else range(len(sample.doc_ids))
         spans.append((len(pairs), order))
         pairs.extend((sample.query, dataset.document_text(sample.doc_ids[index])) for index in order)
+        names.extend(sample.doc_ids[index] for index in order)
     scores = (
-        np.asarray(scorer.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress_bar), dtype=np.float64)
+        np.asarray(predict_named(scorer, pairs, names, batch_size, show_progress_bar), dtype=np.float64)
         if pairs else np.zeros(0)
     )
     if len(scores) != len(pairs):

@@ -265,12 +265,17 @@ def end_to_end_payload(results: Sequence[EndToEndResult], comparisons: int = 1) 
     return payload
 
 
+def _csv_p(value: float | None, test: PairedTest) -> str:
+    """A test's figure for a CSV cell; ``not run: REASON`` in place of the p-values of a test not run."""
+    return f"not run: {test.not_run}" if value is None else f"{value:.6f}"
+
+
 def _significance_rows(section: str, setting: str, tests: Mapping[str, Mapping[str, PairedTest | None]]) -> list[list[str]]:
     rows = []
     for name, by_metric in tests.items():
         for metric, test in by_metric.items():
             if test is not None:
-                rows += [[section, setting, name, f"{metric}:{field}", f"{value:.6f}"]
+                rows += [[section, setting, name, f"{metric}:{field}", _csv_p(value, test)]
                          for field, value in (("delta", test.delta), ("t_test_p", test.t_test_p),
                                               ("permutation_p", test.permutation_p))]
     return rows
@@ -467,8 +472,8 @@ def write_summary(output_dir: str | Path, runs: Sequence) -> list[Path]:
             test = cell["test"]
             rows.append([run.name, name, f"{cell['first_stage']:.6f}",
                          "" if cell["reranked"] is None else f"{cell['reranked']:.6f}",
-                         "" if test is None else f"{test.delta:.6f}", "" if test is None else f"{test.t_test_p:.6f}",
-                         "" if test is None else f"{test.permutation_p:.6f}"])
+                         "" if test is None else f"{test.delta:.6f}", "" if test is None else _csv_p(test.t_test_p, test),
+                         "" if test is None else _csv_p(test.permutation_p, test)])
     groups = [(f"{collection}\n{run.name}", cells[run.name][collection]["first_stage"], cells[run.name][collection]["reranked"])
               for collection in collections for run in runs if collection in cells[run.name]]
     return [

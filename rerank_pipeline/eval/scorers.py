@@ -14,11 +14,20 @@ import numpy as np
 
 @runtime_checkable
 class Scorer(Protocol):
-    """Scores (query, document) pairs; a higher score ranks the document higher."""
+    """Scores (query, document) pairs; a higher score ranks the document higher.
+
+    A scorer with ``takes_pair_names = True`` also takes ``names=`` (each pair's document id, for its warnings).
+    """
 
     def predict(
         self, pairs: Sequence[tuple[str, str]], batch_size: int = ..., show_progress_bar: bool = ...
     ) -> np.ndarray: ...
+
+
+def predict_named(scorer, pairs, names: Sequence[str], batch_size: int, show_progress_bar: bool) -> np.ndarray:
+    """``scorer.predict(pairs)``, giving it each pair's document id (``names``) when it takes them."""
+    options = {"names": list(names)} if getattr(scorer, "takes_pair_names", False) else {}
+    return scorer.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress_bar, **options)
 
 
 class IdentityScorer:
@@ -116,18 +125,25 @@ class CachedScorer:
     def __init__(self, scorer):
         self.scorer = scorer
         self.keeps_input_order = getattr(scorer, "keeps_input_order", False)
+        self.takes_pair_names = getattr(scorer, "takes_pair_names", False)
         self._scores: dict[tuple[str, str], float] = {}
         self.scored = 0
         self.reused = 0
 
-    def predict(self, pairs, batch_size: int | None = None, show_progress_bar: bool = False, **kwargs) -> np.ndarray:
-        """Scores of ``pairs``; only the pairs never seen before reach the wrapped scorer."""
+    def predict(self, pairs, batch_size: int | None = None, show_progress_bar: bool = False,
+                names: Sequence[str] | None = None, **kwargs) -> np.ndarray:
+        """Scores of ``pairs``; only the pairs never seen before reach the wrapped scorer (with their ``names``)."""
         keys = [(str(query), str(document)) for query, document in pairs]
         new = list(dict.fromkeys(key for key in keys if key not in self._scores))
         if new:
             options = {"show_progress_bar": show_progress_bar, **kwargs}
             if batch_size is not None:
                 options["batch_size"] = batch_size
+            if names is not None and self.takes_pair_names:
+                name_of = {}
+                for key, name in zip(keys, names):
+                    name_of.setdefault(key, name)
+                options["names"] = [name_of[key] for key in new]
             scores = np.asarray(self.scorer.predict(new, **options), dtype=np.float64)
             if scores.shape != (len(new),):
                 raise RuntimeError(f"scorer returned scores of shape {scores.shape} for {len(new)} pairs")

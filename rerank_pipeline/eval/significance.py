@@ -26,30 +26,38 @@ DEFAULT_ALPHA = 0.05
 PERMUTATION_RESAMPLES = 10_000
 PERMUTATION_SEED = 0
 FLOAT_NOISE = 1e-9  # per-query differences this small are rounding, not a difference between systems
+MIN_QUERIES = 2
+FEWER_THAN_TWO = "fewer than 2 judged queries"  # why a report's paired test was not run
 
 
 @dataclass(frozen=True)
 class PairedTest:
-    """The outcome of one paired comparison on ``queries`` queries: mean of B − A and the two p-values."""
+    """The outcome of one paired comparison on ``queries`` queries: mean of B − A and the two p-values.
+
+    A test that was not run (``not_run`` says why) keeps the means and has no p-values (None).
+    """
 
     queries: int
     mean_a: float
     mean_b: float
     delta: float
-    t_test_p: float
-    permutation_p: float
+    t_test_p: float | None
+    permutation_p: float | None
     comparisons: int = 1
+    not_run: str | None = None
 
     def significant(self, alpha: float = DEFAULT_ALPHA) -> bool:
-        """Both tests reject equality at ``alpha`` (after the correction)."""
-        return self.t_test_p < alpha and self.permutation_p < alpha
+        """Both tests reject equality at ``alpha`` (after the correction); False for a test not run."""
+        return self.not_run is None and self.t_test_p < alpha and self.permutation_p < alpha
 
     def marker(self, alpha: float = DEFAULT_ALPHA) -> str:
         """``*`` when significant at ``alpha``, else empty: the console tables' mark."""
         return "*" if self.significant(alpha) else ""
 
-    def to_dict(self) -> dict[str, float | int]:
-        return {key: (round(value, 6) if isinstance(value, float) else value) for key, value in asdict(self).items()}
+    def to_dict(self) -> dict[str, float | int | str | None]:
+        """The fields, floats rounded to 6 digits; ``not_run`` only for a test that was not run."""
+        return {key: (round(value, 6) if isinstance(value, float) else value) for key, value in asdict(self).items()
+                if key != "not_run" or value is not None}
 
 
 def paired_test(a: Sequence[float], b: Sequence[float], comparisons: int = 1) -> PairedTest:
@@ -103,13 +111,36 @@ def compare_per_query(
     }
 
 
+def compare_or_not_run(
+    baseline: Mapping[str, Mapping[str, float]],
+    system: Mapping[str, Mapping[str, float]],
+    metrics: Sequence[str] | None = None,
+    comparisons: int = 1,
+) -> dict[str, PairedTest]:
+    """:func:`compare_per_query`, or with fewer than 2 queries a test per metric that was not run
+    (means kept, p-values None, ``not_run`` = :data:`FEWER_THAN_TWO`): a report of one query is still written."""
+    if len(baseline) >= MIN_QUERIES or set(baseline) != set(system):
+        return compare_per_query(baseline, system, metrics, comparisons)
+    metrics = list(metrics or (next(iter(baseline.values())).keys() if baseline else []))
+    tests = {}
+    for metric in metrics:
+        a = np.asarray([row[metric] for row in baseline.values()], dtype=np.float64)
+        b = np.asarray([system[qid][metric] for qid in baseline], dtype=np.float64)
+        tests[metric] = PairedTest(queries=len(a), mean_a=float(a.mean()), mean_b=float(b.mean()),
+                                   delta=float((b - a).mean()), t_test_p=None, permutation_p=None,
+                                   comparisons=max(1, comparisons), not_run=FEWER_THAN_TWO)
+    return tests
+
+
 def format_delta(test: PairedTest, alpha: float = DEFAULT_ALPHA) -> str:
     """``0.4310 (+0.0123) p=0.031/0.029*``: the model-card cell, then t-test/randomization p-values and the mark."""
     return f"{test.mean_b:.4f} ({test.delta:+.4f}) {p_values(test)}{test.marker(alpha)}"
 
 
 def p_values(test: PairedTest) -> str:
-    """``p=0.031/0.029``: paired t-test / randomization test."""
+    """``p=0.031/0.029``: paired t-test / randomization test (``p=n/a`` for a test not run)."""
+    if test.not_run is not None:
+        return "p=n/a"
     return f"p={test.t_test_p:.3f}/{test.permutation_p:.3f}"
 
 

@@ -316,21 +316,28 @@ class CrossEncoderRanker:
 
     # ------------------------------------------------------------------ scoring
 
+    takes_pair_names = True  # predict(names=...): the evaluation harness passes each pair's document id
+
     def predict(
-        self, pairs: list[tuple[str, str]], batch_size: int | None = None, show_progress_bar: bool = False
+        self, pairs: list[tuple[str, str]], batch_size: int | None = None, show_progress_bar: bool = False,
+        names: list[str] | None = None,
     ) -> np.ndarray:
         """Score (query, document) pairs like ``sentence_transformers.CrossEncoder(model).predict(pairs)``.
 
         Returns ``[n]`` for one-label models (``[n, labels]`` otherwise); the checkpoint's activation is applied
         when ``scale_score`` is on, raw logits otherwise. The model's default prompt (if any) is put before each
         query, as sentence-transformers does. Honours ``long_document`` (``"truncate"`` by default).
+        ``names`` (one a pair, e.g. the document id) name the documents in warnings (default ``pair N``).
         """
+        if names is not None and len(names) != len(pairs):
+            raise ValueError(f"predict got {len(names)} names for {len(pairs)} pairs")
         self.warm_up()
         if not pairs:
             return np.array([])
         queries = [self._model_prompt + str(pair[0]) for pair in pairs]
         documents = [str(pair[1]) for pair in pairs]
-        logits = self._pair_logits(queries, documents, batch_size or self.batch_size, show_progress_bar)
+        logits = self._pair_logits(queries, documents, batch_size or self.batch_size, show_progress_bar,
+                                   names=[str(name) for name in names] if names is not None else None)
         return apply_activation(logits, self._activation_fn if self.scale_score else None)
 
     def _pair_logits(
