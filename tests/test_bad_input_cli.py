@@ -150,15 +150,12 @@ def test_a_pipeline_yaml_naming_os_system_is_refused_in_one_line(beir_dir, tmp_p
 # ---------------------------------------------------------------- corrupt index folders
 
 
-class FakeIndexFolderError(ValueError):
-    """Stands for the stores' ``IndexFolderError(ValueError)``: its message names the file."""
-
-
 def test_index_loading_errors_are_one_line_in_every_command(bm25_index, beir_dir, tmp_path, capsys, monkeypatch):
     from rerank_pipeline.components.bm25 import EmbeddedBM25DocumentStore
+    from rerank_pipeline.components.index_folder import IndexFolderError
 
     def corrupt(self, folder, settings):
-        raise FakeIndexFolderError(f"{folder / 'documents.jsonl'}:3: not valid JSON\n(a second line of detail)")
+        raise IndexFolderError(f"{folder / 'documents.jsonl'}:3: not valid JSON\n(a second line of detail)")
 
     monkeypatch.setattr(EmbeddedBM25DocumentStore, "_load", corrupt)
     for argv in (

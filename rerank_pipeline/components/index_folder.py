@@ -57,6 +57,7 @@ STAGING_MARKER = ".rerank-pipeline-staging.json"  # in each .NAME.tmp-*/.NAME.ol
 LOCK_TIMEOUT_S = float(os.environ.get("RERANK_PIPELINE_LOCK_TIMEOUT", "60"))
 JOURNAL_OPS = ("write", "delete", "clear")
 OPEN_ATTEMPTS = 5  # a reader retries when a writer swapped the folder in while it read
+LOAD_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError, EOFError, OSError)  # what bad data raises
 
 T = TypeVar("T")
 
@@ -165,8 +166,8 @@ def verify_manifest(folder: str | Path, settings: dict[str, Any]) -> None:
 def open_generation(index_dir: str | Path, load: Callable[[dict[str, Any]], T]) -> T:
     """Verify the folder's files, then ``load(settings)``; retried when a writer swapped a new generation in.
 
-    Errors of a generation that stayed in place are re-raised, as :class:`IndexFolderError` naming the folder
-    when ``load`` raised something else (a missing key, a bad index, a truncated array).
+    Errors of a generation that stayed in place are re-raised; the errors bad data causes in ``load`` (a missing
+    key, a bad index, a truncated array: :data:`LOAD_ERRORS`) as an :class:`IndexFolderError` naming the folder.
     """
     folder = Path(index_dir)
     for _ in range(OPEN_ATTEMPTS):
@@ -179,8 +180,8 @@ def open_generation(index_dir: str | Path, load: Callable[[dict[str, Any]], T]) 
         except Exception as error:  # noqa: BLE001 - judged below: a swapped folder is retried, else named
             if _generation(folder) != settings.get("generation"):
                 continue
-            if isinstance(error, IndexFolderError):
-                raise
+            if isinstance(error, IndexFolderError) or not isinstance(error, LOAD_ERRORS):
+                raise  # named already, or a bug rather than bad data: keep its traceback
             raise IndexFolderError(f"{folder}: cannot load the index ({type(error).__name__}: {error})") from error
         if _generation(folder) == settings.get("generation"):
             return result
