@@ -202,6 +202,39 @@ def read_jsonl(path: Path, encoding: str = "utf-8", on_bad_line: str = "stop") -
     return rows
 
 
+def line_meta(row: dict) -> tuple[dict, str | None]:
+    """The meta of a corpus line whose id and text were taken out: ``title``, the other keys, a ``meta`` object's keys.
+
+    ``{"title": "T", "lang": "en", "meta": {"year": 1999}}`` gives ``{"title": "T", "lang": "en", "year": 1999}``
+    (``title`` is ``""`` when absent). A ``meta`` object is the document's meta, not a key of it, so a filter on
+    ``meta.year`` matches. Returns ``(meta, None)``, or ``({}, problem)`` for a line to refuse:
+
+    - ``meta`` is not a JSON object (a list, a string, a number; ``null`` counts as no ``meta``);
+    - a key given both at the top level and in ``meta`` with different values (``title`` too: a non-empty
+      top-level ``title`` and a different, non-empty ``meta.title``). The same value twice is accepted; a
+      top-level ``title`` that is absent or empty takes ``meta.title``.
+    """
+    row = dict(row)
+    nested = row.pop("meta", None)
+    if nested is not None and not isinstance(nested, dict):
+        return {}, f"'meta' must be a JSON object, got {_json_kind(nested)} (its keys become the document's meta)"
+    meta = {"title": row.pop("title", None) or "", **row}
+    for key, value in (nested or {}).items():
+        if key == "title" and (not value or not meta["title"]):
+            meta["title"] = meta["title"] or value or ""
+        elif key in meta and meta[key] != value:
+            return {}, (f"{key!r} is given twice with different values: {meta[key]!r} at the top level and "
+                        f"{value!r} in 'meta' (keep one)")
+        else:
+            meta[key] = value
+    return meta, None
+
+
+def _json_kind(value) -> str:
+    kinds = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return kinds.get(type(value), f"a {type(value).__name__}")
+
+
 def _id_and_text_rows(path: Path, encoding: str, report: ReadReport) -> Iterator[tuple[int, str, dict]]:
     """``(line, id, row)`` of a BEIR corpus or queries file; a line without ``_id`` and ``text`` is a bad line."""
     for line_number, row in read_jsonl_rows(path, encoding, report):

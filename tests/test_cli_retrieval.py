@@ -125,3 +125,58 @@ def test_search_table_shows_a_numeric_title():
 
     table = _render_table("novels", [Document(id="b1", content="Big Brother is watching", meta={"title": 1984}, score=1.0)], 120)
     assert "1984 | Big Brother is watching" in table
+
+
+def test_a_meta_object_becomes_the_documents_meta_and_a_meta_year_filter_matches(tmp_path, capsys):
+    lines = [
+        json.dumps({"_id": "a", "title": "panel flutter", "text": "flutter of wing panels", "meta": {"year": 1999}}),
+        json.dumps({"_id": "b", "text": "flutter of thin plates", "lang": "en", "meta": {"year": 1960, "title": "plates"}}),
+        json.dumps({"_id": "c", "text": "flutter at hypersonic speed", "meta": None}),
+    ]
+    index_dir = tmp_path / "idx"
+    assert main(["index", "--jsonl", str(write_jsonl(tmp_path / "docs.jsonl", lines)), "--index-dir", str(index_dir)]) == 0
+    store = EmbeddedBM25DocumentStore(index_dir=index_dir)
+    documents = {doc.id: doc for doc in store.filter_documents()}
+    assert documents["a"].meta == {"title": "panel flutter", "year": 1999}
+    assert documents["b"].meta == {"title": "plates", "lang": "en", "year": 1960}  # meta.title fills a missing title
+    assert documents["c"].meta == {"title": ""}
+    year = {"field": "meta.year", "operator": "==", "value": 1999}
+    assert [doc.id for doc in store.bm25_retrieval("flutter", top_k=10, filters=year)] == ["a"]
+    assert [doc.id for doc in store.filter_documents(year)] == ["a"]
+    assert {doc.id for doc in store.bm25_retrieval("flutter", top_k=10)} == {"a", "b", "c"}
+
+
+def test_a_meta_object_in_a_beir_corpus_becomes_the_documents_meta(tmp_path, capsys):
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    write_jsonl(beir / "corpus.jsonl", [
+        json.dumps({"_id": "1", "title": "", "text": "jet noise", "meta": {"year": 1999}}),
+        json.dumps({"_id": "2", "title": "", "text": "jet engines", "meta": {"year": 1950}}),
+    ])
+    assert main(["index", "--beir-dir", str(beir), "--index-dir", str(tmp_path / "idx")]) == 0
+    store = EmbeddedBM25DocumentStore(index_dir=tmp_path / "idx")
+    found = store.bm25_retrieval("jet", filters={"field": "meta.year", "operator": "==", "value": 1999})
+    assert [doc.id for doc in found] == ["1"] and found[0].meta == {"title": "", "year": 1999}
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ({"_id": "1", "text": "jet noise", "meta": [1999]}, ":2: 'meta' must be a JSON object, got a list"),
+        ({"_id": "1", "text": "jet noise", "meta": "1999"}, ":2: 'meta' must be a JSON object, got a string"),
+        ({"_id": "1", "title": "Jets", "text": "jet noise", "meta": {"title": "Noise"}},
+         ":2: 'title' is given twice with different values: 'Jets' at the top level and 'Noise' in 'meta'"),
+        ({"_id": "1", "text": "jet noise", "year": 1999, "meta": {"year": 2000}},
+         ":2: 'year' is given twice with different values: 1999 at the top level and 2000 in 'meta'"),
+    ],
+)
+def test_a_bad_meta_is_one_line_naming_file_and_line_or_is_skipped(tmp_path, capsys, line, message):
+    corpus = write_jsonl(tmp_path / "docs.jsonl", [GOOD[0], json.dumps(line), GOOD[1]])
+    index_dir = tmp_path / "idx"
+    assert main(["index", "--jsonl", str(corpus), "--index-dir", str(index_dir)]) == 2
+    error = capsys.readouterr().err
+    assert f"{corpus}{message}" in error and len(error.strip().splitlines()) == 1
+    assert not index_dir.exists()
+    assert main(["index", "--jsonl", str(corpus), "--index-dir", str(index_dir), "--on-bad-line", "skip"]) == 0
+    assert "skipped 1 malformed line(s): 2" in capsys.readouterr().err
+    assert EmbeddedBM25DocumentStore(index_dir=index_dir).count_documents() == 2

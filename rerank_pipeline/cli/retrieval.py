@@ -29,13 +29,16 @@ def read_documents(
 ) -> tuple[list[Document], ReadReport]:
     """Documents from a JSONL file: ``_id``/``id``, ``text``/``content``, optional ``title``; other keys go to meta.
 
+    A ``meta`` object's keys become the document's meta (``{"meta": {"year": 1999}}`` gives ``meta["year"]``,
+    so a filter on ``meta.year`` matches), next to ``title`` and the line's other keys; see
+    :func:`~rerank_pipeline.datasets.line_meta` for a ``meta`` that is not an object or repeats a key.
     A malformed line (bad JSON, missing fields, bytes not in ``encoding``) raises ``ValueError`` naming file and
     line (``on_bad_line="stop"``) or is skipped (``"skip"``); a repeated id is resolved by ``on_duplicate``
     (``last``, ``first`` or ``error``). Returns the documents and the :class:`~rerank_pipeline.datasets.ReadReport`
     counting what was skipped or merged.
     """
     from haystack import Document
-    from rerank_pipeline.datasets import ReadReport, read_jsonl_rows
+    from rerank_pipeline.datasets import ReadReport, line_meta, read_jsonl_rows
 
     if not path.is_file():
         raise FileNotFoundError(f"corpus file not found: {path}")
@@ -50,8 +53,11 @@ def read_documents(
             elif not isinstance(text, str):
                 report.bad_line(line_number, "'text' must be a string")
             else:
-                title = row.pop("title", None) or ""
-                yield line_number, str(doc_id), Document(id=str(doc_id), content=text, meta={"title": title, **row})
+                meta, problem = line_meta(row)
+                if problem:
+                    report.bad_line(line_number, problem)
+                else:
+                    yield line_number, str(doc_id), Document(id=str(doc_id), content=text, meta=meta)
 
     documents = report.keep_unique(rows())
     if not documents:
