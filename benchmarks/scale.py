@@ -132,7 +132,8 @@ def read_queries(beir_dir: str | Path, count: int) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ child processes
-# Each runs as ``python benchmarks/scale.py --child NAME --child-args JSON`` and writes its result as JSON.
+# Each runs as ``python benchmarks/scale.py --child NAME --child-args FILE --child-result FILE``: its arguments and
+# its result are JSON files (the queries would not fit a command line's argument limit of 128 KiB).
 
 
 def _status_mb(field: str) -> float:
@@ -412,9 +413,11 @@ def run_child(command: list[str], log: Path, result_file: Path | None = None) ->
 
 
 def run_function(name: str, work: Path, **arguments) -> dict:
-    result_file = work / "logs" / f"{name}-{arguments.get('kind', '')}{'-mmap' if arguments.get('mmap') else ''}.json"
+    stem = f"{name}-{arguments.get('kind', '')}{'-mmap' if arguments.get('mmap') else ''}".replace("--", "-").strip("-")
+    result_file, arguments_file = work / "logs" / f"{stem}.json", work / "logs" / f"{stem}.args.json"
     result_file.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--child-args", json.dumps(arguments),
+    arguments_file.write_text(json.dumps(arguments), encoding="utf-8")
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--child-args", str(arguments_file),
                "--child-result", str(result_file)]
     return run_child(command, result_file.with_suffix(".log"), result_file)
 
@@ -664,12 +667,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
-    parser.add_argument("--child-args", help=argparse.SUPPRESS)
+    parser.add_argument("--child-args", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
-        result = CHILDREN[args.child](**json.loads(args.child_args))
+        result = CHILDREN[args.child](**json.loads(args.child_args.read_text(encoding="utf-8")))
         args.child_result.write_text(json.dumps(result))
         return 0
     if args.documents < TOP_K:
