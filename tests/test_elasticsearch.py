@@ -207,6 +207,9 @@ def test_es_dense_options_are_checked(offline, tmp_path):
     build_first_stage("elasticsearch", embedding_model="my/encoder", embedding_dims=DIMS).save(tmp_path / "dense")
     with pytest.raises(ValueError, match="embedded with 'my/encoder', not 'other/encoder'"):
         build_first_stage("elasticsearch", index_dir=tmp_path / "dense", embedding_model="other/encoder")
+    with pytest.raises(ValueError, match="holds 384-dim embeddings, not 768"):
+        build_first_stage("elasticsearch", index_dir=tmp_path / "dense", embedding_dims=768)
+    assert build_first_stage("elasticsearch", index_dir=tmp_path / "dense", embedding_dims="384").fused
 
 
 def test_the_dims_are_measured_from_the_model_when_not_given(offline, minilm_path):
@@ -250,8 +253,12 @@ class _FakeStore:
         self.writes.append([doc.id for doc in documents])
         if len(self.writes) == self.fail_at:
             raise RuntimeError("connection lost")
-        for doc in documents:
-            self.source[doc.id] = doc.to_dict()
+        for doc in documents:  # as ElasticsearchDocumentStore.write_documents builds _source
+            source = doc.to_dict()
+            for field in ("embedding", "blob", "score", "sparse_embedding"):
+                if source.get(field) is None:
+                    source.pop(field, None)
+            self.source[doc.id] = source
         return len(documents)
 
 
@@ -339,3 +346,24 @@ def test_live_hybrid_on_the_cluster_matches_the_embedded_hybrid_and_resumes(tmp_
             build_first_stage("elasticsearch", index=index)  # BM25-only writes would lack embeddings
     finally:
         stage.store.client.indices.delete(index=index, ignore_unavailable=True)
+
+
+def test_dense_writes_embed_like_the_faiss_side_and_skip_unchanged_documents(minilm_path):
+    import numpy as np
+
+    from rerank_pipeline.components.elasticsearch import ElasticsearchSide
+
+    documents = [Document(id="a", content="supersonic flutter of wing panels", meta={"title": "flutter"}),
+                 Document(id="b", content="heat transfer in hypersonic flow", meta={"title": "heating"})]
+    store = _FakeStore()
+    side = ElasticsearchSide(store, {"embedding_model": str(minilm_path), "embedding_dims": DIMS, "batch_size": 8,
+                                     "meta_fields_to_embed": ["title"], "bulk_size": 1})
+    side.write(documents)
+    side.write(documents)  # unchanged: nothing re-embedded or re-sent
+    assert store.writes == [["a"], ["b"]]
+    faiss = build_first_stage("dense", embedding_model=str(minilm_path))
+    faiss.index(documents)
+    expected = {doc.id: doc.embedding for doc in faiss.store.filter_documents()}
+    for doc_id in ("a", "b"):
+        assert len(store.source[doc_id]["embedding"]) == DIMS
+        np.testing.assert_allclose(store.source[doc_id]["embedding"], expected[doc_id], atol=1e-5)

@@ -371,7 +371,7 @@ def _dense_config(recorded: dict[str, Any], options: dict[str, Any], embedding_m
 
     config = {
         "embedding_model": model,
-        "embedding_dims": recorded.get("embedding_dims") or options.pop("embedding_dims", None),
+        "embedding_dims": _embedding_dims(recorded.get("embedding_dims"), options.pop("embedding_dims", None)),
         "embedding_similarity": SIMILARITY,
         "meta_fields_to_embed": list(_first_set(options.pop("meta_fields_to_embed", None),
                                                 recorded.get("meta_fields_to_embed"), DEFAULT_META_FIELDS)),
@@ -386,3 +386,9 @@ def _dense_config(recorded: dict[str, Any], options: dict[str, Any], embedding_m
     if not config["embedding_dims"]:
         config["embedding_dims"] = embedding_dimension(model)
     return config
+
+
+def _embedding_dims(recorded: int | None, given: int | None) -> int | None:
+    if recorded and given and int(given) != int(recorded):
+        raise ValueError(f"the Elasticsearch index holds {recorded}-dim embeddings, not {given}")
+    return int(recorded or given) if (recorded or given) else None
