@@ -2,7 +2,8 @@
 
 :func:`build_first_stage` / :func:`open_first_stage` return a :class:`FirstStage` of one kind: ``bm25`` (embedded,
 the default), ``dense`` (sentence-transformers + FAISS), ``hybrid`` (both, joined by
-:class:`~rerank_pipeline.components.rrf.ReciprocalRankFusion`) or ``elasticsearch``. It holds the stores and:
+:class:`~rerank_pipeline.components.rrf.ReciprocalRankFusion`) or ``elasticsearch`` (BM25 on a cluster; with an
+``embedding_model`` also kNN on a ``dense_vector`` field, joined the same way). It holds the stores and:
 
 - ``index(documents)`` writes them (the dense side through Haystack's ``SentenceTransformersDocumentEmbedder``) and,
   with ``index_dir``, saves the folder (its ``index.json`` records the backend and settings);
@@ -53,10 +54,10 @@ class BM25Side:
         """Persist later changes into ``index_dir`` (just written by the caller)."""
         self.store.attach(index_dir)
 
-    def add_to(self, pipeline: Pipeline, top_k: int, prefix: str = "") -> str:
-        """Add the retriever; returns its name."""
+    def add_to(self, pipeline: Pipeline, top_k: int, prefix: str = "") -> list[str]:
+        """Add the retriever; returns its name (a list: a side may add several retrievers)."""
         pipeline.add_component(f"{prefix}bm25_retriever", EmbeddedBM25Retriever(self.store, top_k=top_k))
-        return f"{prefix}bm25_retriever"
+        return [f"{prefix}bm25_retriever"]
 
 
 class DenseSide:
@@ -72,11 +73,6 @@ class DenseSide:
         self.batch_size = batch_size
         self.device = device
 
-    def _device(self):
-        from haystack.utils import ComponentDevice
-
-        return ComponentDevice.from_str(self.device) if self.device else None
-
     def write(self, documents: list[Document]) -> None:
         """Embed and store the documents whose id, text or meta is new (a changed title changes the embedded text)."""
         stored = {doc.id: doc for doc in self.store.filter_documents()}
@@ -84,14 +80,8 @@ class DenseSide:
                  if doc.id not in stored or stored[doc.id].content != doc.content or stored[doc.id].meta != doc.meta]
         if not fresh:
             return
-        from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersDocumentEmbedder
-
-        embedder = SentenceTransformersDocumentEmbedder(
-            model=self.model, device=self._device(), batch_size=self.batch_size, normalize_embeddings=True,
-            meta_fields_to_embed=self.meta_fields_to_embed, embedding_separator=" ",  # the text BM25 indexes
-            progress_bar=len(fresh) > 1000 and not are_progress_bars_disabled(),
-        )
-        _warm_up(embedder, self.model)
+        embedder = document_embedder(self.model, self.meta_fields_to_embed, self.batch_size, self.device,
+                                     progress=len(fresh) > 1000 and not are_progress_bars_disabled())
         self.store.write_documents(embedder.run(documents=fresh)["documents"], policy=DuplicatePolicy.OVERWRITE)
 
     def write_to(self, folder: Path) -> None:
@@ -105,16 +95,40 @@ class DenseSide:
         """Persist later changes into ``index_dir`` (just written by the caller)."""
         self.store.attach(index_dir)
 
-    def add_to(self, pipeline: Pipeline, top_k: int, prefix: str = "") -> str:
-        """Add Haystack's query embedder and the FAISS retriever; returns the retriever's name."""
-        from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersTextEmbedder
-
-        embedder = SentenceTransformersTextEmbedder(model=self.model, device=self._device(), batch_size=self.batch_size,
-                                                    normalize_embeddings=True, progress_bar=False)
-        pipeline.add_component(f"{prefix}query_embedder", embedder)
+    def add_to(self, pipeline: Pipeline, top_k: int, prefix: str = "") -> list[str]:
+        """Add Haystack's query embedder and the FAISS retriever; returns the retriever's name (in a list)."""
+        pipeline.add_component(f"{prefix}query_embedder", text_embedder(self.model, self.batch_size, self.device))
         pipeline.add_component(f"{prefix}dense_retriever", FAISSEmbeddingRetriever(self.store, top_k=top_k))
         pipeline.connect(f"{prefix}query_embedder.embedding", f"{prefix}dense_retriever.query_embedding")
-        return f"{prefix}dense_retriever"
+        return [f"{prefix}dense_retriever"]
+
+
+def _component_device(device: str | None):
+    from haystack.utils import ComponentDevice
+
+    return ComponentDevice.from_str(device) if device else None
+
+
+def document_embedder(model: str, meta_fields_to_embed: list[str], batch_size: int = 64, device: str | None = None,
+                      progress: bool = False):
+    """Haystack's ``SentenceTransformersDocumentEmbedder`` as every dense side uses it (warmed up): normalized
+    embeddings of the meta fields and the content joined by a space (the text BM25 indexes)."""
+    from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersDocumentEmbedder
+
+    embedder = SentenceTransformersDocumentEmbedder(
+        model=model, device=_component_device(device), batch_size=batch_size, normalize_embeddings=True,
+        meta_fields_to_embed=list(meta_fields_to_embed), embedding_separator=" ", progress_bar=progress,
+    )
+    _warm_up(embedder, model)
+    return embedder
+
+
+def text_embedder(model: str, batch_size: int = 64, device: str | None = None):
+    """Haystack's ``SentenceTransformersTextEmbedder`` for queries, matching :func:`document_embedder`."""
+    from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersTextEmbedder
+
+    return SentenceTransformersTextEmbedder(model=model, device=_component_device(device), batch_size=batch_size,
+                                            normalize_embeddings=True, progress_bar=False)
 
 
 def _warm_up(component: Any, model: str) -> None:
@@ -130,17 +144,19 @@ def _warm_up(component: Any, model: str) -> None:
 class FirstStage:
     """One first stage: its stores (``sides``, two for hybrid), indexing, and the retrieval components.
 
-    With more than one side the sides' rankings are joined by reciprocal rank fusion (``rrf_k``), each side
-    retrieving ``max(candidates, fusion_depth)`` documents.
+    When ``fused`` (default: more than one side; an Elasticsearch side with dense retrieval adds two retrievers) the
+    retrievers' rankings are joined by reciprocal rank fusion (``rrf_k``), each retrieving
+    ``max(candidates, fusion_depth)`` documents.
     """
 
     def __init__(self, name: str, sides: list, index_dir: str | None = None, rrf_k: int = RRF_K,
-                 fusion_depth: int = FUSION_DEPTH):
+                 fusion_depth: int = FUSION_DEPTH, fused: bool | None = None):
         self.name = name
         self.sides = sides
         self.index_dir = index_dir
         self.rrf_k = rrf_k
         self.fusion_depth = fusion_depth
+        self.fused = len(sides) > 1 if fused is None else fused
 
     @property
     def store(self):
@@ -174,10 +190,10 @@ class FirstStage:
     def add_to(self, pipeline: Pipeline, candidates: int = 100, side_top_k: int | None = None) -> str:
         """Add the retrieval components for ``candidates`` documents a query; returns the one whose ``documents``
         output is the first stage's ranking. ``side_top_k`` asks each side for at least that many."""
-        if len(self.sides) == 1:
-            return self.sides[0].add_to(pipeline, max(candidates, side_top_k or 0))
+        if not self.fused:
+            return self.sides[0].add_to(pipeline, max(candidates, side_top_k or 0))[0]
         depth = max(candidates, self.fusion_depth, side_top_k or 0)
-        outputs = [side.add_to(pipeline, depth) for side in self.sides]
+        outputs = [name for side in self.sides for name in side.add_to(pipeline, depth)]
         pipeline.add_component("joiner", ReciprocalRankFusion(self.rrf_k, self.fusion_depth, top_k=candidates))
         for output in outputs:
             pipeline.connect(f"{output}.documents", "joiner.documents")
@@ -196,7 +212,7 @@ class FirstStage:
     def retrieve_with_side_rankings(self, queries: dict[str, str], top_k: int = 100,
                                     side_top_k: int | None = None) -> tuple[Rankings, list[Rankings]]:
         """The rankings of :meth:`retrieve` and, from the same run, each side's own ranking (its top
-        ``side_top_k``, default ``top_k``, with its own scores): BM25 and dense for hybrid."""
+        ``side_top_k``, default ``top_k``, with its own scores): BM25 and dense for a fused first stage."""
         from rerank_pipeline.batch_run import run_batch
 
         side_top_k = side_top_k or top_k
@@ -204,7 +220,7 @@ class FirstStage:
         pipeline = Pipeline()
         final = self.add_to(pipeline, top_k, side_top_k)
         outputs = run_batch(pipeline, list(asked.values())) if asked else []
-        sides = _side_outputs(pipeline, final) if len(self.sides) > 1 else [final]
+        sides = _side_outputs(pipeline, final) if self.fused else [final]
         side_rankings = [{qid: [] for qid in queries} for _ in sides]
         fused = {qid: [] for qid in queries}
         for qid, output in zip(asked, outputs):
@@ -267,7 +283,8 @@ def _dense(index_dir: str | None, embedding_model: str | None, options: dict[str
 
 
 FLOAT_OPTIONS = ("k1", "b")
-INT_OPTIONS = ("hnsw_m", "ef_construction", "ef_search", "nlist", "nprobe", "batch_size", "rrf_k", "fusion_depth")
+INT_OPTIONS = ("hnsw_m", "ef_construction", "ef_search", "nlist", "nprobe", "batch_size", "rrf_k", "fusion_depth",
+               "bulk_size", "num_candidates", "embedding_dims")
 
 
 def _coerce_numbers(options: dict[str, Any]) -> dict[str, Any]:
@@ -290,8 +307,9 @@ def build_first_stage(
     Options: bm25 ``k1``, ``b``, ``analyzer``, ``meta_fields_to_index``; dense ``index_type``
     (flat|hnsw|ivf), ``hnsw_m``, ``ef_search``, ``nlist``, ``nprobe``, ``use_gpu``, ``batch_size``,
     ``device``, ``meta_fields_to_embed``; hybrid both plus ``rrf_k``, ``fusion_depth``;
-    elasticsearch ``url``, ``index``, ``analyzer``, ``k1``, ``b`` (see
-    :mod:`rerank_pipeline.components.elasticsearch`).
+    elasticsearch ``url``, ``index``, ``analyzer``, ``k1``, ``b``, ``bulk_size``, and with ``embedding_model``
+    (dense retrieval on the cluster, fused with its BM25 by RRF) ``meta_fields_to_embed``, ``batch_size``,
+    ``device``, ``num_candidates``, ``rrf_k``, ``fusion_depth`` (see :mod:`rerank_pipeline.components.elasticsearch`).
     """
     kind = _canonical_kind(kind)
     index_dir = str(index_dir) if index_dir is not None else None
@@ -312,7 +330,10 @@ def build_first_stage(
     else:
         from rerank_pipeline.components.elasticsearch import ElasticsearchSide
 
-        sides = [ElasticsearchSide.create(settings=settings, options=options)]
+        sides = [ElasticsearchSide.create(settings=settings, options=options, embedding_model=embedding_model)]
+        if sides[0].dense:  # hybrid on the cluster: BM25 and kNN retrievers joined by RRF
+            fusion = {"rrf_k": sides[0].settings["rrf_k"], "fusion_depth": sides[0].settings["fusion_depth"],
+                      "fused": True}
     if options:
         raise ValueError(f"unknown options for the {kind} first stage: {sorted(options)}")
     return FirstStage(kind, sides, index_dir=index_dir, **fusion)

@@ -81,13 +81,19 @@ def _first_stage_options(args: argparse.Namespace) -> dict:
         options.update({key: value for key, value in (("k1", args.k1), ("b", args.b)) if value is not None})
     if args.backend in ("faiss", "hybrid") and args.index_type:
         options["index_type"] = args.index_type
-    if args.backend == "hybrid":
+    if args.backend == "hybrid" or (args.backend == "elasticsearch" and args.embedding_model):
         options.update({key: value for key, value in (("rrf_k", args.rrf_k), ("fusion_depth", args.fusion_depth))
                         if value is not None})
     elif args.rrf_k is not None or args.fusion_depth is not None:
-        raise ValueError("--rrf-k and --fusion-depth apply to --backend hybrid only")
+        raise ValueError("--rrf-k and --fusion-depth apply to --backend hybrid, or elasticsearch with --embedding-model")
     if args.backend == "elasticsearch":
         options.update({key: value for key, value in (("url", args.es_url), ("index", args.es_index)) if value})
+        if args.es_bulk_size is not None:
+            if args.es_bulk_size <= 0:
+                raise ValueError(f"--es-bulk-size must be positive, got {args.es_bulk_size}")
+            options["bulk_size"] = args.es_bulk_size
+    elif args.es_bulk_size is not None:
+        raise ValueError("--es-bulk-size applies to --backend elasticsearch only")
     return options
 
 
@@ -182,14 +188,16 @@ def register(subparsers) -> None:
     source.add_argument("--jsonl", help="JSONL of documents: _id (or id), text (or content), optional title and meta")
     index.add_argument("--backend", choices=BACKENDS, default="bm25", help="first stage to build (bm25 is embedded, no server)")
     index.add_argument("--index-dir", help="index folder (default: ./indexes/<corpus name>)")
-    index.add_argument("--embedding-model", help="sentence-transformers model (folder or Hub id) for faiss/hybrid")
+    index.add_argument("--embedding-model", help="sentence-transformers model (folder or Hub id) for faiss/hybrid; "
+                       "with elasticsearch, embeddings go into a dense_vector field and search fuses BM25 and kNN by RRF")
     index.add_argument("--index-type", choices=("flat", "hnsw", "ivf"), help="FAISS index type (default: flat, exact)")
-    index.add_argument("--rrf-k", type=int, help="hybrid: RRF's k (default 60), recorded in index.json and exported pipelines")
-    index.add_argument("--fusion-depth", type=int, help="hybrid: documents of each side fused (default 100)")
+    index.add_argument("--rrf-k", type=int, help="hybrid (or elasticsearch with --embedding-model): RRF's k (default 60), recorded in index.json and exported pipelines")
+    index.add_argument("--fusion-depth", type=int, help="hybrid (or elasticsearch with --embedding-model): documents of each side fused (default 100)")
     index.add_argument("--k1", type=float, help="BM25 k1 (default 0.9)")
     index.add_argument("--b", type=float, help="BM25 b (default 0.4)")
     index.add_argument("--es-url", help="Elasticsearch URL (default: $ELASTICSEARCH_URL or http://localhost:9200)")
     index.add_argument("--es-index", help="Elasticsearch index name (default: rerank-pipeline)")
+    index.add_argument("--es-bulk-size", type=int, help="Elasticsearch: documents per bulk request (default 500); a rerun skips those already indexed unchanged")
     index.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop", help="malformed JSONL line (or bytes not in --encoding): stop (default) or skip")
     index.add_argument("--on-duplicate", choices=("last", "first", "error"), default="last", help="an id seen again: keep the last line (default), the first, or stop (error); counted and reported")
     index.add_argument("--encoding", default="utf-8", help="text encoding of the corpus file (default utf-8; e.g. latin-1)")

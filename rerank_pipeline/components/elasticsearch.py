@@ -1,4 +1,5 @@
-"""Thin helpers on elasticsearch-haystack: an index that ranks like the embedded BM25, bulk indexing, clear errors.
+"""Thin helpers on elasticsearch-haystack: an index that ranks like the embedded BM25, optionally kNN on a
+``dense_vector`` field (hybrid on the cluster), bulk indexing that resumes, clear errors.
 
 Connection settings come from the environment: ``ELASTICSEARCH_URL`` (default
 ``http://localhost:9200``) and, for secured clusters, ``ELASTIC_API_KEY`` (plus
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from haystack import Document
@@ -29,13 +30,21 @@ DEFAULT_URL = "http://localhost:9200"
 ANALYZER_NAME = "rerank_bm25"
 
 
+DEFAULT_BULK_SIZE = 500
+EMBEDDING_FIELD = "embedding"  # the field elasticsearch-haystack writes and its kNN search reads
+SIMILARITY = "cosine"  # embeddings are normalized, as on the FAISS side
+
+
 def _require_integration():
     try:
-        from haystack_integrations.components.retrievers.elasticsearch import ElasticsearchBM25Retriever
+        from haystack_integrations.components.retrievers.elasticsearch import (
+            ElasticsearchBM25Retriever,
+            ElasticsearchEmbeddingRetriever,
+        )
         from haystack_integrations.document_stores.elasticsearch import ElasticsearchDocumentStore
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise RuntimeError("Elasticsearch support needs: pip install 'rerank-pipeline[elasticsearch]'") from error
-    return ElasticsearchDocumentStore, ElasticsearchBM25Retriever
+    return ElasticsearchDocumentStore, ElasticsearchBM25Retriever, ElasticsearchEmbeddingRetriever
 
 
 def elasticsearch_url(url: str | None = None) -> str:
@@ -91,11 +100,18 @@ def index_settings(analyzer: Analyzer | None = None, k1: float = DEFAULT_K1, b: 
     }
 
 
-def index_mapping(meta_fields_to_index: list[str] | tuple[str, ...] = DEFAULT_META_FIELDS) -> dict[str, Any]:
-    """Mapping: ``content`` analyzed like the embedded store; indexed meta fields (the title) copied into it."""
+def index_mapping(
+    meta_fields_to_index: list[str] | tuple[str, ...] = DEFAULT_META_FIELDS, embedding_dims: int | None = None
+) -> dict[str, Any]:
+    """Mapping: ``content`` analyzed like the embedded store; indexed meta fields (the title) copied into it; with
+    ``embedding_dims``, an indexed ``dense_vector`` ``embedding`` field of that many dims (cosine, for kNN)."""
     properties: dict[str, Any] = {"content": {"type": "text", "analyzer": ANALYZER_NAME}}
     for name in meta_fields_to_index:
         properties[name] = {"type": "keyword", "ignore_above": 8191, "copy_to": "content"}
+    if embedding_dims:
+        properties[EMBEDDING_FIELD] = {
+            "type": "dense_vector", "dims": int(embedding_dims), "index": True, "similarity": SIMILARITY
+        }
     return {
         "properties": properties,
         "dynamic_templates": [
@@ -116,6 +132,30 @@ def _create_index_if_missing(client, index: str, settings: dict[str, Any], mappi
         client.indices.create(index=index, settings=settings, mappings=mapping)
 
 
+def check_embedding_field(index: str, mapping: dict[str, Any], embedding_dims: int | None) -> None:
+    """Raise ``ValueError`` when an existing index's ``mapping`` does not fit: a dense first stage needs a
+    ``dense_vector`` ``embedding`` field of ``embedding_dims``; a BM25-only one must not write into a dense index
+    (its documents would have no embedding, and kNN would never find them)."""
+    field = mapping.get("properties", {}).get(EMBEDDING_FIELD)
+    if embedding_dims:
+        if not field or field.get("type") != "dense_vector" or field.get("dims") != embedding_dims:
+            found = f"{field.get('type')} of {field.get('dims')} dims" if field else "no such field"
+            raise ValueError(
+                f"Elasticsearch index {index!r} has no dense_vector {EMBEDDING_FIELD!r} field of {embedding_dims} "
+                f"dims ({found}); index into a new --es-index, or delete this one"
+            )
+    elif field and field.get("type") == "dense_vector":
+        raise ValueError(
+            f"Elasticsearch index {index!r} holds embeddings ({field.get('dims')} dims): pass the --embedding-model "
+            f"it was built with, or use another --es-index"
+        )
+
+
+def _mapping_of(client, index: str) -> dict[str, Any]:
+    response = client.indices.get_mapping(index=index)
+    return next(iter(response.values()))["mappings"]  # keyed by the concrete index (``index`` may be an alias)
+
+
 def open_document_store(
     index: str = "rerank-pipeline",
     *,
@@ -124,21 +164,25 @@ def open_document_store(
     k1: float = DEFAULT_K1,
     b: float = DEFAULT_B,
     meta_fields_to_index: list[str] | tuple[str, ...] = DEFAULT_META_FIELDS,
+    embedding_dims: int | None = None,
     request_timeout: float = 30.0,
 ):
-    """Check the server, create ``index`` with our analyzer and BM25 settings if missing, return the store."""
-    store_cls, _ = _require_integration()
+    """Check the server, create ``index`` with our analyzer and BM25 settings (and a ``dense_vector`` field of
+    ``embedding_dims``) if missing, check an existing index's embedding field, return the store."""
+    store_cls, _, _ = _require_integration()
     from elastic_transport import TransportError
     from elasticsearch import ApiError, Elasticsearch
 
     url = elasticsearch_url(url)
     analyzer = analyzer if isinstance(analyzer, Analyzer) else Analyzer.from_dict(analyzer)
-    mapping = index_mapping(meta_fields_to_index)
-    store = store_cls(hosts=url, index=index, custom_mapping=mapping, request_timeout=request_timeout)
+    mapping = index_mapping(meta_fields_to_index, embedding_dims)
+    store = store_cls(hosts=url, index=index, custom_mapping=mapping, embedding_similarity_function=SIMILARITY,
+                      request_timeout=request_timeout)
     client = Elasticsearch(url, api_key=store._handle_auth(), request_timeout=request_timeout, max_retries=0)
     try:
         client.info()
         _create_index_if_missing(client, index, index_settings(analyzer, k1, b), mapping)
+        check_embedding_field(index, _mapping_of(client, index), embedding_dims)
         store.count_documents()  # the store's own client connects now, so later errors are not connection errors
     except (TransportError, ConnectionError, OSError) as error:
         raise _connection_error(url, error) from None
@@ -149,22 +193,66 @@ def open_document_store(
     return store
 
 
-def bulk_index(store, documents: list[Document], batch_size: int = 500, progress: bool = True) -> int:
-    """Write documents in bulk batches (an existing id is replaced), with a progress bar; returns the count."""
-    written = 0
+def unchanged_ids(store, documents: list[Document]) -> set[str]:
+    """The ids of ``documents`` the index already holds with the same content and meta: one ``mget`` (without the
+    embeddings) for the batch, so a rerun after a failure neither re-embeds nor rewrites them."""
+    if not documents:
+        return set()
+    response = store.client.mget(index=store._index, ids=[doc.id for doc in documents],
+                                 source_excludes=[EMBEDDING_FIELD])
+    stored = {hit["_id"]: Document.from_dict(hit["_source"]) for hit in response["docs"] if hit.get("found")}
+    return {doc.id for doc in documents
+            if doc.id in stored and stored[doc.id].content == doc.content and stored[doc.id].meta == doc.meta}
+
+
+def bulk_index(store, documents: list[Document], batch_size: int = DEFAULT_BULK_SIZE, progress: bool = True,
+               embed: Callable[[list[Document]], list[Document]] | None = None, skip_unchanged: bool = True) -> int:
+    """Write documents in bulk batches of ``batch_size`` with a progress bar; returns how many were written.
+
+    Ids are the document ids and an existing id is replaced (``DuplicatePolicy.OVERWRITE``), so a rerun after a
+    failure cannot duplicate documents; with ``skip_unchanged`` the documents already stored with the same content
+    and meta are skipped (:func:`unchanged_ids`) before ``embed`` (which adds embeddings) runs on the rest.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"the bulk batch size must be positive, got {batch_size}")
+    written = skipped = 0
     with tqdm(total=len(documents), desc="indexing into Elasticsearch", unit="doc", disable=not progress) as bar:
         for start in range(0, len(documents), batch_size):
             batch = documents[start : start + batch_size]
-            written += store.write_documents(batch, policy=DuplicatePolicy.OVERWRITE, refresh=False)
+            known = unchanged_ids(store, batch) if skip_unchanged else set()
+            fresh = [doc for doc in batch if doc.id not in known]
+            if fresh:
+                written += store.write_documents(embed(fresh) if embed else fresh, policy=DuplicatePolicy.OVERWRITE,
+                                                 refresh=False)
+            skipped += len(batch) - len(fresh)
             bar.update(len(batch))
+            if skipped:
+                bar.set_postfix(unchanged=skipped)
     store.client.indices.refresh(index=store._index)
+    if skipped:
+        logger.info("%d of %d documents were already indexed unchanged and were skipped", skipped, len(documents))
     return written
 
 
 def bm25_retriever(store, top_k: int = 10):
     """An ``ElasticsearchBM25Retriever`` without fuzzy matching, so it ranks like the embedded BM25."""
-    _, retriever_cls = _require_integration()
+    _, retriever_cls, _ = _require_integration()
     return retriever_cls(document_store=store, top_k=top_k, fuzziness="0")
+
+
+def embedding_retriever(store, top_k: int = 10, num_candidates: int | None = None):
+    """An ``ElasticsearchEmbeddingRetriever``: approximate kNN on the ``embedding`` field (``num_candidates`` per
+    shard, default elasticsearch-haystack's ``10 * top_k``)."""
+    _, _, retriever_cls = _require_integration()
+    return retriever_cls(document_store=store, top_k=top_k, num_candidates=num_candidates)
+
+
+def embedding_dimension(model: str) -> int:
+    """The embedding size of a sentence-transformers model: loads it and embeds one probe document."""
+    from rerank_pipeline.first_stage import document_embedder
+
+    probe = document_embedder(model, []).run(documents=[Document(content="dimension probe")])["documents"][0]
+    return len(probe.embedding)
 
 
 def _first_set(*values: Any) -> Any:
@@ -173,8 +261,9 @@ def _first_set(*values: Any) -> Any:
 
 
 class ElasticsearchSide:
-    """Elasticsearch BM25 as a side of :class:`rerank_pipeline.first_stage.FirstStage`: the store, bulk writes, the
-    retriever; the index folder only records where the index lives."""
+    """Elasticsearch as a side of :class:`rerank_pipeline.first_stage.FirstStage`: the store, bulk writes, the
+    retrievers (BM25; with an embedding model also kNN, which the first stage fuses by RRF); the index folder only
+    records where the index lives and how to rebuild the pipeline."""
 
     name = "elasticsearch"
 
@@ -182,9 +271,21 @@ class ElasticsearchSide:
         self.store = store
         self.settings = settings
 
+    @property
+    def dense(self) -> bool:
+        """Whether documents carry embeddings and retrieval adds kNN (hybrid on the cluster)."""
+        return bool(self.settings.get("embedding_model"))
+
     @classmethod
-    def create(cls, settings: dict[str, Any] | None, options: dict[str, Any]) -> "ElasticsearchSide":
-        """Open (or create) the index named by ``options``/the recorded ``settings``; pops the options it uses."""
+    def create(cls, settings: dict[str, Any] | None, options: dict[str, Any],
+               embedding_model: str | None = None) -> "ElasticsearchSide":
+        """Open (or create) the index named by ``options``/the recorded ``settings``; pops the options it uses.
+
+        ``embedding_model`` (or one recorded) makes the side dense: its dims are recorded (measured by loading the
+        model once, when not recorded), and the dense options (``meta_fields_to_embed``, ``batch_size``,
+        ``device``, ``num_candidates``, ``rrf_k``, ``fusion_depth``) apply; without it they are left in ``options``
+        (so the caller reports them as unknown).
+        """
         recorded = settings or {}
         config = {
             "backend": BACKEND_NAME,
@@ -197,7 +298,9 @@ class ElasticsearchSide:
             "meta_fields_to_index": options.pop("meta_fields_to_index", None)
             or recorded.get("meta_fields_to_index")
             or list(DEFAULT_META_FIELDS),
+            "bulk_size": _first_set(options.pop("bulk_size", None), recorded.get("bulk_size"), DEFAULT_BULK_SIZE),
         }
+        config.update(_dense_config(recorded, options, embedding_model))
         store = open_document_store(
             config["index"],
             url=config["url"],
@@ -205,21 +308,87 @@ class ElasticsearchSide:
             k1=config["k1"],
             b=config["b"],
             meta_fields_to_index=config["meta_fields_to_index"],
+            embedding_dims=config.get("embedding_dims"),
         )
         return cls(store, config)
 
     def write(self, documents: list[Document]) -> None:
-        """Bulk-write documents (replacing by id)."""
-        bulk_index(self.store, list(documents), progress=not are_progress_bars_disabled())
+        """Bulk-write documents (replacing by id, skipping those stored unchanged), embedding them when dense."""
+        embed = None
+        if self.dense:
+            from rerank_pipeline.first_stage import document_embedder
+
+            embedders: list = []  # loaded on the first batch with new documents, then reused
+
+            def embed(batch: list[Document]) -> list[Document]:
+                if not embedders:
+                    embedders.append(document_embedder(
+                        self.settings["embedding_model"], self.settings["meta_fields_to_embed"],
+                        self.settings["batch_size"], self.settings.get("device")))
+                return embedders[0].run(documents=batch)["documents"]
+
+        bulk_index(self.store, list(documents), batch_size=self.settings["bulk_size"],
+                   progress=not are_progress_bars_disabled(), embed=embed)
 
     def write_to(self, folder) -> None:
-        """Record the index (url, name, BM25 settings, document count) in ``folder``."""
-        write_settings(folder, {**self.settings, "documents": self.store.count_documents()})
+        """Record the index (url, name, BM25 and dense settings, document count) in ``folder``."""
+        recorded = {key: value for key, value in self.settings.items() if key != "device"}
+        write_settings(folder, {**recorded, "documents": self.store.count_documents()})
 
     def reopen(self, index_dir: str) -> None:
         """Nothing to do: the documents live on the server."""
 
-    def add_to(self, pipeline, top_k: int, prefix: str = "") -> str:
-        """Add elasticsearch-haystack's BM25 retriever (no fuzziness); returns its name."""
+    def add_to(self, pipeline, top_k: int, prefix: str = "") -> list[str]:
+        """Add elasticsearch-haystack's BM25 retriever (no fuzziness) and, when dense, Haystack's query embedder and
+        the kNN retriever; returns the retrievers' names (the first stage fuses two by RRF)."""
         pipeline.add_component(f"{prefix}es_retriever", bm25_retriever(self.store, top_k=top_k))
-        return f"{prefix}es_retriever"
+        if not self.dense:
+            return [f"{prefix}es_retriever"]
+        from rerank_pipeline.first_stage import text_embedder
+
+        settings = self.settings
+        embedder = text_embedder(settings["embedding_model"], settings["batch_size"], settings.get("device"))
+        retriever = embedding_retriever(self.store, top_k=top_k, num_candidates=settings.get("num_candidates"))
+        pipeline.add_component(f"{prefix}query_embedder", embedder)
+        pipeline.add_component(f"{prefix}es_dense_retriever", retriever)
+        pipeline.connect(f"{prefix}query_embedder.embedding", f"{prefix}es_dense_retriever.query_embedding")
+        return [f"{prefix}es_retriever", f"{prefix}es_dense_retriever"]
+
+
+def _dense_config(recorded: dict[str, Any], options: dict[str, Any], embedding_model: str | None) -> dict[str, Any]:
+    """The dense settings of an Elasticsearch side (empty when it has no embedding model); pops their options."""
+    model = recorded.get("embedding_model")
+    if embedding_model and model and embedding_model != model:
+        raise ValueError(f"the Elasticsearch index was embedded with {model!r}, not {embedding_model!r}; "
+                         f"index into a new --es-index to switch")
+    if embedding_model and recorded and not model:
+        raise ValueError("this Elasticsearch index was built without embeddings; index into a new --es-index "
+                         "with --embedding-model (and --rebuild) for dense retrieval")
+    model = model or embedding_model
+    if not model:
+        return {}
+    from rerank_pipeline.components.rrf import FUSION_DEPTH, RRF_K
+
+    config = {
+        "embedding_model": model,
+        "embedding_dims": _embedding_dims(recorded.get("embedding_dims"), options.pop("embedding_dims", None)),
+        "embedding_similarity": SIMILARITY,
+        "meta_fields_to_embed": list(_first_set(options.pop("meta_fields_to_embed", None),
+                                                recorded.get("meta_fields_to_embed"), DEFAULT_META_FIELDS)),
+        "batch_size": _first_set(options.pop("batch_size", None), recorded.get("batch_size"), 64),
+        "num_candidates": options.pop("num_candidates", None) or recorded.get("num_candidates"),
+        "rrf_k": _first_set(options.pop("rrf_k", None), recorded.get("rrf_k"), RRF_K),
+        "fusion_depth": _first_set(options.pop("fusion_depth", None), recorded.get("fusion_depth"), FUSION_DEPTH),
+    }
+    device = options.pop("device", None)
+    if device:
+        config["device"] = device  # this process's device: used, not recorded as a setting of the index
+    if not config["embedding_dims"]:
+        config["embedding_dims"] = embedding_dimension(model)
+    return config
+
+
+def _embedding_dims(recorded: int | None, given: int | None) -> int | None:
+    if recorded and given and int(given) != int(recorded):
+        raise ValueError(f"the Elasticsearch index holds {recorded}-dim embeddings, not {given}")
+    return int(recorded or given) if (recorded or given) else None
