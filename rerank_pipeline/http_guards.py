@@ -1,9 +1,9 @@
-"""ASGI middleware and handlers that bound what one HTTP request to the server may cost and who may send it.
+"""ASGI middleware and handlers that bound what one HTTP request to the server may cost, and who may send it.
 
 :class:`BearerAuth` asks for ``Authorization: Bearer <key>``; :class:`RequestLimits` bounds a request's body, its time
 and how many run at once; :func:`one_line_validation_error` answers a refused request body in one line; and
 :func:`cut_long_log_values` keeps request parameters in log records short. Used by
-:func:`rerank_pipeline.serving.create_app`; plain Starlette, so any FastAPI app can add them.
+:func:`rerank_pipeline.serving.create_app`; plain Starlette/FastAPI, so any FastAPI app can add them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import math
 from collections.abc import Collection
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -153,11 +154,11 @@ class RequestLimits:
         await self.app(scope, replay, send)
 
 
-async def one_line_validation_error(request: Request, error: Exception) -> JSONResponse:
+async def one_line_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
     """422 with ``{"detail": "query: String should have at most 10000 characters"}``: each refused field and why,
     in one line, without echoing the input (FastAPI's default lists every error with the whole input)."""
     problems = []
-    for item in getattr(error, "errors", list)():
+    for item in error.errors():
         if item.get("type") == "json_invalid":  # loc is ("body", character)
             reason = (item.get("ctx") or {}).get("error", "")
             problems.append(f"body: not valid JSON ({reason} at character {item['loc'][-1]})")
