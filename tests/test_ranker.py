@@ -73,6 +73,59 @@ def test_parity_with_truncation_and_tiny_batches(tiny_bert):
     np.testing.assert_allclose(ranker.predict(long_pairs), expected, atol=1e-4, rtol=0)
 
 
+# A query far longer than any window (tiny BERT 64 tokens, tiny ModernBERT 128), next to documents shorter than the
+# window, longer than it, and longer than the whole query (which then is not cut).
+LONG_QUERY = "wing flutter at supersonic speed, " * 150
+LONG_QUERY_TEXTS = [*TEXTS, "boundary layer flow " * 100, "the plate " * 2000]
+
+
+def test_predict_with_a_query_longer_than_the_window_matches_sentence_transformers(model_path, ranker):
+    pairs = [(LONG_QUERY, text) for text in LONG_QUERY_TEXTS]
+    expected = CrossEncoder(str(model_path), device="cpu").predict(pairs)
+    assert np.ptp(expected) > 1e-2, "tiny model must spread scores, else parity proves nothing"
+    np.testing.assert_allclose(ranker.predict(pairs), expected, atol=1e-4, rtol=0)
+
+
+def test_a_long_query_is_cut_once_to_the_same_pair_ids(tiny_bert):
+    """The cut keeps every truncated pair's ids, for document lengths around the odd token budget (61) and past it,
+    and pairs a bounded text; a byte-level BPE tokenizer (RoBERTa / ModernBERT style) cuts the same way."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from rerank_pipeline.components.ranker.scoring import cut_long_queries
+
+    byte_level = ByteLevelBPETokenizer()
+    byte_level.train_from_iterator([LONG_QUERY, *TEXTS], vocab_size=300, min_frequency=1)
+    tokenizers = [AutoTokenizer.from_pretrained(str(tiny_bert)),
+                  PreTrainedTokenizerFast(tokenizer_object=byte_level._tokenizer, model_max_length=64)]
+    documents = ["wing " * n for n in range(0, 160, 3)]  # 0 to 157 tokens for both tokenizers
+    for tokenizer in tokenizers:
+        pairs = [(LONG_QUERY, document) for document in documents]
+        cut = cut_long_queries(tokenizer, pairs, 64)
+        assert all(len(query) < len(LONG_QUERY) / 4 for query, _ in cut), "the query must be paired cut"
+        for (query, document), (short, _) in zip(pairs, cut):
+            full_ids = tokenizer(query, document, truncation="longest_first", max_length=64)["input_ids"]
+            assert tokenizer(short, document, truncation="longest_first", max_length=64)["input_ids"] == full_ids
+    short_query = [("wing flutter", document) for document in documents]
+    assert cut_long_queries(tokenizers[0], short_query, 64) == short_query
+
+
+def test_max_passage_with_a_long_query_scores_as_without_the_cut(tiny_bert, monkeypatch):
+    import rerank_pipeline.components.ranker as ranker_module
+    from rerank_pipeline.components.ranker import scoring
+
+    documents_in = [Document(id="long", content=LONG_TEXT), Document(id="short", content="laminar flow")]
+
+    def scores() -> dict[str, float]:
+        ranker = CrossEncoderRanker(str(tiny_bert), top_k=None, device="cpu", long_document="max_passage")
+        return {d.id: d.score for d in ranker.run(query=LONG_QUERY, documents=documents_in)["documents"]}
+
+    cut = scores()
+    monkeypatch.setattr(ranker_module, "cut_long_queries", lambda tokenizer, pairs, max_length: list(pairs))
+    monkeypatch.setattr(scoring, "cut_long_queries", lambda tokenizer, pairs, max_length: list(pairs))
+    assert cut == pytest.approx(scores(), abs=1e-6)
+
+
 def test_reads_activation_and_max_length_from_sentence_transformers_config(tiny_bert, tmp_path):
     saved = tmp_path / "saved-ce"
     CrossEncoder(str(tiny_bert), device="cpu", max_length=24, activation_fn=torch.nn.Identity()).save(str(saved))

@@ -9,7 +9,15 @@ import argparse
 import sys
 
 from rerank_pipeline.cli import add_progress_flag
-from rerank_pipeline.serving import DEFAULT_HOST, DEFAULT_NAME, DEFAULT_PORT
+from rerank_pipeline.serving import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_QUERY_CHARS,
+    DEFAULT_NAME,
+    DEFAULT_PORT,
+    DEFAULT_REQUEST_TIMEOUT_S,
+)
 
 RANKER_BACKENDS = ("torch", "onnx", "openvino")  # CrossEncoderRanker's backends (named here without loading torch)
 FUSION_CHOICES = ("model", "none", "rrf")  # score_fusion.FUSION_CHOICES (named here without loading haystack)
@@ -31,11 +39,15 @@ def fusion_line(model: str | None, fusion: str) -> str:
     return resolve_fusion(model, fusion).summary()
 
 
+def _check_sizes(args: argparse.Namespace) -> None:
+    if args.top_k <= 0 or args.candidates <= 0:
+        raise ValueError(f"--top-k and --candidates must be positive (got {args.top_k}, {args.candidates})")
+
+
 def _pipeline(args: argparse.Namespace):
     from rerank_pipeline.pipelines import build_pipeline
 
-    if args.top_k <= 0 or args.candidates <= 0:
-        raise ValueError(f"--top-k and --candidates must be positive (got {args.top_k}, {args.candidates})")
+    _check_sizes(args)
     if args.quantize and not args.model:
         raise ValueError("--quantize needs --model")
     options = (
@@ -66,22 +78,39 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Build the pipeline, deploy it on Hayhooks, warm the models up, serve until interrupted."""
-    from rerank_pipeline.serving import hayhooks_yaml, serve
+    """Bind the port, build the pipeline, deploy it with Hayhooks' run route, load the models, serve."""
+    from rerank_pipeline.serving import ServeSettings, hayhooks_yaml, listen, serve
 
+    _check_sizes(args)
+    api_key = None
+    if args.api_key_env:
+        from haystack.utils import Secret
+
+        api_key = Secret.from_env_var(args.api_key_env)
+    settings = ServeSettings(
+        max_query_chars=args.max_query_chars,
+        max_top_k=max(args.candidates, args.top_k),
+        max_body_bytes=args.max_body_bytes,
+        max_in_flight=args.max_in_flight,
+        request_timeout_s=args.request_timeout_s,
+        cors_origins=tuple(args.cors_origin or ()),
+        api_key=api_key,
+    )
+    sock = listen(args.host, args.port)  # a busy port fails here, before anything loads
     yaml_text = hayhooks_yaml(_pipeline(args))
 
     def ready(seconds: float) -> None:
         if args.model:
             print(fusion_line(args.model, args.fusion), file=sys.stderr)
+        key = f"; send Authorization: Bearer ${args.api_key_env}" if args.api_key_env else ""
         print(
             f"deployed '{args.name}' and loaded its models in {seconds:.1f} s; "
-            f"POST http://{args.host}:{args.port}/{args.name}/run with {{\"query\": \"...\"}}",
+            f"POST http://{args.host}:{args.port}/{args.name}/run with {{\"query\": \"...\"}}{key}",
             file=sys.stderr,
             flush=True,
         )
 
-    serve(yaml_text, name=args.name, host=args.host, port=args.port, on_ready=ready)
+    serve(yaml_text, name=args.name, host=args.host, port=args.port, on_ready=ready, settings=settings, sock=sock)
     return 0
 
 
@@ -116,6 +145,20 @@ def register(subparsers) -> None:
     serve.add_argument(
         "--name", default=DEFAULT_NAME, help=f"pipeline name, the URL's first part (default: {DEFAULT_NAME})"
     )
+    serve.add_argument("--max-query-chars", type=int, default=DEFAULT_MAX_QUERY_CHARS,
+                       help="longest query in characters; a longer one gets 422")
+    serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                       help="largest request body; a larger one gets 413")
+    serve.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT,
+                       help="search requests running or waiting at once; the next gets 503 with Retry-After")
+    serve.add_argument("--request-timeout-s", type=float, default=DEFAULT_REQUEST_TIMEOUT_S,
+                       help="seconds a request may take; a slower one gets 503 with Retry-After")
+    serve.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                       help="a web origin (https://host[:port]) whose pages may call the server; repeatable "
+                            "(default: none, no CORS headers)")
+    serve.add_argument("--api-key-env", metavar="VAR",
+                       help="require 'Authorization: Bearer <key>' on every request but GET /status, the key read "
+                            "from environment variable VAR")
     serve.set_defaults(func=run_serve)
 
     export = subparsers.add_parser(

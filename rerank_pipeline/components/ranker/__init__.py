@@ -27,6 +27,7 @@ from rerank_pipeline.components.ranker.scoring import (
     PairScorer,
     TorchLogits,
     apply_activation,
+    cut_long_queries,
     effective_max_length,
     load_sentence_transformers_cross_encoder,
     model_input_names,
@@ -354,6 +355,9 @@ class CrossEncoderRanker:
         pairs: list[tuple[str, str]] = []
         capped: list[str] = []
         with self._scorer._tokenizer_lock:
+            # split_long_document measures the query: cut first, it splits the same (a long query halves the window)
+            queries = [query for query, _ in cut_long_queries(self._scorer.tokenizer, [(q, "") for q in queries],
+                                                              self._scorer.max_length)]
             for owner, (query, document) in enumerate(zip(queries, documents)):
                 passages = split_long_document(
                     self._scorer.tokenizer, query, document, self._scorer.max_length, self.passage_overlap

@@ -2,7 +2,8 @@
 
 Loading goes through ``sentence_transformers.CrossEncoder`` so the checkpoint's own activation function, max length
 and prompts are read exactly as ``CrossEncoder(model).predict`` reads them. Scoring tokenizes every pair once,
-sorts by real token count and cuts batches by a token budget, so almost no padding is computed.
+sorts by real token count and cuts batches by a token budget, so almost no padding is computed; a query longer than
+the window is cut to what truncation keeps before it is paired, so its length does not multiply the work.
 """
 
 from __future__ import annotations
@@ -165,6 +166,61 @@ def effective_max_length(tokenizer: Any, config: Any) -> int:
     return int(positions) - offset
 
 
+def cut_long_queries(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int) -> list[tuple[str, str]]:
+    """``pairs`` with every query too long for the window cut short, tokenizing to the same truncated pair ids.
+
+    ``longest_first`` truncation keeps at most ``max_length`` minus the special tokens of a query, and how many
+    depends only on the document's token count and on which side is longer. A query past that is cut at a word
+    boundary after ``max(budget + 1, longest document + 1)`` tokens (its documents' counts are read only then),
+    so each pair tokenizes a few hundred query tokens instead of the whole text once per document. A cut whose
+    first tokens differ from the query's is not used. Slow (Python) tokenizers get ``pairs`` back unchanged.
+    """
+    pairs = list(pairs)
+    if not pairs or not getattr(tokenizer, "is_fast", False):
+        return pairs
+    budget = max_length - tokenizer.num_special_tokens_to_add(pair=True)
+    cuts = {query: _cut_after_tokens(tokenizer, query, budget + 1) for query in dict.fromkeys(q for q, _ in pairs)}
+    cuts = {query: cut for query, cut in cuts.items() if cut is not None}
+    if not cuts:
+        return pairs
+    paired = [index for index, (query, _) in enumerate(pairs) if query in cuts]
+    documents = [pairs[index][1] for index in paired]
+    lengths = [len(ids) for ids in tokenizer(documents, add_special_tokens=False, verbose=False)["input_ids"]]
+    longest: dict[str, int] = {}
+    for index, length in zip(paired, lengths):
+        longest[pairs[index][0]] = max(longest.get(pairs[index][0], 0), length)
+    for query, length in longest.items():
+        if length > budget:  # a document longer than the window: the cut query must stay the longer side
+            cuts[query] = _cut_after_tokens(tokenizer, query, length + 1) or query
+    return [(cuts.get(query, query), document) for query, document in pairs]
+
+
+def _cut_after_tokens(tokenizer: Any, text: str, keep: int) -> str | None:
+    """``text`` cut at the first word boundary after its first ``keep`` tokens, or None when it has no more.
+
+    Only a growing prefix of ``text`` is tokenized (tokens before the prefix's last word are final, since a fast
+    tokenizer splits words before tokenizing them); the cut is checked to tokenize to the same first ``keep`` ids.
+    """
+    chars = 8 * keep + 64  # prose runs about 4 characters a token; grown 4x while too short
+    while True:
+        head = text[:chars]
+        complete = chars >= len(text)
+        encoded = tokenizer(head, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        words = encoded.word_ids()
+        final = len(words)
+        if not complete and words:
+            final = words.index(words[-1])  # the last word may go on past the prefix
+        last = final if complete else final + 1  # a prefix's last word starts at a boundary too
+        boundary = next((index for index in range(max(keep, 1), last) if words[index] != words[index - 1]), None)
+        if boundary is not None:
+            cut = text[: encoded["offset_mapping"][boundary][0]]
+            ids = tokenizer(cut, add_special_tokens=False, verbose=False)["input_ids"]
+            return cut if len(ids) >= keep and ids[:keep] == encoded["input_ids"][:keep] else None
+        if complete:
+            return None
+        chars *= 4
+
+
 def resolve_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``: ``None`` means plain fp32 (always the case on CPU)."""
     if precision not in PRECISIONS:
@@ -246,10 +302,14 @@ class PairScorer:
         self._tokenizer_lock = threading.Lock()
 
     def tokenize(self, pairs: Sequence[tuple[str, str]]) -> dict[str, list[list[int]]]:
-        """Tokenize pairs without padding, truncated ``longest_first`` to ``max_length`` like sentence-transformers."""
-        queries = [pair[0] for pair in pairs]
-        documents = [pair[1] for pair in pairs]
+        """Tokenize pairs without padding, truncated ``longest_first`` to ``max_length`` like sentence-transformers.
+
+        A query longer than the window is tokenized once and cut first (:func:`cut_long_queries`): same ids.
+        """
         with self._tokenizer_lock:
+            pairs = cut_long_queries(self.tokenizer, pairs, self.max_length)
+            queries = [pair[0] for pair in pairs]
+            documents = [pair[1] for pair in pairs]
             encoded = self.tokenizer(
                 queries, documents, truncation="longest_first", max_length=self.max_length, padding=False
             )
