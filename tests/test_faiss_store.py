@@ -101,13 +101,16 @@ def test_documents_without_embedding_are_kept_but_never_searched(tmp_path):
     assert len(reopened.search_ids(vectors[:1], top_k=10)[0]) == 4
 
 
-def test_embeddings_come_back_as_written():
+def test_embeddings_come_back_rounded_to_float32():
+    """The documented contract: vectors are kept as float32, so each value comes back as float(np.float32(x))."""
     store = FAISSDocumentStore()
-    doc = Document(id="x", content="text", embedding=[0.1, 0.2, 0.30000000000000004])
-    store.write_documents([doc])
-    assert store.filter_documents() == [doc]
+    written = [0.1, 0.2, 0.30000000000000004]
+    store.write_documents([Document(id="x", content="text", embedding=written)])
+    as_float32 = [float(np.float32(value)) for value in written]
+    assert store.filter_documents() == [Document(id="x", content="text", embedding=as_float32)]
+    assert as_float32 != written  # the rounding is real, and it is what readers get
     retriever = FAISSEmbeddingRetriever(store, return_embedding=True)
-    assert retriever.run(query_embedding=[0.1, 0.2, 0.3])["documents"][0].embedding == doc.embedding
+    assert retriever.run(query_embedding=[0.1, 0.2, 0.3])["documents"][0].embedding == as_float32
     assert FAISSEmbeddingRetriever(store).run(query_embedding=[0.1, 0.2, 0.3])["documents"][0].embedding is None
 
 
