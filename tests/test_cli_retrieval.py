@@ -125,3 +125,22 @@ def test_search_table_shows_a_numeric_title():
 
     table = _render_table("novels", [Document(id="b1", content="Big Brother is watching", meta={"title": 1984}, score=1.0)], 120)
     assert "1984 | Big Brother is watching" in table
+
+
+def test_index_type_takes_a_faiss_factory_string(tmp_path, capsys):
+    from tiny_models import make_tiny_bert_encoder
+
+    encoder = make_tiny_bert_encoder(tmp_path / "encoder")
+    corpus = write_jsonl(tmp_path / "docs.jsonl", GOOD)
+    index_dir = tmp_path / "idx"
+    common = ["index", "--jsonl", str(corpus), "--backend", "faiss", "--embedding-model", str(encoder)]
+    assert main([*common, "--index-dir", str(index_dir), "--index-type", "SQ8"]) == 0
+    settings = json.loads((index_dir / "index.json").read_text())
+    assert (settings["index_type"], settings["faiss_factory"]) == ("SQ8", "SQ8")
+    assert (index_dir / "faiss.index").is_file()
+    capsys.readouterr()
+    assert main(["search", "hypersonic heat", "--index-dir", str(index_dir), "--no-rerank", "--json"]) == 0
+    assert {row["id"] for row in json.loads(capsys.readouterr().out)["results"]} == {"1", "2"}
+    assert main([*common, "--index-dir", str(tmp_path / "bad"), "--index-type", "IVF4,Bogus"]) == 2
+    error = capsys.readouterr().err
+    assert "'IVF4,Bogus'" in error and not (tmp_path / "bad").exists()
