@@ -208,7 +208,13 @@ def test_saved_index_is_read_memory_mapped(tmp_path, monkeypatch):
     reopened.save(copy)
     assert (copy / "faiss.index").read_bytes() == (folder / "faiss.index").read_bytes()
     assert FAISSDocumentStore(index_dir=copy).search_ids(queries, top_k=5) == expected
-    reopened.write_documents([Document(id="new", embedding=queries[0].tolist())])
+    # another process swaps a new generation in: the mapped one stays readable (its files are unlinked, not rewritten)
+    other = FAISSDocumentStore(index_dir=folder)
+    other.delete_documents([f"d{i}" for i in range(1000)])
+    other.save()
+    assert reopened.search_ids(queries, top_k=5) == expected
+    reopened.write_documents([Document(id="new", embedding=queries[0].tolist())])  # catches up, then adds
+    assert reopened.count_documents() == 1001
     assert reopened.search_ids(queries[:1], top_k=1)[0][0][0] == "new" and not reopened.index_memory_mapped
 
 
