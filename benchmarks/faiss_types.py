@@ -7,8 +7,10 @@ allows). Vectors are clustered synthetic float32 (dimension 384, Gaussian cluste
 queries/s is given as a ratio to it and recall@100 is against its results on the same queries.
 
 Memory: ``B/vector`` is the saved index file, less what the trained index holds without vectors (centroids,
-codebooks: ``fixed MB``), over the vector count; a 10M estimate is ``fixed + 10M x B/vector``. ``build RSS`` is the resident growth while building; ``open RSS`` the growth after opening and answering
-the queries (a mapped index only pages in what the queries touch). The store's ``embeddings.npy`` (4 x dim bytes a
+codebooks: ``fixed MB``), over the vector count; a 10M estimate is ``fixed + 10M x B/vector``. ``build RSS`` is the resident growth while building. Opening and querying run in a fresh process (freed build
+memory cannot hide growth there): ``open anon/file`` is the growth of resident anonymous memory (heap, never evicted)
+and of resident file pages (the mapped index: evictable page cache) once opened, ``queried`` the same after the
+queries (a mapped index pages in only what the queries touch). The store's ``embeddings.npy`` (4 x dim bytes a
 vector) is memory-mapped too and only read for filters, ``return_embedding`` and rebuilds.
 
     flock /tmp/cpu.lock python benchmarks/faiss_types.py --count 100000      # ~ a few minutes on 2 cores
@@ -21,6 +23,7 @@ import gc
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +38,13 @@ from rerank_pipeline.components.faiss_store import build_faiss_index, read_faiss
 def rss_mb() -> float:
     gc.collect()
     return psutil.Process(os.getpid()).memory_info().rss / 2**20
+
+
+def rss_anon_file_mb() -> tuple[float, float]:
+    """Resident anonymous memory (heap: cannot be evicted) and resident file pages (mapped files: evictable), MB."""
+    gc.collect()
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return tuple(int(fields[key].split()[0]) / 1024 for key in ("RssAnon", "RssFile"))  # type: ignore[return-value]
 
 
 def uptime() -> str:
@@ -79,23 +89,42 @@ def bench_type(factory: str, vectors: np.ndarray, queries: np.ndarray, folder: P
     row["fixed_bytes"] = int(faiss.serialize_index(index).nbytes)
     row["bytes_per_vector"] = (row["file_bytes"] - row["fixed_bytes"]) / len(vectors)
     del index
-    base = rss_mb()
-    start = time.perf_counter()
-    index, mapped = read_faiss_index(path, factory)
-    set_search_parameters(index, nprobe=nprobe, ef_search=ef_search)
-    row["open_s"] = time.perf_counter() - start
-    row["mapped"] = mapped
-    index.search(queries[:2], top_k)  # warm
-    start = time.perf_counter()
-    _, found = index.search(queries, top_k)
-    row["qps"] = len(queries) / (time.perf_counter() - start)
-    row["open_rss_mb"] = rss_mb() - base
-    del index
+    np.save(folder / "queries.npy", queries)
+    done = subprocess.run(
+        [sys.executable, __file__, "--open-and-query", str(path), factory, str(top_k), str(nprobe), str(ef_search)],
+        capture_output=True, text=True, check=True,
+    )
+    row.update(json.loads(done.stdout.strip().splitlines()[-1]))
+    found = np.load(folder / "found.npy")
     path.unlink()
     return row, found
 
 
+def open_and_query(path: Path, factory: str, top_k: int, nprobe: int, ef_search: int) -> None:
+    """In a fresh process (so freed build memory cannot hide growth): open, search, print the figures as JSON."""
+    queries = np.load(path.parent / "queries.npy")
+    anon, file = rss_anon_file_mb()
+    start = time.perf_counter()
+    index, mapped = read_faiss_index(path, factory)
+    set_search_parameters(index, nprobe=nprobe, ef_search=ef_search)
+    open_s = time.perf_counter() - start
+    anon_open, file_open = rss_anon_file_mb()
+    index.search(queries[:2], top_k)  # warm
+    start = time.perf_counter()
+    _, found = index.search(queries, top_k)
+    qps = len(queries) / (time.perf_counter() - start)
+    anon_after, file_after = rss_anon_file_mb()
+    np.save(path.parent / "found.npy", found)
+    print(json.dumps({"open_s": open_s, "mapped": mapped, "qps": qps, "open_anon_mb": anon_open - anon,
+                      "open_file_mb": file_open - file, "queried_anon_mb": anon_after - anon,
+                      "queried_file_mb": file_after - file}))
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--open-and-query":
+        path, factory, top_k, nprobe, ef_search = sys.argv[2:7]
+        open_and_query(Path(path), factory, int(top_k), int(nprobe), int(ef_search))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=100_000, help="vectors (keep <= 200k on the shared 2-core box)")
     parser.add_argument("--dim", type=int, default=384)
@@ -130,7 +159,7 @@ def main() -> None:
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     exact = None
     header = (f"{'type':<16} {'build s':>8} {'open s':>7} {'mapped':>6} {'B/vector':>9} {'fixed MB':>8} {'build RSS MB':>12} "
-              f"{'open RSS MB':>11} {'q/s':>8} {'q/s vs Flat':>11} {'recall@100':>10}")
+              f"{'open anon/file MB':>17} {'queried anon/file MB':>20} {'q/s':>8} {'q/s vs Flat':>11} {'recall@100':>10}")
     print(header, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for factory in types:
@@ -142,7 +171,7 @@ def main() -> None:
             row["recall_at_100"] = float(np.mean([len(set(f) & set(e)) / 100 for f, e in zip(found, exact)]))
             report["rows"].append(row)
             print(f"{factory:<16} {row['build_s']:>8.1f} {row['open_s']:>7.3f} {str(row['mapped']):>6} "
-                  f"{row['bytes_per_vector']:>9.1f} {row['fixed_bytes'] / 2**20:>8.1f} {row['build_rss_mb']:>12.0f} {row['open_rss_mb']:>11.0f} "
+                  f"{row['bytes_per_vector']:>9.1f} {row['fixed_bytes'] / 2**20:>8.1f} {row['build_rss_mb']:>12.0f} {row['open_anon_mb']:>8.0f}/{row['open_file_mb']:<8.0f} {row['queried_anon_mb']:>10.0f}/{row['queried_file_mb']:<9.0f} "
                   f"{row['qps']:>8.0f} {row['qps_vs_flat']:>11.2f} {row['recall_at_100']:>10.3f}", flush=True)
     report["uptime_after"] = uptime()
     print(f"uptime after: {report['uptime_after']}", flush=True)
