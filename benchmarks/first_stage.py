@@ -169,7 +169,9 @@ def main() -> None:
     parser.add_argument("--beir-dir", default=str(DEFAULT_BEIR), help="BEIR folder whose text builds the corpora")
     parser.add_argument("--bm25-sizes", default="10000,100000", help="comma-separated corpus sizes ('' to skip)")
     parser.add_argument("--faiss-sizes", default="100000,1000000", help="comma-separated vector counts ('' to skip)")
-    parser.add_argument("--ann", choices=("ivf", "hnsw"), default="ivf", help="ANN index compared with exact search")
+    parser.add_argument(
+        "--ann", default="ivf", help="ANN index compared with exact search: ivf, hnsw or a faiss.index_factory string"
+    )
     parser.add_argument("--nprobe", type=int, default=16, help="IVF cells searched per query")
     parser.add_argument("--slow-queries", type=int, default=5, help="queries timed for rank-bm25 and Haystack")
     parser.add_argument("--faiss-queries", type=int, default=200, help="queries for the FAISS comparison")

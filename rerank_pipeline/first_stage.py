@@ -305,8 +305,8 @@ def build_first_stage(
     """A :class:`FirstStage` of the given kind, reopening ``index_dir`` when it holds an index.
 
     Options: bm25 ``k1``, ``b``, ``analyzer``, ``meta_fields_to_index``; dense ``index_type``
-    (flat|hnsw|ivf), ``hnsw_m``, ``ef_search``, ``nlist``, ``nprobe``, ``use_gpu``, ``batch_size``,
-    ``device``, ``meta_fields_to_embed``; hybrid both plus ``rrf_k``, ``fusion_depth``;
+    (a ``faiss.index_factory`` string or flat|hnsw|ivf), ``hnsw_m``, ``ef_search``, ``nlist``, ``nprobe``,
+    ``use_gpu``, ``batch_size``, ``device``, ``meta_fields_to_embed``; hybrid both plus ``rrf_k``, ``fusion_depth``;
     elasticsearch ``url``, ``index``, ``analyzer``, ``k1``, ``b``, ``bulk_size``, and with ``embedding_model``
     (dense retrieval on the cluster, fused with its BM25 by RRF) ``meta_fields_to_embed``, ``batch_size``,
     ``device``, ``num_candidates``, ``rrf_k``, ``fusion_depth`` (see :mod:`rerank_pipeline.components.elasticsearch`).

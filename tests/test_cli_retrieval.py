@@ -180,3 +180,22 @@ def test_a_bad_meta_is_one_line_naming_file_and_line_or_is_skipped(tmp_path, cap
     assert main(["index", "--jsonl", str(corpus), "--index-dir", str(index_dir), "--on-bad-line", "skip"]) == 0
     assert "skipped 1 malformed line(s): 2" in capsys.readouterr().err
     assert EmbeddedBM25DocumentStore(index_dir=index_dir).count_documents() == 2
+
+
+def test_index_type_takes_a_faiss_factory_string(tmp_path, capsys):
+    from tiny_models import make_tiny_bert_encoder
+
+    encoder = make_tiny_bert_encoder(tmp_path / "encoder")
+    corpus = write_jsonl(tmp_path / "docs.jsonl", GOOD)
+    index_dir = tmp_path / "idx"
+    common = ["index", "--jsonl", str(corpus), "--backend", "faiss", "--embedding-model", str(encoder)]
+    assert main([*common, "--index-dir", str(index_dir), "--index-type", "SQ8"]) == 0
+    settings = json.loads((index_dir / "index.json").read_text())
+    assert (settings["index_type"], settings["faiss_factory"]) == ("SQ8", "SQ8")
+    assert (index_dir / "faiss.index").is_file()
+    capsys.readouterr()
+    assert main(["search", "hypersonic heat", "--index-dir", str(index_dir), "--no-rerank", "--json"]) == 0
+    assert {row["id"] for row in json.loads(capsys.readouterr().out)["results"]} == {"1", "2"}
+    assert main([*common, "--index-dir", str(tmp_path / "bad"), "--index-type", "IVF4,Bogus"]) == 2
+    error = capsys.readouterr().err
+    assert "'IVF4,Bogus'" in error and not (tmp_path / "bad").exists()

@@ -2,13 +2,17 @@
 
 Only what the suites say a store's test class must provide is written here: the ``document_store`` fixture and
 ``test_write_documents`` (the default-policy behaviour the suite leaves to each store; ours is
-``InMemoryDocumentStore``'s: ``DuplicatePolicy.NONE`` refuses an id already stored).
+``InMemoryDocumentStore``'s: ``DuplicatePolicy.NONE`` refuses an id already stored). The FAISS classes also override
+``assert_documents_are_equal``, the hook the suite provides for a store that returns documents differently: the FAISS
+store keeps vectors as float32, so the expected embeddings are compared rounded to float32 (everything else exactly).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from haystack import Document
 from haystack.document_stores.errors import DuplicateDocumentError
@@ -30,6 +34,22 @@ from haystack.testing.document_store_async import (
 )
 
 from rerank_pipeline.components import EmbeddedBM25DocumentStore, FAISSDocumentStore
+
+
+def as_float32(documents: list[Document]) -> list[Document]:
+    """``documents`` with each embedding value rounded to float32, as the FAISS store returns them."""
+    return [
+        replace(doc, embedding=None if doc.embedding is None else np.float32(doc.embedding).tolist())
+        for doc in documents
+    ]
+
+
+class Float32Embeddings:
+    """What the FAISS store returns: the documents as written, embeddings rounded to float32."""
+
+    @staticmethod
+    def assert_documents_are_equal(received: list[Document], expected: list[Document]):
+        assert received == as_float32(expected)
 
 
 class HaystackStoreSuite(
@@ -68,7 +88,7 @@ class TestEmbeddedBM25DocumentStoreSuite(HaystackStoreSuite):
         return EmbeddedBM25DocumentStore()
 
 
-class TestFAISSDocumentStoreSuite(HaystackStoreSuite):
+class TestFAISSDocumentStoreSuite(Float32Embeddings, HaystackStoreSuite):
     @pytest.fixture
     def document_store(self):
         return FAISSDocumentStore()
@@ -82,7 +102,7 @@ def reopened_equals(store) -> None:
     assert by_id(type(store)(index_dir=store.index_dir).filter_documents()) == by_id(store.filter_documents())
 
 
-class TestFAISSDocumentStoreOnFolderSuite(HaystackStoreSuite):
+class TestFAISSDocumentStoreOnFolderSuite(Float32Embeddings, HaystackStoreSuite):
     """The same suite on a store opened on an index folder: every change also goes to disk, and a store reopened
     on the folder after each test holds the same documents."""
 

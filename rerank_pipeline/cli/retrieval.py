@@ -190,7 +190,8 @@ def register(subparsers) -> None:
     index.add_argument("--index-dir", help="index folder (default: ./indexes/<corpus name>)")
     index.add_argument("--embedding-model", help="sentence-transformers model (folder or Hub id) for faiss/hybrid; "
                        "with elasticsearch, embeddings go into a dense_vector field and search fuses BM25 and kNN by RRF")
-    index.add_argument("--index-type", choices=("flat", "hnsw", "ivf"), help="FAISS index type (default: flat, exact)")
+    index.add_argument("--index-type", help="FAISS index: a faiss.index_factory string (Flat, HNSW32, IVF1024,Flat, "
+                       "IVF4096,PQ48, SQ8, ...) or flat/hnsw/ivf (default: flat, exact); recorded in index.json")
     index.add_argument("--rrf-k", type=int, help="hybrid (or elasticsearch with --embedding-model): RRF's k (default 60), recorded in index.json and exported pipelines")
     index.add_argument("--fusion-depth", type=int, help="hybrid (or elasticsearch with --embedding-model): documents of each side fused (default 100)")
     index.add_argument("--k1", type=float, help="BM25 k1 (default 0.9)")

@@ -1,14 +1,18 @@
 """Dense retrieval on FAISS: a document store holding embeddings, and an embedding retriever.
 
 A small store of our own on ``faiss`` directly (faiss-haystack pins numpy < 2).
-Vectors are L2-normalized and searched by inner product, i.e. cosine. ``index_type``
-picks exact search (``"flat"``) or an approximate one for large corpora (``"hnsw"``
-or ``"ivf"``). With faiss-gpu and a CUDA device, flat and IVF indexes search on the GPU.
+Vectors are L2-normalized and searched by inner product, i.e. cosine. ``index_type`` is a
+``faiss.index_factory`` string (``"Flat"``, ``"HNSW32"``, ``"IVF1024,Flat"``, ``"IVF4096,PQ48"``, ``"SQ8"``, ...)
+or one of the names ``"flat"`` (exact), ``"hnsw"`` and ``"ivf"`` (aliases, see :func:`factory_string`). Vectors are
+float32 throughout (FAISS's own precision); ``embeddings.npy`` is float32 and opened memory-mapped, and saved indexes
+are read with ``faiss.IO_FLAG_MMAP`` where the type allows, so opening a large folder makes no resident copy.
+With faiss-gpu and a CUDA device, indexes other than HNSW search on the GPU where FAISS supports the type.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,9 @@ from rerank_pipeline.components.index_folder import (
 logger = logging.getLogger(__name__)
 
 BACKEND_NAME = "faiss"
-INDEX_TYPES = ("flat", "hnsw", "ivf")
+INDEX_TYPES = ("flat", "hnsw", "ivf")  # names kept from format 1; any faiss.index_factory string is accepted too
+TRAIN_SAMPLE_MIN = 100_000  # training-based types train on at most max(this, 50 per IVF cell) sampled vectors
+_PROBE_DIM = 3840  # divisible by the usual PQ/OPQ sizes: used to check a factory string's syntax before any vector
 
 
 def gpu_available() -> bool:
@@ -50,6 +56,57 @@ def normalize_rows(vectors: np.ndarray) -> np.ndarray:
     return vectors / norms
 
 
+def _faiss_message(error: Exception) -> str:
+    """The last clause of FAISS's first error line (its C++ location left out)."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return first.rsplit(": ", 1)[-1]
+
+
+def check_index_type(index_type: str) -> str:
+    """``index_type`` if it is an alias or a factory string FAISS can parse, else a one-line ``ValueError``."""
+    if not isinstance(index_type, str) or not index_type.strip():
+        raise ValueError(f"index_type {index_type!r} is not a FAISS index_factory string nor one of {INDEX_TYPES}")
+    if index_type in INDEX_TYPES:
+        return index_type
+    try:
+        faiss.index_factory(_PROBE_DIM, index_type, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as error:
+        message = _faiss_message(error)
+        if "could not parse" in message or "not supported" in message or "unknown" in message.lower():
+            raise ValueError(
+                f"index_type {index_type!r} is not a FAISS index_factory string nor one of {INDEX_TYPES} ({message})"
+            ) from None
+        # other errors depend on the dimension (e.g. PQ48 needs a multiple of 48): checked at build
+    return index_type
+
+
+def factory_string(index_type: str, count: int, *, hnsw_m: int = 32, nlist: int | None = None) -> str:
+    """The ``faiss.index_factory`` string ``index_type`` stands for over ``count`` vectors.
+
+    ``"flat"`` is ``"Flat"``; ``"hnsw"`` is ``"HNSW{hnsw_m}"``; ``"ivf"`` is ``"IVF{nlist},Flat"`` with ``nlist``
+    defaulting to about 2·sqrt(count) cells, capped so each cell gets ~39 training points. Any other string is
+    returned as given.
+    """
+    if index_type == "flat":
+        return "Flat"
+    if index_type == "hnsw":
+        return f"HNSW{hnsw_m}"
+    if index_type == "ivf":
+        cells = nlist or max(1, min(int(2 * np.sqrt(count)), count // 39))
+        return f"IVF{cells},Flat"
+    return index_type
+
+
+def set_search_parameters(index: faiss.Index, *, nprobe: int, ef_search: int) -> None:
+    """Apply IVF ``nprobe`` and HNSW ``efSearch`` where the index has them (through ``faiss.ParameterSpace``)."""
+    space = faiss.ParameterSpace()
+    for name, value in (("nprobe", nprobe), ("efSearch", ef_search)):
+        try:
+            space.set_index_parameter(index, name, value)
+        except RuntimeError:
+            pass  # this index type has no such parameter
+
+
 def build_faiss_index(
     vectors: np.ndarray,
     index_type: str = "flat",
@@ -60,49 +117,102 @@ def build_faiss_index(
     nlist: int | None = None,
     nprobe: int = 16,
 ) -> faiss.Index:
-    """An inner-product FAISS index over (normalized) ``vectors``.
+    """An inner-product FAISS index over (normalized, float32) ``vectors``, built with ``faiss.index_factory``.
 
-    ``nlist`` defaults to about 2·sqrt(n) IVF cells, capped so each cell gets ~39 training points;
-    IVF centroids are trained (10 k-means rounds) on a sample of 40 points a cell.
+    ``index_type`` is an alias or a factory string (see :func:`factory_string`). Types that need training (IVF, PQ,
+    SQ) train on a sample of at most ``max(100_000, 50 per IVF cell)`` vectors; IVF centroids get 10 k-means rounds;
+    PQ skips FAISS's polysemous training (it serves polysemous search only, and was ~20x the PQ training time).
+    A string FAISS cannot build for these vectors raises a one-line ``ValueError`` naming it.
     """
-    if index_type not in INDEX_TYPES:
-        raise ValueError(f"unknown index_type {index_type!r}; choose one of {INDEX_TYPES}")
+    check_index_type(index_type)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     count, dim = vectors.shape
-    if index_type == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif index_type == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = ef_construction
-        index.hnsw.efSearch = ef_search
-    else:
-        cells = nlist or max(1, min(int(2 * np.sqrt(count)), count // 39))
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, cells, faiss.METRIC_INNER_PRODUCT)
-        sample = vectors
-        if count > 40 * cells:  # k-means on a sample: enough for the centroids, far cheaper at 1M vectors
-            sample = vectors[np.random.default_rng(0).choice(count, 40 * cells, replace=False)]
-        index.cp.niter = 10
-        index.train(sample)
-        index.nprobe = min(nprobe, cells)
+    factory = factory_string(index_type, count, hnsw_m=hnsw_m, nlist=nlist)
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as error:
+        message = _faiss_message(error)
+        raise ValueError(f"index_type {factory!r} cannot index {dim}-dimensional vectors: {message}") from None
+    hnsw = faiss.downcast_index(index)
+    if isinstance(hnsw, faiss.IndexHNSW):
+        hnsw.hnsw.efConstruction = ef_construction
+    ivf = faiss.try_extract_index_ivf(index)
+    for part in (hnsw, faiss.downcast_index(ivf) if ivf is not None else None):
+        if getattr(part, "do_polysemous_training", False):
+            part.do_polysemous_training = False  # only polysemous search uses it (not done here); it is 20x the cost
+    if not index.is_trained:
+        cap = max(TRAIN_SAMPLE_MIN, 50 * ivf.nlist) if ivf is not None else TRAIN_SAMPLE_MIN
+        if count > cap:  # a sample is enough for centroids and codebooks, and far cheaper at millions of vectors
+            sample = vectors[np.sort(np.random.default_rng(0).choice(count, cap, replace=False))]
+        else:
+            sample = vectors
+        if ivf is not None:
+            ivf.cp.niter = 10
+        try:
+            index.train(sample)
+        except RuntimeError as error:
+            raise ValueError(
+                f"index_type {factory!r} cannot be trained on {len(sample)} vectors: {_faiss_message(error)}"
+            ) from None
+    set_search_parameters(index, nprobe=nprobe, ef_search=ef_search)
     if count:
         index.add(vectors)
     return index
+
+
+def read_faiss_index(path: Path, factory: str = "") -> tuple[faiss.Index, bool]:
+    """``(index, memory_mapped)``: the index at ``path``, memory-mapped where its type allows.
+
+    IVF indexes map their inverted lists (``faiss.IO_FLAG_MMAP``); flat-code indexes (Flat, SQ, PQ, HNSW's storage)
+    map their codes (``faiss.IO_FLAG_MMAP_IFC``, recent faiss). A type that cannot be mapped is read into memory.
+    ``factory`` (the recorded factory string) only picks which flag is tried first.
+    """
+    flags = [faiss.IO_FLAG_MMAP, getattr(faiss, "IO_FLAG_MMAP_IFC", None)]
+    if "IVF" not in factory:
+        flags.reverse()
+    for flag in flags:
+        if flag is None:
+            continue
+        try:
+            index = faiss.read_index(str(path), flag)
+        except RuntimeError:
+            continue
+        if _is_mapped(index):
+            return index, True
+        del index
+    return faiss.read_index(str(path)), False
+
+
+def _is_mapped(index: faiss.Index) -> bool:
+    """Whether ``index`` keeps its vectors in a memory-mapped file rather than in owned memory."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        return isinstance(faiss.downcast_InvertedLists(ivf.invlists), faiss.OnDiskInvertedLists)
+    inner = faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexHNSW):
+        inner = faiss.downcast_index(inner.storage)
+    codes = getattr(inner, "codes", None)
+    return codes is not None and hasattr(codes, "is_owned") and not codes.is_owned
 
 
 class FAISSDocumentStore(InMemoryIndexedStore):
     """Documents with embeddings, searched with FAISS; persisted to a folder.
 
     - ``index_dir``: folder to load from (when it holds an index) and to :meth:`save` to.
-    - ``index_type``: ``"flat"`` (exact), ``"hnsw"`` or ``"ivf"`` (approximate).
-    - ``hnsw_m``, ``ef_construction``, ``ef_search``, ``nlist``, ``nprobe``: ANN settings.
+    - ``index_type``: a ``faiss.index_factory`` string (``"Flat"`` exact; ``"HNSW32"``, ``"IVF1024,Flat"``,
+      ``"IVF4096,PQ48"``, ``"SQ8"`` approximate or compressed) or an alias: ``"flat"``, ``"hnsw"``, ``"ivf"``.
+    - ``hnsw_m``, ``nlist``: sizes the ``"hnsw"`` / ``"ivf"`` aliases use (a factory string names its own);
+      ``ef_construction``, ``ef_search``, ``nprobe``: HNSW / IVF build and search settings, for any string.
     - ``use_gpu``: ``"auto"`` (GPU when faiss-gpu sees CUDA), True, or False.
     - ``embedding_model``: recorded in the index settings so queries use the same model.
 
     Documents are written as by Haystack's ``InMemoryDocumentStore`` (``DuplicatePolicy.NONE`` refuses an id
     already stored); documents without an embedding are kept (filterable, counted) but never returned by vector
-    search. Readers get the embeddings as written. With an ``index_dir``, every change is saved there before the
-    call returns. The FAISS index is rebuilt lazily after replacements or deletions, and extended in place after
-    additions.
+    search. Vectors are kept as float32: readers get each embedding value rounded to float32 (``float(np.float32(x))``),
+    what FAISS searches. With an ``index_dir``, every change is saved there before the call returns; an opened folder's
+    ``embeddings.npy`` stays memory-mapped (read-only) until a write makes the vectors resident. The FAISS index is
+    rebuilt lazily after replacements or deletions, and extended in place after additions (a memory-mapped index is
+    rebuilt in memory instead, since FAISS cannot extend a mapped file).
     """
 
     def __init__(
@@ -117,8 +227,7 @@ class FAISSDocumentStore(InMemoryIndexedStore):
         use_gpu: bool | str = "auto",
         embedding_model: str | None = None,
     ) -> None:
-        if index_type not in INDEX_TYPES:
-            raise ValueError(f"unknown index_type {index_type!r}; choose one of {INDEX_TYPES}")
+        check_index_type(index_type)
         self.index_dir = str(index_dir) if index_dir is not None else None
         self.index_type = index_type
         self.ann_settings = {
@@ -132,9 +241,11 @@ class FAISSDocumentStore(InMemoryIndexedStore):
         self.embedding_model = embedding_model
         self._init_document_store()
         self._rows: dict[str, int] = {}
-        self._vectors = np.zeros((0, 0), dtype=np.float64)
+        self._vectors: np.ndarray = np.zeros((0, 0), dtype=np.float32)  # float32; a read-only memmap once opened
         self._index: faiss.Index | None = None
         self._indexed_rows = 0
+        self._index_source = None  # open file the memory-mapped index was read from (copied as is by a save)
+        self._built_factory: str | None = None  # the factory string of self._index
         self._recorded_settings: dict[str, Any] = {}
         settings = read_settings(self.index_dir) if self.index_dir else None
         if settings is not None:
@@ -188,11 +299,13 @@ class FAISSDocumentStore(InMemoryIndexedStore):
             self._remove_rows(unembedded)
         embedded = [doc for doc in documents if doc.embedding is not None]
         fresh = []
+        if any(doc.id in self._rows for doc in embedded) and not self._vectors.flags.writeable:
+            self._vectors = np.array(self._vectors, dtype=np.float32)  # the memory-mapped file is read-only
         for doc in embedded:
-            vector = np.asarray(doc.embedding, dtype=np.float64)
+            vector = np.asarray(doc.embedding, dtype=np.float32)
             if doc.id in self._rows:
                 self._vectors[self._rows[doc.id]] = vector
-                self._index = None  # a replaced vector needs a rebuild
+                self._drop_index()  # a replaced vector needs a rebuild
             else:
                 self._rows[doc.id] = len(self._rows)
                 fresh.append(vector)
@@ -206,8 +319,13 @@ class FAISSDocumentStore(InMemoryIndexedStore):
         self._remove_rows([doc_id for doc_id in document_ids if doc_id in self._rows])
 
     def _index_cleared(self) -> None:
-        self._rows, self._vectors = {}, np.zeros((0, 0), dtype=np.float64)
-        self._index, self._indexed_rows = None, 0
+        self._rows, self._vectors = {}, np.zeros((0, 0), dtype=np.float32)
+        self._drop_index()
+
+    def _drop_index(self) -> None:
+        if self._index_source is not None:
+            self._index_source.close()
+        self._index, self._indexed_rows, self._index_source = None, 0, None
 
     def _remove_rows(self, document_ids: list[str]) -> None:
         drop = {self._rows[doc_id] for doc_id in document_ids}
@@ -215,8 +333,8 @@ class FAISSDocumentStore(InMemoryIndexedStore):
         self._vectors = self._vectors[[self._rows[doc_id] for doc_id in keep]]
         self._rows = {doc_id: row for row, doc_id in enumerate(keep)}
         if not keep:
-            self._vectors = np.zeros((0, 0), dtype=np.float64)
-        self._index, self._indexed_rows = None, 0
+            self._vectors = np.zeros((0, 0), dtype=np.float32)
+        self._drop_index()
 
     def _stored_document(self, document: Document) -> Document:
         row = self._rows.get(document.id)
@@ -312,11 +430,26 @@ class FAISSDocumentStore(InMemoryIndexedStore):
         with self._lock:
             return [self._documents[doc_id] for doc_id in document_ids]
 
+    @property
+    def factory(self) -> str:
+        """The ``faiss.index_factory`` string of the index over the stored vectors (aliases resolved)."""
+        settings = self.ann_settings
+        return factory_string(self.index_type, len(self._rows), hnsw_m=settings["hnsw_m"], nlist=settings["nlist"])
+
+    @property
+    def index_memory_mapped(self) -> bool:
+        """Whether the FAISS index in use was read memory-mapped from the folder (no resident copy of its codes)."""
+        return self._index_source is not None
+
     def _ensure_index(self) -> faiss.Index:
         if self._index is not None and self._indexed_rows < len(self._rows):
-            self._index_add(self._vectors[self._indexed_rows :])
+            if self._index_source is not None:
+                self._drop_index()  # FAISS cannot extend a memory-mapped index: rebuild it in memory
+            else:
+                self._index_add(self._vectors[self._indexed_rows :])
         if self._index is None:
             cpu_index = build_faiss_index(normalize_rows(self._vectors), self.index_type, **self.ann_settings)
+            self._built_factory = self.factory
             self._index = self._to_device(cpu_index)
         self._indexed_rows = len(self._rows)
         return self._index
@@ -326,12 +459,18 @@ class FAISSDocumentStore(InMemoryIndexedStore):
 
     def _to_device(self, index: faiss.Index) -> faiss.Index:
         wants_gpu = self.use_gpu is True or (self.use_gpu == "auto" and gpu_available())
-        if not wants_gpu or self.index_type == "hnsw":
+        if not wants_gpu or "HNSW" in (self._built_factory or self.factory):
             return index
         if not gpu_available():
             raise RuntimeError("use_gpu=True but faiss has no GPU support or sees no CUDA device")
         self._gpu_resources = faiss.StandardGpuResources()
-        return faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
+        try:
+            return faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
+        except RuntimeError as error:  # a type FAISS cannot move to the GPU searches on the CPU
+            if self.use_gpu is True:
+                raise
+            logger.warning("FAISS index %s stays on the CPU: %s", self.factory, _faiss_message(error))
+            return index
 
     # --- persistence -----------------------------------------------------------------------
 
@@ -339,18 +478,25 @@ class FAISSDocumentStore(InMemoryIndexedStore):
         """Write the index files into an existing, empty ``folder`` (not atomic; see :meth:`save`).
 
         ``documents.jsonl`` lists the embedded documents in the row order of ``embeddings.npy`` (the vectors as
-        written, float64), then the documents without an embedding.
+        written, float32), then the documents without an embedding. ``faiss.index`` holds the index of any type but
+        ``Flat`` (rebuilt from ``embeddings.npy`` in no time); an unchanged memory-mapped index is copied byte for
+        byte (FAISS would write a mapped IVF index as a reference to its old file).
         """
         with self._lock:
+            index = self._ensure_index() if self._rows else None
             write_settings(folder, self.settings())
             unembedded = (doc for doc_id, doc in self._documents.items() if doc_id not in self._rows)
             write_documents_jsonl(folder / DOCUMENTS_FILE, [*(self._documents[i] for i in self._rows), *unembedded])
-            np.save(folder / "embeddings.npy", self._vectors)
-            if self._rows:
-                index = self._ensure_index()
-                if self.index_type != "flat":  # flat indexes are rebuilt from embeddings.npy in no time
-                    cpu_index = faiss.index_gpu_to_cpu(index) if hasattr(index, "getDevice") else index
-                    faiss.write_index(cpu_index, str(folder / "faiss.index"))
+            np.save(folder / "embeddings.npy", np.asarray(self._vectors, dtype=np.float32))
+            if index is not None:
+                if self._built_factory != "Flat":
+                    if self._index_source is not None:
+                        self._index_source.seek(0)
+                        with open(folder / "faiss.index", "wb") as target:
+                            shutil.copyfileobj(self._index_source, target, 1 << 20)
+                    else:
+                        cpu_index = faiss.index_gpu_to_cpu(index) if hasattr(index, "getDevice") else index
+                        faiss.write_index(cpu_index, str(folder / "faiss.index"))
 
     def settings(self) -> dict[str, Any]:
         """What ``index.json`` records about this index."""
@@ -359,6 +505,8 @@ class FAISSDocumentStore(InMemoryIndexedStore):
             "backend": BACKEND_NAME,
             "format_version": 1,
             "index_type": self.index_type,
+            "faiss_factory": (self._built_factory or self.factory) if self._rows else None,
+            "vector_dtype": "float32",
             "metric": "inner_product_normalized",
             "embedding_model": self.embedding_model,
             "embedding_dim": self.embedding_dim,
@@ -378,14 +526,23 @@ class FAISSDocumentStore(InMemoryIndexedStore):
         embedded = settings.get("embedded_documents", len(documents))  # older folders: every document has a vector
         self._documents = {doc.id: doc for doc in documents}
         self._rows = {doc.id: row for row, doc in enumerate(documents[:embedded])}
-        self._vectors = np.load(folder / "embeddings.npy", allow_pickle=False).astype(np.float64)
+        vectors = np.load(folder / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+        if vectors.dtype != np.float32:  # older folders hold float64: read into memory as float32
+            vectors = np.asarray(vectors, dtype=np.float32)
+        self._vectors = vectors if vectors.size else np.zeros((0, 0), dtype=np.float32)
         if len(self._documents) != len(documents) or self._vectors.shape[0] != len(self._rows):
             raise IndexFolderError(
                 f"{folder / DOCUMENTS_FILE}: {len(documents)} lines ({len(self._documents)} ids, {len(self._rows)} "
                 f"embedded) do not match the {self._vectors.shape[0]} vectors of {folder / 'embeddings.npy'}"
             )
         if (folder / "faiss.index").is_file():
-            self._index = self._to_device(faiss.read_index(str(folder / "faiss.index")))
+            self._built_factory = settings.get("faiss_factory") or self.factory
+            index, mapped = read_faiss_index(folder / "faiss.index", self._built_factory)
+            set_search_parameters(index, nprobe=self.ann_settings["nprobe"], ef_search=self.ann_settings["ef_search"])
+            device_index = self._to_device(index)
+            if mapped and device_index is index:  # kept open: a save copies this generation's file as is
+                self._index_source = open(folder / "faiss.index", "rb")  # noqa: SIM115 - lives with the index
+            self._index = device_index
             self._indexed_rows = len(self._rows)
 
 
