@@ -10,7 +10,9 @@ settings are stored with the index.
 from __future__ import annotations
 
 import logging
+import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,8 @@ logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its logger to
 BACKEND_NAME = "bm25"
 DEFAULT_K1 = 0.9
 DEFAULT_B = 0.4
+DELTA_SHARE = 0.1  # the delta is folded into a new matrix once it holds more than this share of the documents
+DELTA_MIN = 1000  # ... and more than this many documents
 
 
 @dataclass(frozen=True)
@@ -138,8 +142,15 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
     - ``meta_fields_to_index``: meta fields indexed before the content (default ``["title"]``).
 
     Documents are written as by Haystack's ``InMemoryDocumentStore`` (``DuplicatePolicy.NONE`` refuses an id
-    already stored). With an ``index_dir``, every change is saved there before the call returns. The BM25 matrix
-    is rebuilt lazily, on the first search (or save) after a change.
+    already stored). With an ``index_dir``, every change is saved there before the call returns.
+
+    Changes after the BM25 matrix was built go to a *delta*, searched beside the matrix, so a write costs the
+    analysis of its own documents, not a rebuild. Scoring rule: matrix rows keep the scores they were built with
+    (corpus statistics of that build); a deleted or replaced row scores 0; a delta document is scored by Lucene's
+    BM25 with ``N`` = the matrix's rows + the delta's documents, ``df(t)`` = the term's matrix rows + delta documents
+    holding it, and the matrix's average length. :meth:`compact` (also run by :meth:`save`, and on its own once the
+    delta holds more than :data:`DELTA_SHARE` of the documents) rebuilds the matrix, after which every score equals
+    a fresh index's.
     """
 
     def __init__(
@@ -153,9 +164,14 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
         self.index_dir = str(index_dir) if index_dir is not None else None
         requested = Analyzer.from_dict(analyzer) if isinstance(analyzer, dict) else analyzer
         self._init_document_store()
-        self._terms: dict[str, list[str]] | None = {}
+        self._terms: dict[str, list[str]] | None = {}  # every document's terms; None when not held (after a load)
         self._engine: bm25s.BM25 | None = None
-        self._engine_ids: list[str] = []
+        self._engine_ids: list[str] = []  # the matrix's rows
+        self._engine_avgdl: float | None = None  # its average document length (None: unknown, an older folder)
+        self._engine_df: np.ndarray | None = None  # its document frequency per vocabulary id (computed lazily)
+        self._dead: set[int] = set()  # matrix rows deleted or replaced since it was built
+        self._delta: dict[str, tuple[Counter, int]] = {}  # documents written since: term counts, length
+        self._rows: dict[str, int] | None = None  # id -> matrix row (computed lazily)
         settings = read_settings(self.index_dir) if self.index_dir else None
         if settings is not None:
             self._open_folder()
@@ -202,21 +218,53 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
     # --- index upkeep (the DocumentStore protocol itself is in InMemoryIndexedStore) ------------
 
     def _index_written(self, documents: list[Document]) -> None:
-        self._ensure_terms()
-        for document, terms in zip(
-            documents, self.analyzer.analyze_many([self._text(d) for d in documents], progress=len(documents) > 10000 and not are_progress_bars_disabled())
-        ):
-            self._terms[document.id] = terms
-        self._engine = None
+        progress = len(documents) > 10000 and not are_progress_bars_disabled()
+        analyzed = self.analyzer.analyze_many([self._text(d) for d in documents], progress=progress)
+        if self._terms is not None:
+            self._terms.update((document.id, terms) for document, terms in zip(documents, analyzed))
+        if self._engine is None:
+            return  # built from self._terms at the next search
+        if self._engine_avgdl is None:  # an older folder: no statistics for a delta, rebuild instead
+            self._engine = None
+            return
+        for document, terms in zip(documents, analyzed):
+            row = self._engine_rows().get(document.id)
+            if row is not None:
+                self._dead.add(row)
+            self._delta[document.id] = (Counter(terms), len(terms))
 
     def _index_removed(self, document_ids: list[str]) -> None:
-        self._ensure_terms()
         for doc_id in document_ids:
-            self._terms.pop(doc_id, None)
-        self._engine = None
+            if self._terms is not None:
+                self._terms.pop(doc_id, None)
+            self._delta.pop(doc_id, None)
+            if self._engine is not None:
+                row = self._engine_rows().get(doc_id)
+                if row is not None:
+                    self._dead.add(row)
 
     def _index_cleared(self) -> None:
-        self._terms, self._engine, self._engine_ids = {}, None, []
+        self._terms = {}
+        self._set_engine(None, [], None)
+
+    def _set_engine(self, engine: bm25s.BM25 | None, ids: list[str], avgdl: float | None) -> None:
+        self._engine, self._engine_ids, self._engine_avgdl = engine, ids, avgdl
+        self._engine_df, self._rows, self._dead, self._delta = None, None, set(), {}
+
+    def _engine_rows(self) -> dict[str, int]:
+        if self._rows is None:
+            self._rows = {doc_id: row for row, doc_id in enumerate(self._engine_ids)}
+        return self._rows
+
+    def compact(self) -> None:
+        """Fold the delta (documents written since the BM25 matrix was built) into a new matrix.
+
+        Afterwards every score equals a fresh index's of the same documents. :meth:`save` compacts first.
+        """
+        with self._lock:
+            if self._delta or self._dead:
+                self._engine = None
+            self._ensure_engine()
 
     # --- search ----------------------------------------------------------------------------
 
@@ -226,23 +274,67 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
         """For each query, ``[(doc_id, score)]`` best first; documents sharing no term are left out."""
         validate_filters(filters)
         with self._lock:  # reentrant: callers that look the ids up hold it across both steps
+            if len(self._delta) > max(DELTA_MIN, DELTA_SHARE * len(self._documents)):
+                self.compact()
             self._ensure_engine()
-            if self._engine is None or not queries:
+            if (self._engine is None and not self._delta) or not queries:
                 return [[] for _ in queries]
-            k = min(top_k, len(self._engine_ids))
-            mask = None
-            if filters:
-                mask = np.array(
-                    [document_matches_filter(filters=filters, document=self._documents[i]) for i in self._engine_ids],
-                    dtype=np.float32,
-                )
             query_terms = self.analyzer.analyze_many(queries)
-            rows, scores = self._engine.retrieve(query_terms, k=k, show_progress=False, weight_mask=mask)
-        results = []
-        for row_ids, row_scores in zip(rows, scores):
-            results.append(
-                [(self._engine_ids[i], float(s)) for i, s in zip(row_ids.tolist(), row_scores.tolist()) if s > 0]
+            results = self._search_matrix(query_terms, top_k, filters)
+            if self._delta:
+                delta = self._search_delta(query_terms, top_k, filters)
+                results = [sorted(a + b, key=lambda hit: -hit[1])[:top_k] for a, b in zip(results, delta)]
+        return results
+
+    def _search_matrix(self, query_terms: list[list[str]], top_k: int, filters: dict[str, Any] | None):
+        if self._engine is None:
+            return [[] for _ in query_terms]
+        mask = None
+        if filters:
+            mask = np.array(
+                [document_matches_filter(filters=filters, document=self._documents[i]) if row not in self._dead
+                 else False for row, i in enumerate(self._engine_ids)],
+                dtype=np.float32,
             )
+        elif self._dead:
+            mask = np.ones(len(self._engine_ids), dtype=np.float32)
+            mask[list(self._dead)] = 0
+        k = min(top_k, len(self._engine_ids))
+        rows, scores = self._engine.retrieve(query_terms, k=k, show_progress=False, weight_mask=mask)
+        return [
+            [(self._engine_ids[i], float(s)) for i, s in zip(row_ids.tolist(), row_scores.tolist()) if s > 0]
+            for row_ids, row_scores in zip(rows, scores)
+        ]
+
+    def _search_delta(self, query_terms: list[list[str]], top_k: int, filters: dict[str, Any] | None):
+        """The delta's documents scored by the rule in the class docstring."""
+        ids = [doc_id for doc_id in self._delta
+               if not filters or document_matches_filter(filters=filters, document=self._documents[doc_id])]
+        if self._engine_df is None and self._engine is not None:
+            self._engine_df = np.diff(np.asarray(self._engine.scores["indptr"]))
+        n = len(self._engine_ids) + len(self._delta)
+        delta_df: Counter = Counter()
+        for counts, _ in self._delta.values():
+            delta_df.update(counts.keys())
+        vocabulary = self._engine.vocab_dict if self._engine is not None else {}
+
+        def idf(term: str) -> float:
+            column = vocabulary.get(term)
+            df = delta_df.get(term, 0) + (int(self._engine_df[column]) if column is not None else 0)
+            return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+        avgdl = self._engine_avgdl or 1.0
+        results = []
+        for terms in query_terms:
+            weights = {term: idf(term) for term in set(terms) if term in delta_df}
+            hits = []
+            for doc_id in ids:
+                counts, length = self._delta[doc_id]
+                norm = self.k1 * (1 - self.b + self.b * length / avgdl)
+                score = sum(weights[t] * counts[t] / (norm + counts[t]) for t in terms if counts.get(t))
+                if score > 0:
+                    hits.append((doc_id, float(score)))
+            results.append(sorted(hits, key=lambda hit: -hit[1])[:top_k])
         return results
 
     def bm25_retrieval(
@@ -279,9 +371,9 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
     # --- persistence -----------------------------------------------------------------------
 
     def write_to(self, folder: Path) -> None:
-        """Write the index files into an existing, empty ``folder`` (not atomic; see :meth:`save`)."""
+        """Write the index files into an existing, empty ``folder`` (not atomic; see :meth:`save`), compacted."""
         with self._lock:
-            self._ensure_engine()
+            self.compact()
             write_settings(folder, self.settings())
             # All documents, in the engine's row order when there is one (its ids are exactly the store's then).
             ordered = (self._documents[i] for i in (self._engine_ids or self._documents))
@@ -300,6 +392,7 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
             "analyzer": self.analyzer.to_dict(),
             "meta_fields_to_index": self.meta_fields,
             "documents": len(self._documents),
+            "average_length": self._engine_avgdl,
         }
 
     def _load(self, folder: Path, settings: dict[str, Any]) -> None:
@@ -312,10 +405,10 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
         self._documents = {doc.id: doc for doc in documents}
         if len(self._documents) != len(documents):
             raise IndexFolderError(f"{folder / DOCUMENTS_FILE}: the same id on several lines")
-        self._terms = None  # re-analyzed only if the index changes
+        self._terms = None  # analyzed again only for a compaction
         if (folder / "bm25s").is_dir():
-            self._engine = bm25s.BM25.load(str(folder / "bm25s"), show_progress=False)
-            self._engine_ids = [doc.id for doc in documents]
+            engine = bm25s.BM25.load(str(folder / "bm25s"), show_progress=False)
+            self._set_engine(engine, [doc.id for doc in documents], settings.get("average_length"))
             rows = self._engine.scores.get("num_docs")
             if rows != len(documents):
                 raise IndexFolderError(f"{folder / DOCUMENTS_FILE}: {len(documents)} documents, the BM25 matrix in "
@@ -336,11 +429,11 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
         ids = list(self._documents)
         corpus_terms = [self._terms[doc_id] for doc_id in ids]
         if not any(corpus_terms):
-            self._engine_ids = []
+            self._set_engine(None, [], None)
             return
         engine = bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
         engine.index(corpus_terms, show_progress=False)
-        self._engine, self._engine_ids = engine, ids
+        self._set_engine(engine, ids, float(np.mean([len(terms) for terms in corpus_terms])))
 
 
 @component
