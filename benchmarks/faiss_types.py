@@ -63,17 +63,6 @@ def cpu_flags() -> str:
     return ",".join(sorted(flags & {"avx2", "avx512f", "avx512bw", "fma", "sse4_2", "neon"})) or "unknown"
 
 
-def clustered_vectors(count: int, dim: int, clusters: int, rng: np.random.Generator, spread: float) -> np.ndarray:
-    centres = rng.standard_normal((clusters, dim), dtype=np.float32)
-    vectors = np.empty((count, dim), dtype=np.float32)
-    for start in range(0, count, 100_000):
-        stop = min(count, start + 100_000)
-        vectors[start:stop] = centres[rng.integers(0, clusters, stop - start)]
-        vectors[start:stop] += spread * rng.standard_normal((stop - start, dim), dtype=np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors
-
-
 def bench_type(factory: str, vectors: np.ndarray, queries: np.ndarray, folder: Path, *, top_k: int, nprobe: int,
                ef_search: int) -> tuple[dict, np.ndarray]:
     row: dict = {"type": factory}
@@ -137,6 +126,7 @@ def main() -> None:
                                         "IVF,SQ8;SQ8 with --nlist cells)")
     parser.add_argument("--output", help="also write the results as JSON here")
     args = parser.parse_args()
+    from first_stage import clustered_vectors  # benchmarks/first_stage.py (imported here: the children skip it)
 
     nl = args.nlist
     types = args.types.split(";") if args.types else [

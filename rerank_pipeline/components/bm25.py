@@ -171,6 +171,7 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
         self._engine_df: np.ndarray | None = None  # its document frequency per vocabulary id (computed lazily)
         self._dead: set[int] = set()  # matrix rows deleted or replaced since it was built
         self._delta: dict[str, tuple[Counter, int]] = {}  # documents written since: term counts, length
+        self._delta_postings: dict[str, set[str]] = {}  # term -> the delta documents holding it
         self._rows: dict[str, int] | None = None  # id -> matrix row (computed lazily)
         settings = read_settings(self.index_dir) if self.index_dir else None
         if settings is not None:
@@ -231,13 +232,16 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
             row = self._engine_rows().get(document.id)
             if row is not None:
                 self._dead.add(row)
+            self._delta_remove(document.id)
             self._delta[document.id] = (Counter(terms), len(terms))
+            for term in self._delta[document.id][0]:
+                self._delta_postings.setdefault(term, set()).add(document.id)
 
     def _index_removed(self, document_ids: list[str]) -> None:
         for doc_id in document_ids:
             if self._terms is not None:
                 self._terms.pop(doc_id, None)
-            self._delta.pop(doc_id, None)
+            self._delta_remove(doc_id)
             if self._engine is not None:
                 row = self._engine_rows().get(doc_id)
                 if row is not None:
@@ -249,7 +253,15 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
 
     def _set_engine(self, engine: bm25s.BM25 | None, ids: list[str], avgdl: float | None) -> None:
         self._engine, self._engine_ids, self._engine_avgdl = engine, ids, avgdl
-        self._engine_df, self._rows, self._dead, self._delta = None, None, set(), {}
+        self._engine_df, self._rows, self._dead, self._delta, self._delta_postings = None, None, set(), {}, {}
+
+    def _delta_remove(self, doc_id: str) -> None:
+        counts, _ = self._delta.pop(doc_id, (Counter(), 0))
+        for term in counts:
+            holders = self._delta_postings[term]
+            holders.discard(doc_id)
+            if not holders:
+                del self._delta_postings[term]
 
     def _engine_rows(self) -> dict[str, int]:
         if self._rows is None:
@@ -307,34 +319,34 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
         ]
 
     def _search_delta(self, query_terms: list[list[str]], top_k: int, filters: dict[str, Any] | None):
-        """The delta's documents scored by the rule in the class docstring."""
-        ids = [doc_id for doc_id in self._delta
-               if not filters or document_matches_filter(filters=filters, document=self._documents[doc_id])]
+        """The delta's documents holding a query term, scored by the rule in the class docstring."""
         if self._engine_df is None and self._engine is not None:
             self._engine_df = np.diff(np.asarray(self._engine.scores["indptr"]))
         n = len(self._engine_ids) + len(self._delta)
-        delta_df: Counter = Counter()
-        for counts, _ in self._delta.values():
-            delta_df.update(counts.keys())
         vocabulary = self._engine.vocab_dict if self._engine is not None else {}
+        avgdl = self._engine_avgdl or 1.0
+        allowed: dict[str, bool] = {}  # filter verdicts, each document judged once per call
 
         def idf(term: str) -> float:
             column = vocabulary.get(term)
-            df = delta_df.get(term, 0) + (int(self._engine_df[column]) if column is not None else 0)
+            df = len(self._delta_postings[term]) + (int(self._engine_df[column]) if column is not None else 0)
             return math.log(1 + (n - df + 0.5) / (df + 0.5))
 
-        avgdl = self._engine_avgdl or 1.0
         results = []
         for terms in query_terms:
-            weights = {term: idf(term) for term in set(terms) if term in delta_df}
+            weights = {term: idf(term) for term in set(terms) if term in self._delta_postings}
+            candidates = set().union(*(self._delta_postings[term] for term in weights))
             hits = []
-            for doc_id in ids:
+            for doc_id in candidates:
+                if filters and doc_id not in allowed:
+                    allowed[doc_id] = document_matches_filter(filters=filters, document=self._documents[doc_id])
+                if filters and not allowed[doc_id]:
+                    continue
                 counts, length = self._delta[doc_id]
                 norm = self.k1 * (1 - self.b + self.b * length / avgdl)
                 score = sum(weights[t] * counts[t] / (norm + counts[t]) for t in terms if counts.get(t))
-                if score > 0:
-                    hits.append((doc_id, float(score)))
-            results.append(sorted(hits, key=lambda hit: -hit[1])[:top_k])
+                hits.append((doc_id, float(score)))
+            results.append(sorted(hits, key=lambda hit: (-hit[1], hit[0]))[:top_k])  # ties: by id
         return results
 
     def bm25_retrieval(

@@ -479,7 +479,12 @@ def read_documents_jsonl(path: str | Path) -> list[Document]:
 
 
 def snapshot_bytes(index_dir: str | Path) -> int:
-    """Size of the index files in ``index_dir``, the journal left out."""
+    """Size of the index files in ``index_dir``, the journal left out (from the manifest when there is one)."""
+    files = (read_settings(index_dir) or {}).get("files")
+    if isinstance(files, dict):
+        return (Path(index_dir) / SETTINGS_FILE).stat().st_size + sum(
+            entry.get("size", 0) for entry in files.values() if isinstance(entry, dict)
+        )
     return sum(
         path.stat().st_size for path in Path(index_dir).rglob("*") if path.is_file() and path.name != JOURNAL_FILE
     )
