@@ -67,7 +67,7 @@ def test_delta_documents_are_scored_by_the_stated_rule(opened):
                     score += idf * tf / (opened.k1 * (1 - opened.b + opened.b * len(terms) / avgdl) + tf)
             if score > 0:
                 expected[doc_id] = score
-        got = {doc_id: score for doc_id, score in opened._search_delta([analyze(query)], 100, None)[0]}
+        got = {doc_id: score for doc_id, score, _ in opened._search_delta([analyze(query)], 100, None)[0]}
         assert got.keys() == expected.keys() and all(got[k] == pytest.approx(expected[k], rel=1e-9) for k in got)
 
 

@@ -1,4 +1,7 @@
-"""What the embedded BM25 and FAISS stores share: Haystack's ``DocumentStore`` protocol over documents kept in memory.
+"""What the embedded BM25 and FAISS stores share: Haystack's ``DocumentStore`` protocol over a :class:`DocumentTable`.
+
+The documents of a store opened on a folder stay on disk (the folder's memory-mapped snapshot); only the changes
+made since its last save are held in memory.
 
 ``write_documents`` follows ``InMemoryDocumentStore`` (``DuplicatePolicy.NONE`` means ``FAIL``) but checks the whole
 batch first, so a refused call changes nothing. The by-filter methods and the ``*_async`` variants of Haystack's store
@@ -34,8 +37,8 @@ from haystack import Document
 from haystack.document_stores.errors import DuplicateDocumentError
 from haystack.document_stores.in_memory.document_store import _make_metadata_value_hashable
 from haystack.document_stores.types import DuplicatePolicy
-from haystack.utils.filters import document_matches_filter
 
+from rerank_pipeline.components.document_table import DocumentTable
 from rerank_pipeline.components.index_folder import (
     JOURNAL_FILE,
     SavesToIndexFolder,
@@ -60,7 +63,7 @@ def validate_filters(filters: dict[str, Any] | None) -> None:
 
 
 class InMemoryIndexedStore(SavesToIndexFolder):
-    """Base of a store that keeps ``self._documents`` (id -> Document) and a search index built from them.
+    """Base of a store that keeps ``self._documents`` (a :class:`DocumentTable`) and a search index built from them.
 
     Subclasses keep their index in step by overriding :meth:`_index_written` (documents added or replaced),
     :meth:`_index_removed` and :meth:`_index_cleared`; :meth:`_check_writable` refuses a batch before anything
@@ -68,10 +71,10 @@ class InMemoryIndexedStore(SavesToIndexFolder):
     """
 
     index_dir: str | None
-    _documents: dict[str, Document]
+    _documents: DocumentTable
 
     def _init_document_store(self) -> None:
-        self._documents = {}
+        self._documents = DocumentTable()
         self._lock = threading.RLock()
         self._executor: ThreadPoolExecutor | None = None
         self._generation: str | None = None  # the folder generation that memory reflects
@@ -82,7 +85,7 @@ class InMemoryIndexedStore(SavesToIndexFolder):
         raise NotImplementedError
 
     def _reset(self) -> None:
-        self._documents = {}
+        self._documents = DocumentTable()
         self._index_cleared()
 
     # --- hooks ---------------------------------------------------------------------------------
@@ -102,6 +105,10 @@ class InMemoryIndexedStore(SavesToIndexFolder):
     def _stored_document(self, document: Document) -> Document:
         """The document handed to readers (``filter_documents``, retrieval) for a stored one."""
         return document
+
+    def _wants_snapshot(self) -> bool:
+        """Whether the changes held in memory call for a new snapshot now (checked after each journaled change)."""
+        return False
 
     # --- DocumentStore protocol ---------------------------------------------------------------
 
@@ -204,14 +211,14 @@ class InMemoryIndexedStore(SavesToIndexFolder):
                 self._catch_up()
             path = super().save(target)
             if own:
-                self._generation, self._journal_end = read_settings(path).get("generation"), 0
+                self._open_folder()  # memory follows the new snapshot: the changes it holds leave memory
             return path
 
     def attach(self, index_dir: str | Path) -> None:
-        """Persist later changes into ``index_dir``, a folder just written from this store's state."""
+        """Persist later changes into ``index_dir``, a folder just written from this store's state (reopened)."""
         with self._lock:
             self.index_dir = str(index_dir)
-            self._generation, self._journal_end = (read_settings(index_dir) or {}).get("generation"), 0
+            self._open_folder()
 
     def refresh(self) -> None:
         """Apply to memory what other processes wrote to this store's folder since it was read."""
@@ -219,14 +226,9 @@ class InMemoryIndexedStore(SavesToIndexFolder):
             with folder_lock(self.index_dir), self._lock:
                 self._catch_up()
 
-    def _matching(self, filters: dict[str, Any] | None):
-        if not filters:
-            yield from self._documents.values()
-            return
+    def _matching(self, filters: dict[str, Any] | None) -> Iterator[Document]:
         validate_filters(filters)
-        for document in self._documents.values():
-            if document_matches_filter(filters=filters, document=document):
-                yield document
+        return self._documents.matching(filters)
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -250,7 +252,9 @@ class InMemoryIndexedStore(SavesToIndexFolder):
                 self._apply_in_memory(change)
             return settings.get("generation"), end
 
-        self._generation, self._journal_end = open_generation(self.index_dir, load)
+        (self._generation, self._journal_end), check = open_generation(self.index_dir, load)
+        if self._documents.snapshot is not None:
+            self._documents.snapshot.background_check = check
 
     def _catch_up(self) -> None:
         """Apply what other processes wrote to the folder since memory was read: journal lines, or a new snapshot."""
@@ -301,7 +305,7 @@ class InMemoryIndexedStore(SavesToIndexFolder):
         except BaseException:
             self._rollback()
             raise
-        if self._journal_end > snapshot_bytes(self.index_dir):
+        if self._journal_end > snapshot_bytes(self.index_dir) or self._wants_snapshot():
             try:
                 self.save()  # compaction once the journal outgrows the snapshot: O(1) amortized per document
             except Exception as error:  # noqa: BLE001 - the change is durable in the journal; say so and go on
@@ -317,7 +321,7 @@ class InMemoryIndexedStore(SavesToIndexFolder):
                 self._documents.pop(doc_id, None)
             self._index_removed(change["ids"])
         else:
-            self._documents = {}
+            self._documents = DocumentTable()
             self._index_cleared()
 
     # --- async variants: the same work in this store's worker thread ----------------------------

@@ -29,15 +29,8 @@ from tqdm.auto import tqdm
 
 from rerank_pipeline.components._document_store import InMemoryIndexedStore, validate_filters
 from rerank_pipeline.components._store_retriever import StoreRetriever
-from rerank_pipeline.components.index_folder import (
-    DOCUMENTS_FILE,
-    IndexFolderError,
-    read_documents_jsonl,
-    read_settings,
-    require_index,
-    write_documents_jsonl,
-    write_settings,
-)
+from rerank_pipeline.components.document_table import DocumentTable, Snapshot, open_documents, write_snapshot
+from rerank_pipeline.components.index_folder import IndexFolderError, read_settings, require_index, write_settings
 
 logger = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its logger to DEBUG on import
@@ -166,10 +159,10 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
         self._init_document_store()
         self._terms: dict[str, list[str]] | None = {}  # every document's terms; None when not held (after a load)
         self._engine: bm25s.BM25 | None = None
-        self._engine_ids: list[str] = []  # the matrix's rows
+        self._engine_ids: list[str] | None = []  # the matrix's rows (None: the rows of the snapshot)
         self._engine_avgdl: float | None = None  # its average document length (None: unknown, an older folder)
         self._engine_df: np.ndarray | None = None  # its document frequency per vocabulary id (computed lazily)
-        self._dead: set[int] = set()  # matrix rows deleted or replaced since it was built
+        self._dead: set[int] = set()  # matrix rows deleted or replaced since it was built (rows of a list)
         self._delta: dict[str, tuple[Counter, int]] = {}  # documents written since: term counts, length
         self._delta_postings: dict[str, set[str]] = {}  # term -> the delta documents holding it
         self._rows: dict[str, int] | None = None  # id -> matrix row (computed lazily)
@@ -229,9 +222,7 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
             self._engine = None
             return
         for document, terms in zip(documents, analyzed):
-            row = self._engine_rows().get(document.id)
-            if row is not None:
-                self._dead.add(row)
+            self._mark_dead(document.id)
             self._delta_remove(document.id)
             self._delta[document.id] = (Counter(terms), len(terms))
             for term in self._delta[document.id][0]:
@@ -243,15 +234,13 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
                 self._terms.pop(doc_id, None)
             self._delta_remove(doc_id)
             if self._engine is not None:
-                row = self._engine_rows().get(doc_id)
-                if row is not None:
-                    self._dead.add(row)
+                self._mark_dead(doc_id)
 
     def _index_cleared(self) -> None:
         self._terms = {}
         self._set_engine(None, [], None)
 
-    def _set_engine(self, engine: bm25s.BM25 | None, ids: list[str], avgdl: float | None) -> None:
+    def _set_engine(self, engine: bm25s.BM25 | None, ids: list[str] | None, avgdl: float | None) -> None:
         self._engine, self._engine_ids, self._engine_avgdl = engine, ids, avgdl
         self._engine_df, self._rows, self._dead, self._delta, self._delta_postings = None, None, set(), {}, {}
 
@@ -263,10 +252,36 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
             if not holders:
                 del self._delta_postings[term]
 
-    def _engine_rows(self) -> dict[str, int]:
+    def _mark_dead(self, doc_id: str) -> None:
+        """A matrix row of ``doc_id`` no longer counts (snapshot rows: the table has hidden it already)."""
+        if self._engine_ids is None:
+            return
         if self._rows is None:
             self._rows = {doc_id: row for row, doc_id in enumerate(self._engine_ids)}
-        return self._rows
+        row = self._rows.get(doc_id)
+        if row is not None:
+            self._dead.add(row)
+
+    def _engine_size(self) -> int:
+        return len(self._documents.snapshot) if self._engine_ids is None else len(self._engine_ids)
+
+    def _row_ids(self, rows: list[int]) -> list[str]:
+        if self._engine_ids is None:
+            return self._documents.snapshot.ids(rows)
+        return [self._engine_ids[row] for row in rows]
+
+    def _row_mask(self, filters: dict[str, Any] | None) -> np.ndarray | None:
+        """Over the matrix rows: live and matching ``filters`` (None when every row is)."""
+        if self._engine_ids is None:
+            return self._documents.snapshot_mask(filters)
+        if not filters and not self._dead:
+            return None
+        mask = np.ones(len(self._engine_ids), dtype=bool)
+        mask[list(self._dead)] = False
+        if filters:
+            live = [self._documents.get(doc_id) if ok else None for doc_id, ok in zip(self._engine_ids, mask)]
+            mask &= [doc is not None and document_matches_filter(filters=filters, document=doc) for doc in live]
+        return mask
 
     def compact(self) -> None:
         """Fold the delta (documents written since the BM25 matrix was built) into a new matrix.
@@ -274,9 +289,12 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
         Afterwards every score equals a fresh index's of the same documents. :meth:`save` compacts first.
         """
         with self._lock:
-            if self._delta or self._dead:
+            if self._delta or self._dead or (self._engine_ids is None and self._documents.hidden):
                 self._engine = None
             self._ensure_engine()
+
+    def _wants_snapshot(self) -> bool:
+        return len(self._delta) > max(DELTA_MIN, DELTA_SHARE * len(self._documents))
 
     # --- search ----------------------------------------------------------------------------
 
@@ -284,10 +302,14 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
         self, queries: list[str], top_k: int = 10, filters: dict[str, Any] | None = None
     ) -> list[list[tuple[str, float]]]:
         """For each query, ``[(doc_id, score)]`` best first; documents sharing no term are left out."""
+        return [[(doc_id, score) for doc_id, score, _ in hits] for hits in self._search(queries, top_k, filters)]
+
+    def _search(self, queries: list[str], top_k: int, filters: dict[str, Any] | None):
+        """For each query, ``[(doc_id, score, snapshot row or None)]`` best first."""
         validate_filters(filters)
         with self._lock:  # reentrant: callers that look the ids up hold it across both steps
-            if len(self._delta) > max(DELTA_MIN, DELTA_SHARE * len(self._documents)):
-                self.compact()
+            if self.index_dir is None and len(self._delta) > max(DELTA_MIN, DELTA_SHARE * len(self._documents)):
+                self.compact()  # with a folder, the write that grew the delta saved a new snapshot instead
             self._ensure_engine()
             if (self._engine is None and not self._delta) or not queries:
                 return [[] for _ in queries]
@@ -301,28 +323,24 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
     def _search_matrix(self, query_terms: list[list[str]], top_k: int, filters: dict[str, Any] | None):
         if self._engine is None:
             return [[] for _ in query_terms]
-        mask = None
-        if filters:
-            mask = np.array(
-                [document_matches_filter(filters=filters, document=self._documents[i]) if row not in self._dead
-                 else False for row, i in enumerate(self._engine_ids)],
-                dtype=np.float32,
-            )
-        elif self._dead:
-            mask = np.ones(len(self._engine_ids), dtype=np.float32)
-            mask[list(self._dead)] = 0
-        k = min(top_k, len(self._engine_ids))
-        rows, scores = self._engine.retrieve(query_terms, k=k, show_progress=False, weight_mask=mask)
-        return [
-            [(self._engine_ids[i], float(s)) for i, s in zip(row_ids.tolist(), row_scores.tolist()) if s > 0]
-            for row_ids, row_scores in zip(rows, scores)
-        ]
+        mask = self._row_mask(filters)
+        if mask is not None and not mask.any():
+            return [[] for _ in query_terms]
+        size = self._engine_size()
+        weights = None if mask is None else mask.astype(np.float32)
+        rows, scores = self._engine.retrieve(query_terms, k=min(top_k, size), show_progress=False,
+                                             weight_mask=weights)
+        kept = [[(r, float(s)) for r, s in zip(row_ids.tolist(), row_scores.tolist()) if s > 0]
+                for row_ids, row_scores in zip(rows, scores)]
+        names = iter(self._row_ids([r for hits in kept for r, _ in hits]))
+        snapshot_rows = self._engine_ids is None
+        return [[(next(names), s, r if snapshot_rows else None) for r, s in hits] for hits in kept]
 
     def _search_delta(self, query_terms: list[list[str]], top_k: int, filters: dict[str, Any] | None):
         """The delta's documents holding a query term, scored by the rule in the class docstring."""
         if self._engine_df is None and self._engine is not None:
             self._engine_df = np.diff(np.asarray(self._engine.scores["indptr"]))
-        n = len(self._engine_ids) + len(self._delta)
+        n = (self._engine_size() if self._engine is not None else 0) + len(self._delta)
         vocabulary = self._engine.vocab_dict if self._engine is not None else {}
         avgdl = self._engine_avgdl or 1.0
         allowed: dict[str, bool] = {}  # filter verdicts, each document judged once per call
@@ -345,7 +363,7 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
                 counts, length = self._delta[doc_id]
                 norm = self.k1 * (1 - self.b + self.b * length / avgdl)
                 score = sum(weights[t] * counts[t] / (norm + counts[t]) for t in terms if counts.get(t))
-                hits.append((doc_id, float(score)))
+                hits.append((doc_id, float(score), None))
             results.append(sorted(hits, key=lambda hit: (-hit[1], hit[0]))[:top_k])  # ties: by id
         return results
 
@@ -363,10 +381,14 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
     ) -> list[list[Document]]:
         """:meth:`bm25_retrieval` for many queries in one bm25s search."""
         with self._lock:  # one hold: a document deleted by another thread meanwhile is never looked up
+            results = self._search(queries, top_k, filters)
+            rows = [row for hits in results for _, _, row in hits if row is not None]
+            read = iter(self._documents.snapshot.documents(rows)) if rows else iter(())
             return [
-                [replace(self._documents[doc_id], score=expit(score / BM25_SCALING_FACTOR) if scale_score else score)
-                 for doc_id, score in hits]
-                for hits in self.search_ids(queries, top_k=top_k, filters=filters)
+                [replace(next(read) if row is not None else self._documents[doc_id],
+                         score=expit(score / BM25_SCALING_FACTOR) if scale_score else score)
+                 for doc_id, score, row in hits]
+                for hits in results
             ]
 
     async def bm25_retrieval_async(
@@ -378,7 +400,7 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
     def get_documents(self, document_ids: list[str]) -> list[Document]:
         """Stored documents by id, in the order asked (unknown ids raise ``KeyError``)."""
         with self._lock:
-            return [self._documents[doc_id] for doc_id in document_ids]
+            return self._documents.get_many(list(document_ids))
 
     # --- persistence -----------------------------------------------------------------------
 
@@ -387,10 +409,11 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
         with self._lock:
             self.compact()
             write_settings(folder, self.settings())
-            # All documents, in the engine's row order when there is one (its ids are exactly the store's then).
-            ordered = (self._documents[i] for i in (self._engine_ids or self._documents))
-            write_documents_jsonl(folder / DOCUMENTS_FILE, ordered)
+            # Compacted, the matrix rows are the documents in the table's order (built from it, nothing changed since).
+            written = write_snapshot(folder, self._documents.values())
             if self._engine is not None:
+                if written != self._engine_size():
+                    raise RuntimeError(f"{written} documents but {self._engine_size()} matrix rows")  # a bug
                 self._engine.save(str(folder / "bm25s"), show_progress=False)
 
     def settings(self) -> dict[str, Any]:
@@ -413,17 +436,16 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
         self.analyzer = Analyzer.from_dict(settings.get("analyzer"))
         self.k1, self.b = float(settings["k1"]), float(settings["b"])
         self.meta_fields = list(settings.get("meta_fields_to_index", DEFAULT_META_FIELDS))
-        documents = read_documents_jsonl(folder / DOCUMENTS_FILE)
-        self._documents = {doc.id: doc for doc in documents}
-        if len(self._documents) != len(documents):
-            raise IndexFolderError(f"{folder / DOCUMENTS_FILE}: the same id on several lines")
+        self._documents = open_documents(folder)
         self._terms = None  # analyzed again only for a compaction
         if (folder / "bm25s").is_dir():
-            engine = bm25s.BM25.load(str(folder / "bm25s"), show_progress=False)
-            self._set_engine(engine, [doc.id for doc in documents], settings.get("average_length"))
+            engine = bm25s.BM25.load(str(folder / "bm25s"), mmap=True, show_progress=False)
+            snapshot = self._documents.snapshot
+            ids = None if snapshot is not None else list(self._documents.written)  # an older folder: a list
+            self._set_engine(engine, ids, settings.get("average_length"))
             rows = self._engine.scores.get("num_docs")
-            if rows != len(documents):
-                raise IndexFolderError(f"{folder / DOCUMENTS_FILE}: {len(documents)} documents, the BM25 matrix in "
+            if rows != len(self._documents):
+                raise IndexFolderError(f"{folder}: {len(self._documents)} documents, the BM25 matrix in "
                                        f"{folder / 'bm25s'} has {rows} rows")
 
     def _text(self, document: Document) -> str:
@@ -431,8 +453,10 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
 
     def _ensure_terms(self) -> None:
         if self._terms is None:
-            docs = list(self._documents.values())
-            self._terms = dict(zip((d.id for d in docs), self.analyzer.analyze_many([self._text(d) for d in docs])))
+            progress = len(self._documents) > 10000 and not are_progress_bars_disabled()
+            documents = tqdm(self._documents.values(), total=len(self._documents), desc="analyzing", unit="doc",
+                             disable=not progress)
+            self._terms = {d.id: self.analyzer.analyze(self._text(d)) for d in documents}
 
     def _ensure_engine(self) -> None:
         if self._engine is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,23 +22,16 @@ import faiss
 import numpy as np
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.document_stores.types import FilterPolicy
-from haystack.utils.filters import document_matches_filter
 
 from rerank_pipeline.components._document_store import InMemoryIndexedStore, validate_filters
 from rerank_pipeline.components._store_retriever import StoreRetriever
-from rerank_pipeline.components.index_folder import (
-    DOCUMENTS_FILE,
-    IndexFolderError,
-    read_documents_jsonl,
-    read_settings,
-    require_index,
-    write_documents_jsonl,
-    write_settings,
-)
+from rerank_pipeline.components.document_table import open_documents, write_snapshot
+from rerank_pipeline.components.index_folder import IndexFolderError, read_settings, require_index, write_settings
 
 logger = logging.getLogger(__name__)
 
 BACKEND_NAME = "faiss"
+VECTOR_ROWS_FILE = "vector_rows.npy"  # for each row of embeddings.npy, the row of its document in the snapshot
 INDEX_TYPES = ("flat", "hnsw", "ivf")  # names kept from format 1; any faiss.index_factory string is accepted too
 TRAIN_SAMPLE_MIN = 100_000  # training-based types train on at most max(this, 50 per IVF cell) sampled vectors
 _PROBE_DIM = 3840  # divisible by the usual PQ/OPQ sizes: used to check a factory string's syntax before any vector
@@ -241,6 +235,7 @@ class FAISSDocumentStore(InMemoryIndexedStore):
         self.embedding_model = embedding_model
         self._init_document_store()
         self._rows: dict[str, int] = {}
+        self._row_ids: list[str] | None = None  # the ids of the vector rows, in order (computed lazily)
         self._vectors: np.ndarray = np.zeros((0, 0), dtype=np.float32)  # float32; a read-only memmap once opened
         self._index: faiss.Index | None = None
         self._indexed_rows = 0
@@ -308,6 +303,7 @@ class FAISSDocumentStore(InMemoryIndexedStore):
                 self._drop_index()  # a replaced vector needs a rebuild
             else:
                 self._rows[doc.id] = len(self._rows)
+                self._row_ids = None
                 fresh.append(vector)
         if fresh:
             stacked = np.vstack(fresh)
@@ -319,7 +315,7 @@ class FAISSDocumentStore(InMemoryIndexedStore):
         self._remove_rows([doc_id for doc_id in document_ids if doc_id in self._rows])
 
     def _index_cleared(self) -> None:
-        self._rows, self._vectors = {}, np.zeros((0, 0), dtype=np.float32)
+        self._rows, self._row_ids, self._vectors = {}, None, np.zeros((0, 0), dtype=np.float32)
         self._drop_index()
 
     def _drop_index(self) -> None:
@@ -331,7 +327,7 @@ class FAISSDocumentStore(InMemoryIndexedStore):
         drop = {self._rows[doc_id] for doc_id in document_ids}
         keep = [doc_id for doc_id, row in self._rows.items() if row not in drop]
         self._vectors = self._vectors[[self._rows[doc_id] for doc_id in keep]]
-        self._rows = {doc_id: row for row, doc_id in enumerate(keep)}
+        self._rows, self._row_ids = {doc_id: row for row, doc_id in enumerate(keep)}, keep
         if not keep:
             self._vectors = np.zeros((0, 0), dtype=np.float32)
         self._drop_index()
@@ -356,12 +352,12 @@ class FAISSDocumentStore(InMemoryIndexedStore):
                 raise ValueError(
                     f"query dimension {queries.shape[1]} does not match the store's {self._vectors.shape[1]}"
                 )
-            ids = list(self._rows)
+            if self._row_ids is None:
+                self._row_ids = list(self._rows)
+            ids = self._row_ids
             if filters:  # exact search over the matching documents only
-                rows = np.array(
-                    [row for row, d in enumerate(ids) if document_matches_filter(filters, self._documents[d])],
-                    dtype=np.int64,
-                )
+                matching = (document.id for document in self._documents.matching(filters))
+                rows = np.array(sorted(self._rows[d] for d in matching if d in self._rows), dtype=np.int64)
                 if rows.size == 0:
                     return [[] for _ in range(len(queries))]
                 scores = queries @ normalize_rows(self._vectors[rows]).T
@@ -404,10 +400,10 @@ class FAISSDocumentStore(InMemoryIndexedStore):
             return [
                 [
                     replace(
-                        self._stored_document(self._documents[d]) if return_embedding else self._documents[d],
+                        self._stored_document(document) if return_embedding else document,
                         score=(score + 1) / 2 if scale_score else score,
                     )
-                    for d, score in query_hits
+                    for document, (_, score) in zip(self._documents.get_many([d for d, _ in query_hits]), query_hits)
                 ]
                 for query_hits in hits
             ]
@@ -428,7 +424,7 @@ class FAISSDocumentStore(InMemoryIndexedStore):
     def get_documents(self, document_ids: list[str]) -> list[Document]:
         """Stored documents by id, in the order asked (unknown ids raise ``KeyError``)."""
         with self._lock:
-            return [self._documents[doc_id] for doc_id in document_ids]
+            return self._documents.get_many(list(document_ids))
 
     @property
     def factory(self) -> str:
@@ -477,7 +473,7 @@ class FAISSDocumentStore(InMemoryIndexedStore):
     def write_to(self, folder: Path) -> None:
         """Write the index files into an existing, empty ``folder`` (not atomic; see :meth:`save`).
 
-        ``documents.jsonl`` lists the embedded documents in the row order of ``embeddings.npy`` (the vectors as
+        The documents (see :func:`write_snapshot`) are the embedded documents in the row order of ``embeddings.npy`` (the vectors as
         written, float32), then the documents without an embedding. ``faiss.index`` holds the index of any type but
         ``Flat`` (rebuilt from ``embeddings.npy`` in no time); an unchanged memory-mapped index is copied byte for
         byte (FAISS would write a mapped IVF index as a reference to its old file).
@@ -485,8 +481,17 @@ class FAISSDocumentStore(InMemoryIndexedStore):
         with self._lock:
             index = self._ensure_index() if self._rows else None
             write_settings(folder, self.settings())
-            unembedded = (doc for doc_id, doc in self._documents.items() if doc_id not in self._rows)
-            write_documents_jsonl(folder / DOCUMENTS_FILE, [*(self._documents[i] for i in self._rows), *unembedded])
+            positions = np.zeros(len(self._rows), dtype=np.int64)  # the document row of each vector row
+
+            def documents() -> Iterator[Document]:
+                for position, document in enumerate(self._documents.values()):
+                    row = self._rows.get(document.id)
+                    if row is not None:
+                        positions[row] = position
+                    yield document
+
+            write_snapshot(folder, documents())
+            np.save(folder / VECTOR_ROWS_FILE, positions)
             np.save(folder / "embeddings.npy", np.asarray(self._vectors, dtype=np.float32))
             if index is not None:
                 if self._built_factory != "Flat":
@@ -522,18 +527,32 @@ class FAISSDocumentStore(InMemoryIndexedStore):
         self.index_type = settings["index_type"]
         self.ann_settings = {key: settings[key] for key in self.ann_settings}
         self.embedding_model = self.embedding_model or settings.get("embedding_model")
-        documents = read_documents_jsonl(folder / DOCUMENTS_FILE)
-        embedded = settings.get("embedded_documents", len(documents))  # older folders: every document has a vector
-        self._documents = {doc.id: doc for doc in documents}
-        self._rows = {doc.id: row for row, doc in enumerate(documents[:embedded])}
+        self._documents = open_documents(folder)
+        count = len(self._documents)
+        embedded = settings.get("embedded_documents", count)  # older folders: every document has a vector
+        if not isinstance(embedded, int) or not 0 <= embedded <= count:
+            raise IndexFolderError(f"{folder / 'index.json'}: embedded_documents {embedded!r} of {count} documents")
+        snapshot = self._documents.snapshot
+        if (folder / VECTOR_ROWS_FILE).is_file():
+            positions = np.load(folder / VECTOR_ROWS_FILE, allow_pickle=False)
+            if positions.shape != (embedded,) or positions.dtype != np.int64 or (
+                positions.size and not 0 <= positions.min() <= positions.max() < count
+            ):
+                raise IndexFolderError(f"{folder / VECTOR_ROWS_FILE}: not {embedded} document rows of {count}")
+            self._row_ids = snapshot.ids(positions)
+        else:  # older folders: the embedded documents first, in vector order
+            self._row_ids = snapshot.ids(range(embedded)) if snapshot else list(self._documents.written)[:embedded]
+        if len(set(self._row_ids)) != len(self._row_ids):
+            raise IndexFolderError(f"{folder / VECTOR_ROWS_FILE}: a document row listed twice")
+        self._rows = {doc_id: row for row, doc_id in enumerate(self._row_ids)}
         vectors = np.load(folder / "embeddings.npy", mmap_mode="r", allow_pickle=False)
         if vectors.dtype != np.float32:  # older folders hold float64: read into memory as float32
             vectors = np.asarray(vectors, dtype=np.float32)
         self._vectors = vectors if vectors.size else np.zeros((0, 0), dtype=np.float32)
-        if len(self._documents) != len(documents) or self._vectors.shape[0] != len(self._rows):
+        if self._vectors.shape[0] != len(self._rows):
             raise IndexFolderError(
-                f"{folder / DOCUMENTS_FILE}: {len(documents)} lines ({len(self._documents)} ids, {len(self._rows)} "
-                f"embedded) do not match the {self._vectors.shape[0]} vectors of {folder / 'embeddings.npy'}"
+                f"{folder}: {count} documents ({len(self._rows)} embedded) do not match the "
+                f"{self._vectors.shape[0]} vectors of {folder / 'embeddings.npy'}"
             )
         if (folder / "faiss.index").is_file():
             self._built_factory = settings.get("faiss_factory") or self.factory

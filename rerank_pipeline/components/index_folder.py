@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -57,6 +58,8 @@ STAGING_MARKER = ".rerank-pipeline-staging.json"  # in each .NAME.tmp-*/.NAME.ol
 LOCK_TIMEOUT_S = float(os.environ.get("RERANK_PIPELINE_LOCK_TIMEOUT", "60"))
 JOURNAL_OPS = ("write", "delete", "clear")
 OPEN_ATTEMPTS = 5  # a reader retries when a writer swapped the folder in while it read
+VERIFY_AT_OPEN_BYTES = 32 << 20  # larger data files are checked by size at open, by sha256 in the background
+DIFFERS = f"content differs from {SETTINGS_FILE}'s sha256 (damaged, or changed by another program)"
 LOAD_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError, EOFError, OSError)  # what bad data raises
 
 T = TypeVar("T")
@@ -134,10 +137,44 @@ def write_manifest(folder: str | Path) -> str:
     return generation
 
 
-def verify_manifest(folder: str | Path, settings: dict[str, Any]) -> None:
+class BackgroundCheck:
+    """The sha256 check of a generation's large files, run in a daemon thread after open; :meth:`check` raises
+    :class:`IndexFolderError` naming a file found to differ (from then on, at every call)."""
+
+    def __init__(self, files: list[tuple[Any, str, Path]]) -> None:
+        self.message: str | None = None
+        self.done = threading.Event()
+        threading.Thread(target=self._run, args=(files,), daemon=True, name="index-folder-sha256").start()
+
+    def _run(self, files: list[tuple[Any, str, Path]]) -> None:
+        try:
+            for handle, expected, path in files:
+                digest = hashlib.sha256()
+                with handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):  # noqa: B023 - used at once
+                        digest.update(block)
+                    if digest.hexdigest() != expected:
+                        self.message = f"{path}: {DIFFERS}"
+                        logger.error("%s", self.message)
+                        return
+        finally:
+            for handle, _, _ in files:
+                handle.close()
+            self.done.set()
+
+    def check(self) -> None:
+        """Raise when the check found a damaged file."""
+        if self.message is not None:
+            raise IndexFolderError(self.message)
+
+
+def verify_manifest(folder: str | Path, settings: dict[str, Any],
+                    deferred: list[tuple[Any, str, Path]] | None = None) -> None:
     """Raise :class:`IndexFolderError` naming the first file that is missing or differs from the manifest.
 
-    A folder written before manifests existed (no ``files`` key) is not checked.
+    Sizes are always checked; sha256 too, except for files over :data:`VERIFY_AT_OPEN_BYTES` when ``deferred`` is
+    given: their open handles are appended to it for a :class:`BackgroundCheck`. A folder written before manifests
+    existed (no ``files`` key) is not checked.
     """
     files = settings.get("files")
     if files is None:
@@ -157,34 +194,43 @@ def verify_manifest(folder: str | Path, settings: dict[str, Any]) -> None:
                 f"{path}: {size} bytes, {SETTINGS_FILE} says {expected.get('size')} (damaged, or changed by another "
                 "program)"
             )
-        if file_sha256(path) != expected.get("sha256"):
-            raise IndexFolderError(
-                f"{path}: content differs from {SETTINGS_FILE}'s sha256 (damaged, or changed by another program)"
-            )
+        if deferred is not None and size > VERIFY_AT_OPEN_BYTES:
+            deferred.append((open(path, "rb"), expected.get("sha256"), path))  # noqa: SIM115 - closed by the check
+        elif file_sha256(path) != expected.get("sha256"):
+            raise IndexFolderError(f"{path}: {DIFFERS}")
 
 
-def open_generation(index_dir: str | Path, load: Callable[[dict[str, Any]], T]) -> T:
+def open_generation(
+    index_dir: str | Path, load: Callable[[dict[str, Any]], T]
+) -> tuple[T, BackgroundCheck | None]:
     """Verify the folder's files, then ``load(settings)``; retried when a writer swapped a new generation in.
 
-    Errors of a generation that stayed in place are re-raised; the errors bad data causes in ``load`` (a missing
-    key, a bad index, a truncated array: :data:`LOAD_ERRORS`) as an :class:`IndexFolderError` naming the folder.
+    Returns what ``load`` returned and the :class:`BackgroundCheck` of the large files (None when there are none):
+    opening costs the same at any size. Errors of a generation that stayed in place are re-raised; the errors bad
+    data causes in ``load`` (a missing key, a bad index, a truncated array: :data:`LOAD_ERRORS`) as an
+    :class:`IndexFolderError` naming the folder.
     """
     folder = Path(index_dir)
     for _ in range(OPEN_ATTEMPTS):
         settings = read_settings(folder)
         if settings is None:
             raise FileNotFoundError(f"index folder {folder} has no {SETTINGS_FILE}")
+        deferred: list[tuple[Any, str, Path]] = []
         try:
-            verify_manifest(folder, settings)
+            verify_manifest(folder, settings, deferred)
             result = load(settings)
         except Exception as error:  # noqa: BLE001 - judged below: a swapped folder is retried, else named
+            for handle, _, _ in deferred:
+                handle.close()
             if _generation(folder) != settings.get("generation"):
                 continue
             if isinstance(error, IndexFolderError) or not isinstance(error, LOAD_ERRORS):
                 raise  # named already, or a bug rather than bad data: keep its traceback
             raise IndexFolderError(f"{folder}: cannot load the index ({type(error).__name__}: {error})") from error
         if _generation(folder) == settings.get("generation"):
-            return result
+            return result, BackgroundCheck(deferred) if deferred else None
+        for handle, _, _ in deferred:
+            handle.close()
     raise IndexFolderError(f"{folder}: replaced {OPEN_ATTEMPTS} times while it was being opened; try again")
 
 

@@ -1,0 +1,450 @@
+"""Stored documents on disk: a memory-mapped snapshot, under the changes made since.
+
+A store's snapshot (written at every save by :func:`write_snapshot`) is three Arrow IPC files, memory-mapped when
+opened, so opening costs the same at any size and a read touches only the rows it needs:
+
+- ``documents.arrow``: one row per document: ``id``, ``content``, ``meta`` (JSON) and ``extra`` (JSON of the other
+  fields: blob, embedding, sparse embedding; null when there are none).
+- ``documents.meta.arrow``: one column per top-level meta key, for filters: typed (int64, float64, bool, string)
+  when every value of the key has that type, else each value's JSON.
+- ``documents.ids.arrow``: the ids sorted, with their rows, so a lookup by id is a binary search.
+
+Filters (:meth:`Snapshot.mask`) are Haystack's, evaluated column by column: a comparison's verdict depends only on
+the document's value of its field, so it is decided once per distinct value with Haystack's own
+``document_matches_filter`` (a number column against a number is compared by Arrow directly), and turned into a row
+mask by Arrow's ``is_in``; ``AND``, ``OR`` and ``NOT`` combine the masks. The result equals Haystack's on every
+document (the store suite checks it), at the cost of a pass over one column in C, not a Document a row.
+
+:class:`DocumentTable` is what a store holds: the snapshot, the rows deleted or replaced since, and the documents
+written since (kept in memory until the next save).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import fields
+from functools import reduce
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from haystack import Document
+from haystack.errors import FilterError
+from haystack.utils.filters import COMPARISON_OPERATORS, LOGICAL_OPERATORS, document_matches_filter
+
+from rerank_pipeline.components.index_folder import (
+    DOCUMENTS_FILE,
+    BackgroundCheck,
+    IndexFolderError,
+    document_from_row,
+    document_row,
+    read_documents_jsonl,
+)
+
+DOCUMENTS_ARROW = "documents.arrow"
+META_ARROW = "documents.meta.arrow"
+IDS_ARROW = "documents.ids.arrow"
+SNAPSHOT_FILES = (DOCUMENTS_ARROW, META_ARROW, IDS_ARROW)
+BATCH_ROWS = 10_000  # rows per Arrow record batch (and per batch a reader decodes)
+DOCUMENT_SCHEMA = pa.schema(
+    [("id", pa.string()), ("content", pa.string()), ("meta", pa.string()), ("extra", pa.string())]
+)
+IDS_SCHEMA = pa.schema([("id", pa.large_string()), ("row", pa.int64())])
+_TYPES = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(), "str": pa.string(), "json": pa.string()}
+_NUMBER_OPERATORS = {"==": pc.equal, "!=": pc.not_equal, ">": pc.greater, ">=": pc.greater_equal,
+                     "<": pc.less, "<=": pc.less_equal}
+_DOCUMENT_FIELDS = frozenset(f.name for f in fields(Document))
+
+
+def _kind(value: Any) -> str | None:
+    """The meta column type a value fits: None (missing), bool, int, float, str, or json (anything else)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int" if -(2**63) <= value < 2**63 else "json"
+    if isinstance(value, float):
+        return "float"
+    return "str" if isinstance(value, str) else "json"
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+class _MetaColumns:
+    """Collects one typed column per meta key, batch by batch (compact Arrow arrays, not Python objects)."""
+
+    def __init__(self) -> None:
+        self.lengths: list[int] = []
+        self.chunks: dict[str, dict[int, tuple[str, pa.Array]]] = {}  # key -> batch index -> (kind, array)
+
+    def add(self, metas: list[dict[str, Any]]) -> None:
+        index = len(self.lengths)
+        self.lengths.append(len(metas))
+        for key in dict.fromkeys(key for meta in metas for key in meta):
+            values = [meta.get(key) for meta in metas]
+            kinds = {_kind(value) for value in values} - {None}
+            kind = kinds.pop() if len(kinds) == 1 else "json"
+            array = pa.array([_json(v) for v in values] if kind == "json" else values, type=_TYPES[kind])
+            self.chunks.setdefault(str(key), {})[index] = (kind, array)
+
+    def table(self) -> pa.Table:
+        columns, names = [], []
+        for key, chunks in self.chunks.items():
+            kinds = {kind for kind, array in chunks.values() if array.null_count < len(array)}
+            kind = kinds.pop() if len(kinds) == 1 else ("json" if kinds else "str")
+            arrays = []
+            for index, length in enumerate(self.lengths):
+                chunk_kind, array = chunks.get(index, (kind, pa.nulls(length, _TYPES[kind])))
+                if chunk_kind != kind:
+                    array = pa.array([_json(v) for v in array.to_pylist()], type=pa.string())
+                arrays.append(array.cast(_TYPES[kind]))
+            columns.append(pa.chunked_array(arrays, type=_TYPES[kind]))
+            names.append(pa.field(key, _TYPES[kind], metadata={"kind": kind}))
+        return pa.Table.from_arrays(columns, schema=pa.schema(names))
+
+
+def write_snapshot(folder: str | Path, documents: Iterable[Document]) -> int:
+    """Write ``documents`` (unique ids) as the snapshot files in ``folder``, streaming; returns how many.
+
+    Raises ``ValueError`` naming an id that occurs twice.
+    """
+    folder = Path(folder)
+    meta_columns = _MetaColumns()
+    id_chunks: list[pa.Array] = []
+    batch: list[Document] = []
+    with pa.OSFile(str(folder / DOCUMENTS_ARROW), "wb") as sink, pa.ipc.new_file(sink, DOCUMENT_SCHEMA) as writer:
+
+        def flush() -> None:
+            rows = [document_row(document, binary_embedding=True) for document in batch]
+            extras = [{k: v for k, v in row.items() if k not in ("id", "content", "meta") and v is not None}
+                      for row in rows]
+            arrays = [
+                pa.array([row["id"] for row in rows], pa.string()),
+                pa.array([row.get("content") for row in rows], pa.string()),
+                pa.array([json.dumps(row.get("meta") or {}, ensure_ascii=False) for row in rows], pa.string()),
+                pa.array([json.dumps(extra, ensure_ascii=False) if extra else None for extra in extras], pa.string()),
+            ]
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=DOCUMENT_SCHEMA))
+            id_chunks.append(arrays[0])
+            meta_columns.add([row.get("meta") or {} for row in rows])
+            batch.clear()
+
+        for document in documents:
+            batch.append(document)
+            if len(batch) == BATCH_ROWS:
+                flush()
+        if batch or not id_chunks:
+            flush()
+    ids = pa.chunked_array(id_chunks, type=pa.string()).cast(pa.large_string())
+    order = pc.sort_indices(ids)
+    sorted_ids = ids.take(order).combine_chunks()
+    if len(sorted_ids) > 1:
+        same = pc.equal(sorted_ids.slice(1), sorted_ids.slice(0, len(sorted_ids) - 1))
+        if pc.any(same).as_py():
+            position = int(np.flatnonzero(same.to_numpy(zero_copy_only=False))[0])
+            raise ValueError(f"the id {sorted_ids[position].as_py()!r} occurs twice")
+    _write_table(folder / IDS_ARROW, pa.Table.from_arrays([sorted_ids, order.cast(pa.int64())], schema=IDS_SCHEMA))
+    _write_table(folder / META_ARROW, meta_columns.table())
+    return len(ids)
+
+
+def _write_table(path: Path, table: pa.Table) -> None:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=1 << 30)
+
+
+def _read_table(path: Path) -> pa.Table:
+    """An Arrow IPC file, memory-mapped (zero-copy); a file that is not one raises :class:`IndexFolderError`."""
+    try:
+        return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise IndexFolderError(f"{path}: not a readable Arrow file ({error})") from None
+
+
+def open_documents(folder: str | Path) -> "DocumentTable":
+    """The documents of the index in ``folder``: its snapshot, memory-mapped.
+
+    A folder written before snapshots (``documents.jsonl``) is read whole into memory.
+    """
+    folder = Path(folder)
+    if (folder / DOCUMENTS_ARROW).is_file() or not (folder / DOCUMENTS_FILE).is_file():
+        return DocumentTable(Snapshot(folder))
+    table = DocumentTable()
+    documents = read_documents_jsonl(folder / DOCUMENTS_FILE)
+    for document in documents:
+        table[document.id] = document
+    if len(table) != len(documents):
+        raise IndexFolderError(f"{folder / DOCUMENTS_FILE}: the same id on several lines")
+    return table
+
+
+class Snapshot:
+    """The documents of one saved generation, memory-mapped: rows fetched by number or id, filters as row masks."""
+
+    def __init__(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        self._documents = _read_table(folder / DOCUMENTS_ARROW)
+        self._meta = _read_table(folder / META_ARROW)
+        ids = _read_table(folder / IDS_ARROW)
+        if not self._documents.schema.equals(DOCUMENT_SCHEMA):
+            raise IndexFolderError(f"{folder / DOCUMENTS_ARROW}: unexpected columns {self._documents.schema.names}")
+        if not ids.schema.equals(IDS_SCHEMA) or ids.num_rows != self._documents.num_rows:
+            raise IndexFolderError(f"{folder / IDS_ARROW}: not the id index of {folder / DOCUMENTS_ARROW}")
+        if self._meta.num_columns and self._meta.num_rows != self._documents.num_rows:
+            raise IndexFolderError(f"{folder / META_ARROW}: {self._meta.num_rows} rows, "
+                                   f"{folder / DOCUMENTS_ARROW} has {self._documents.num_rows}")
+        self._sorted_ids = ids.column("id").combine_chunks()  # one chunk as written: no copy
+        self._sorted_rows = ids.column("row").combine_chunks()
+        self._uniques: dict[str, list[Any]] = {}  # meta key -> its distinct values (for filters), once computed
+        self.background_check: BackgroundCheck | None = None  # the sha256 check of the files, when still to come
+
+    def _check(self) -> None:
+        if self.background_check is not None:
+            self.background_check.check()
+
+    def __len__(self) -> int:
+        return self._documents.num_rows
+
+    def row_of(self, doc_id: str) -> int | None:
+        """The row holding ``doc_id``, or None."""
+        self._check()
+        position = bisect.bisect_left(_Keys(self._sorted_ids), doc_id)
+        if position < len(self._sorted_ids) and self._sorted_ids[position].as_py() == doc_id:
+            row = self._sorted_rows[position].as_py()
+            if not 0 <= row < len(self):
+                raise IndexFolderError(f"{IDS_ARROW}: row {row} out of range")
+            return row
+        return None
+
+    def ids(self, rows: Iterable[int] | np.ndarray) -> list[str]:
+        """The ids of ``rows``."""
+        self._check()
+        return self._documents.column("id").take(pa.array(np.asarray(rows, dtype=np.int64))).to_pylist()
+
+    def documents(self, rows: Iterable[int] | np.ndarray) -> list[Document]:
+        """The documents of ``rows``, in that order."""
+        self._check()
+        return _decode(self._documents.take(pa.array(np.asarray(rows, dtype=np.int64))))
+
+    def batches(self) -> Iterator[tuple[int, list[Document]]]:
+        """Every document in row order, a record batch at a time: ``(first row, documents)``."""
+        self._check()
+        start = 0
+        for batch in self._documents.to_batches():
+            yield start, _decode(batch)
+            start += batch.num_rows
+
+    # --- filters ----------------------------------------------------------------------------
+
+    def mask(self, filters: dict[str, Any]) -> np.ndarray:
+        """A boolean row mask: which documents match Haystack ``filters`` (as ``document_matches_filter`` says)."""
+        self._check()
+        return self._condition(filters)
+
+    def _condition(self, condition: dict[str, Any]) -> np.ndarray:
+        if "field" in condition:
+            return self._comparison(condition)
+        for key in ("operator", "conditions"):
+            if key not in condition:
+                raise FilterError(f"'{key}' key missing in {condition}")
+        operator = condition["operator"]
+        if operator not in LOGICAL_OPERATORS:
+            raise FilterError(f"Unknown logical operator '{operator}'. Valid operators are: {sorted(LOGICAL_OPERATORS)}")
+        masks = [self._condition(part) for part in condition["conditions"]]
+        if operator == "OR":
+            return reduce(np.logical_or, masks, np.zeros(len(self), dtype=bool))
+        matched = reduce(np.logical_and, masks, np.ones(len(self), dtype=bool))
+        return ~matched if operator == "NOT" else matched
+
+    def _comparison(self, condition: dict[str, Any]) -> np.ndarray:
+        for key in ("operator", "value"):
+            if key not in condition:
+                raise FilterError(f"'{key}' key missing in {condition}")
+        if condition["operator"] not in COMPARISON_OPERATORS:
+            raise FilterError(f"Unknown comparison operator '{condition['operator']}'. Valid operators are: "
+                              f"{sorted(COMPARISON_OPERATORS)}")
+        field = condition["field"]
+        parts = field.split(".")
+        if parts[0] == "meta" and len(parts) > 1:
+            key, probe = parts[1], lambda value: Document(meta={parts[1]: value})
+        elif "." in field or field in ("score", "blob", "sparse_embedding"):
+            key, probe = None, None  # the same value (None) for every stored document
+        elif field in ("id", "content"):
+            return self._column_mask(self._documents.column(field), "str", condition,
+                                     lambda value: Document(**{field: value}), cache_key=None)
+        elif field in _DOCUMENT_FIELDS:  # "meta" as a whole, "embedding": decided document by document
+            return np.fromiter((document_matches_filter(condition, document) for _, batch in self.batches()
+                                for document in batch), dtype=bool, count=len(self))
+        else:
+            key, probe = field, lambda value: Document(meta={field: value})  # a legacy filter: a meta key
+        if key is None or key not in self._meta.column_names:
+            verdict = document_matches_filter(condition, probe(None) if probe else Document(content=""))
+            return np.full(len(self), verdict, dtype=bool)
+        column = self._meta.column(key)
+        kind = (self._meta.schema.field(key).metadata or {}).get(b"kind", b"str").decode()
+        return self._column_mask(column, kind, condition, probe, cache_key=key)
+
+    def _column_mask(self, column: pa.ChunkedArray, kind: str, condition: dict[str, Any], probe,
+                     cache_key: str | None) -> np.ndarray:
+        """Rows whose value in ``column`` satisfies ``condition``, each distinct value judged once by Haystack."""
+        none_matches = bool(column.null_count) and document_matches_filter(condition, probe(None))
+        value = condition["value"]
+        if (kind in ("int", "float") and condition["operator"] in _NUMBER_OPERATORS and _exact_number(value, kind)):
+            matched = _NUMBER_OPERATORS[condition["operator"]](column, value)
+        else:
+            distinct = self._uniques.get(cache_key) if cache_key else None
+            if distinct is None:
+                distinct = pc.unique(column).drop_null().to_pylist()
+                if cache_key:
+                    self._uniques[cache_key] = distinct
+            decoded = [json.loads(v) for v in distinct] if kind == "json" else distinct
+            keep = [raw for raw, v in zip(distinct, decoded) if document_matches_filter(condition, probe(v))]
+            matched = pc.is_in(column, value_set=pa.array(keep, type=column.type))
+        mask = _bools(matched.fill_null(False))
+        if none_matches:
+            mask |= _bools(column.is_null())
+        return mask
+
+
+def _bools(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks else pa.array([], type=pa.bool_())
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _exact_number(value: Any, kind: str) -> bool:
+    """Whether Arrow compares ``value`` with a ``kind`` column exactly as Python would."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if kind == "int":
+        return isinstance(value, int) and -(2**63) <= value < 2**63
+    return isinstance(value, float) or abs(value) <= 2**53
+
+
+class _Keys:
+    """The sorted id column as a sequence of str for ``bisect``."""
+
+    def __init__(self, array: pa.Array) -> None:
+        self.array = array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, index: int) -> str:
+        return self.array[index].as_py()
+
+
+def _decode(table: pa.Table | pa.RecordBatch) -> list[Document]:
+    columns = [table.column(name).to_pylist() for name in DOCUMENT_SCHEMA.names]
+    documents = []
+    for doc_id, content, meta, extra in zip(*columns):
+        row = {"id": doc_id, "content": content, "meta": json.loads(meta)}
+        if extra:
+            row.update(json.loads(extra))
+        documents.append(document_from_row(row))
+    return documents
+
+
+class DocumentTable:
+    """A store's documents by id: a :class:`Snapshot` (or none), the rows removed from it since, and the documents
+    written since, in memory. Iteration: the snapshot's live rows in order, then the written documents."""
+
+    def __init__(self, snapshot: Snapshot | None = None) -> None:
+        self.snapshot = snapshot
+        self.hidden: set[int] = set()  # snapshot rows deleted or replaced
+        self.written: dict[str, Document] = {}
+
+    def __len__(self) -> int:
+        return (len(self.snapshot) - len(self.hidden) if self.snapshot else 0) + len(self.written)
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __contains__(self, doc_id: object) -> bool:
+        return isinstance(doc_id, str) and (doc_id in self.written or self.row(doc_id) is not None)
+
+    def row(self, doc_id: str) -> int | None:
+        """The live snapshot row of ``doc_id`` (None when it is not in the snapshot, or was removed since)."""
+        if self.snapshot is None:
+            return None
+        row = self.snapshot.row_of(doc_id)
+        return None if row is None or row in self.hidden else row
+
+    def __getitem__(self, doc_id: str) -> Document:
+        document = self.get(doc_id)
+        if document is None:
+            raise KeyError(doc_id)
+        return document
+
+    def get(self, doc_id: str) -> Document | None:
+        """The document stored under ``doc_id``, or None."""
+        if doc_id in self.written:
+            return self.written[doc_id]
+        row = self.row(doc_id)
+        return None if row is None else self.snapshot.documents([row])[0]
+
+    def get_many(self, doc_ids: list[str]) -> list[Document]:
+        """Documents by id, in the order asked (``KeyError`` for an unknown one); snapshot rows read in one go."""
+        rows = {doc_id: self.row(doc_id) for doc_id in doc_ids if doc_id not in self.written}
+        missing = [doc_id for doc_id, row in rows.items() if row is None]
+        if missing:
+            raise KeyError(missing[0])
+        read = dict(zip(rows, self.snapshot.documents(list(rows.values())))) if rows else {}
+        return [self.written[doc_id] if doc_id in self.written else read[doc_id] for doc_id in doc_ids]
+
+    def __setitem__(self, doc_id: str, document: Document) -> None:
+        row = self.row(doc_id)
+        if row is not None:
+            self.hidden.add(row)
+        self.written[doc_id] = document
+
+    def pop(self, doc_id: str, default: Any = None) -> Any:
+        """Remove ``doc_id``; returns whether it was stored (``default`` when not)."""
+        if self.written.pop(doc_id, None) is not None:
+            return True
+        row = self.row(doc_id)
+        if row is None:
+            return default
+        self.hidden.add(row)
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        for document in self.values():
+            yield document.id
+
+    def values(self) -> Iterator[Document]:
+        """Every document: the snapshot's live rows in order, then those written since."""
+        if self.snapshot is not None:
+            for start, batch in self.snapshot.batches():
+                for offset, document in enumerate(batch):
+                    if start + offset not in self.hidden:
+                        yield document
+        yield from list(self.written.values())
+
+    def matching(self, filters: dict[str, Any] | None) -> Iterator[Document]:
+        """The documents matching Haystack ``filters`` (all without), in iteration order."""
+        if not filters:
+            yield from self.values()
+            return
+        if self.snapshot is not None and len(self.snapshot):
+            rows = np.flatnonzero(self.snapshot_mask(filters))
+            for start in range(0, len(rows), BATCH_ROWS):
+                yield from self.snapshot.documents(rows[start : start + BATCH_ROWS])
+        yield from [doc for doc in list(self.written.values()) if document_matches_filter(filters, doc)]
+
+    def snapshot_mask(self, filters: dict[str, Any] | None) -> np.ndarray | None:
+        """Over the snapshot's rows: live and matching ``filters`` (None when all are: no filter, none removed)."""
+        if self.snapshot is None:
+            return None
+        mask = self.snapshot.mask(filters) if filters else None
+        if self.hidden:
+            mask = np.ones(len(self.snapshot), dtype=bool) if mask is None else mask
+            mask[np.fromiter(self.hidden, dtype=np.int64, count=len(self.hidden))] = False
+        return mask
