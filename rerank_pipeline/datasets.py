@@ -114,10 +114,14 @@ class ReadReport:
 
     def keep_unique(self, rows: Iterable[tuple[int, str, T]]) -> dict[str, T]:
         """``{id: value}`` from ``(line number, id, value)`` rows, applying ``on_duplicate`` to repeated ids."""
-        kept: dict[str, T] = {}
+        return dict(self.unique_stream(rows))
+
+    def unique_stream(self, rows: Iterable[tuple[int, str, T]]) -> Iterator[tuple[str, T]]:
+        """``(id, value)`` from ``(line number, id, value)`` rows as they come, applying ``on_duplicate``: a repeated
+        id raises (``error``), is dropped (``first``) or comes again, to replace the earlier one (``last``)."""
         first_line: dict[str, int] = {}
         for line_number, key, value in rows:
-            if key in kept:
+            if key in first_line:
                 if self.on_duplicate == "error":
                     raise DatasetError(
                         f"{self.path}:{line_number}: id {key!r} already appeared on line {first_line[key]} "
@@ -126,9 +130,9 @@ class ReadReport:
                 self.duplicates.append(key)
                 if self.on_duplicate == "first":
                     continue
-            first_line.setdefault(key, line_number)
-            kept[key] = value
-        return kept
+            else:
+                first_line[key] = line_number
+            yield key, value
 
     def summary(self) -> str | None:
         """One line such as ``corpus.jsonl: 3 lines, 2 unique ids; 1 duplicate id, last kept: 'd1'``, or None."""

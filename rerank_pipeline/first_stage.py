@@ -15,6 +15,7 @@ the default), ``dense`` (sentence-transformers + FAISS), ``hybrid`` (both, joine
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -165,12 +166,24 @@ class FirstStage:
             raise AttributeError(f"a {self.name} first stage has {len(self.sides)} stores: use sides[i].store")
         return self.sides[0].store
 
-    def index(self, documents: list[Document]) -> None:
-        """Add documents (an id already indexed is replaced); save the folder to ``index_dir`` when set."""
+    def index(self, documents: Iterable[Document], total: int | None = None) -> int:
+        """Add documents (an id already indexed is replaced); save the folder to ``index_dir`` when set.
+
+        An embedded BM25 first stage that is still empty streams ``documents`` into the new folder
+        (:meth:`EmbeddedBM25DocumentStore.stream_to`): memory never holds them. ``total`` (the expected count) gives
+        progress an ETA. Returns how many documents were indexed.
+        """
+        if self.index_dir and self.name == "bm25" and not self.store.count_documents():
+            with atomic_directory(self.index_dir) as staging:
+                count = self.store.stream_to(staging, documents, total=total)
+            self.sides[0].reopen(str(self.index_dir))
+            return count
+        documents = list(documents)
         for side in self.sides:
             side.write(documents)
         if self.index_dir:
             self.save(self.index_dir)
+        return len({document.id for document in documents})
 
     def save(self, index_dir: str) -> None:
         """Write the whole index to ``index_dir``, replacing the folder atomically."""

@@ -8,6 +8,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,17 @@ BACKENDS = ("bm25", "faiss", "hybrid", "elasticsearch")
 def read_documents(
     path: Path, on_bad_line: str = "stop", on_duplicate: str = "last", encoding: str = "utf-8"
 ) -> tuple[list[Document], ReadReport]:
+    """:func:`stream_documents` read whole: one document an id (``last``: the last line's, at the first's place)."""
+    documents, report = stream_documents(path, on_bad_line, on_duplicate, encoding)
+    unique = list({document.id: document for document in documents}.values())
+    if not unique:
+        raise ValueError(f"no documents in {path} (the corpus is empty)")
+    return unique, report
+
+
+def stream_documents(
+    path: Path, on_bad_line: str = "stop", on_duplicate: str = "last", encoding: str = "utf-8"
+) -> tuple[Iterator[Document], ReadReport]:
     """Documents from a JSONL file: ``_id``/``id``, ``text``/``content``, optional ``title``; other keys go to meta.
 
     A ``meta`` object's keys become the document's meta (``{"meta": {"year": 1999}}`` gives ``meta["year"]``,
@@ -34,8 +46,9 @@ def read_documents(
     :func:`~rerank_pipeline.datasets.line_meta` for a ``meta`` that is not an object or repeats a key.
     A malformed line (bad JSON, missing fields, bytes not in ``encoding``) raises ``ValueError`` naming file and
     line (``on_bad_line="stop"``) or is skipped (``"skip"``); a repeated id is resolved by ``on_duplicate``
-    (``last``, ``first`` or ``error``). Returns the documents and the :class:`~rerank_pipeline.datasets.ReadReport`
-    counting what was skipped or merged.
+    (``last``, ``first`` or ``error``). Returns the documents as they are read (``last``: a repeated id comes
+    again, to replace the earlier one) and the :class:`~rerank_pipeline.datasets.ReadReport` counting what was
+    skipped or merged.
     """
     from haystack import Document
     from rerank_pipeline.datasets import ReadReport, line_meta, read_jsonl_rows
@@ -59,10 +72,7 @@ def read_documents(
                 else:
                     yield line_number, str(doc_id), Document(id=str(doc_id), content=text, meta=meta)
 
-    documents = report.keep_unique(rows())
-    if not documents:
-        raise ValueError(f"no documents in {path} (the corpus is empty)")
-    return list(documents.values()), report
+    return (document for _, document in report.unique_stream(rows())), report
 
 
 def _corpus_path(args: argparse.Namespace) -> tuple[Path, str]:
@@ -105,9 +115,7 @@ def run_index(args: argparse.Namespace) -> int:
     options = _first_stage_options(args)
     corpus_path, name = _corpus_path(args)
     index_dir = check_index_dir(args.index_dir or Path("indexes") / name)  # before any work
-    documents, report = read_documents(corpus_path, args.on_bad_line, args.on_duplicate, args.encoding)
-    if report.summary():
-        print(report.summary(), file=sys.stderr)
+    documents, report = stream_documents(corpus_path, args.on_bad_line, args.on_duplicate, args.encoding)
     if args.rebuild or not (index_dir / "index.json").is_file():
         reopen_dir = None  # build from empty, in memory; the folder is written once, at the end
     else:
@@ -117,10 +125,28 @@ def run_index(args: argparse.Namespace) -> int:
         args.backend, index_dir=reopen_dir, embedding_model=args.embedding_model, **options
     )
     stage.index_dir = str(index_dir)  # index() saves there, swapping the folder in atomically
-    stage.index(documents)
+    count = stage.index(_not_empty(documents, corpus_path), total=count_lines(corpus_path))
+    if report.summary():
+        print(report.summary(), file=sys.stderr)
     elapsed = time.perf_counter() - started
-    print(f"indexed {len(documents)} documents from {corpus_path} into {index_dir} ({args.backend}, {elapsed:.1f} s)")
+    print(f"indexed {count} documents from {corpus_path} into {index_dir} ({args.backend}, {elapsed:.1f} s)")
     return 0
+
+
+def _not_empty(documents: Iterator[Document], path: Path) -> Iterator[Document]:
+    """``documents``, raising before the end when there were none (nothing is written then)."""
+    empty = True
+    for document in documents:
+        empty = False
+        yield document
+    if empty:
+        raise ValueError(f"no documents in {path} (the corpus is empty)")
+
+
+def count_lines(path: Path) -> int:
+    """Lines in a file (an upper bound of its documents, for a progress bar's ETA), read in blocks."""
+    with open(path, "rb") as handle:
+        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 24), b""))
 
 
 def _render_table(query: str, documents: list[Document], width: int) -> str:

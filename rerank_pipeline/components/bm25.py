@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+import tempfile
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import bm25s
 import numpy as np
@@ -29,7 +32,15 @@ from tqdm.auto import tqdm
 
 from rerank_pipeline.components._document_store import InMemoryIndexedStore, validate_filters
 from rerank_pipeline.components._store_retriever import StoreRetriever
-from rerank_pipeline.components.document_table import DocumentTable, Snapshot, open_documents, write_snapshot
+from rerank_pipeline.components.bm25_matrix import BM25MatrixBuilder
+from rerank_pipeline.components.document_table import (
+    BATCH_ROWS,
+    DocumentTable,
+    Snapshot,
+    SnapshotWriter,
+    open_documents,
+    write_snapshot,
+)
 from rerank_pipeline.components.index_folder import IndexFolderError, read_settings, require_index, write_settings
 
 logger = logging.getLogger(__name__)
@@ -40,6 +51,7 @@ DEFAULT_K1 = 0.9
 DEFAULT_B = 0.4
 DELTA_SHARE = 0.1  # the delta is folded into a new matrix once it holds more than this share of the documents
 DELTA_MIN = 1000  # ... and more than this many documents
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -451,25 +463,84 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
     def _text(self, document: Document) -> str:
         return document_text(document, self.meta_fields)
 
-    def _ensure_terms(self) -> None:
-        if self._terms is None:
-            progress = len(self._documents) > 10000 and not are_progress_bars_disabled()
-            documents = tqdm(self._documents.values(), total=len(self._documents), desc="analyzing", unit="doc",
-                             disable=not progress)
-            self._terms = {d.id: self.analyzer.analyze(self._text(d)) for d in documents}
+    def _term_batches(self, progress: bool) -> Iterator[tuple[list[str], list[list[str]]]]:
+        """Every document's id and terms, in table order, a batch at a time (analyzed now when not held)."""
+        if self._terms is not None:
+            ids = list(self._documents.written)  # a store without a folder holds everything in memory
+            for start in range(0, len(ids), BATCH_ROWS):
+                yield ids[start : start + BATCH_ROWS], [self._terms[i] for i in ids[start : start + BATCH_ROWS]]
+            return
+        documents = tqdm(self._documents.values(), total=len(self._documents), desc="analyzing", unit="doc",
+                         disable=not progress)
+        for batch in _batched(documents, BATCH_ROWS):
+            yield [d.id for d in batch], [self.analyzer.analyze(self._text(d)) for d in batch]
 
     def _ensure_engine(self) -> None:
         if self._engine is not None:
             return
-        self._ensure_terms()
-        ids = list(self._documents)
-        corpus_terms = [self._terms[doc_id] for doc_id in ids]
-        if not any(corpus_terms):
-            self._set_engine(None, [], None)
-            return
-        engine = bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
-        engine.index(corpus_terms, show_progress=False)
-        self._set_engine(engine, ids, float(np.mean([len(terms) for terms in corpus_terms])))
+        progress = len(self._documents) > 10000 and not are_progress_bars_disabled()
+        builder = BM25MatrixBuilder(self.k1, self.b)
+        ids: list[str] = []
+        for batch_ids, terms in self._term_batches(progress):
+            ids.extend(batch_ids)
+            builder.add(terms)
+        engine, avgdl = builder.build()
+        self._set_engine(engine, ids if engine is not None else [], avgdl)
+
+    def stream_to(self, folder: Path, documents: Iterable[Document], total: int | None = None) -> int:
+        """Write an index of ``documents`` into the empty ``folder``, streaming; returns how many were written.
+
+        Memory holds the terms of the documents as compact arrays (see :class:`BM25MatrixBuilder`) and their ids,
+        never the documents. A document whose id came earlier in the stream replaces it (a second pass then
+        rewrites the folder without the replaced ones). This store must be empty and is left unchanged; ``total``
+        (the expected count) gives the progress bar an ETA.
+        """
+        if self._documents:
+            raise ValueError("stream_to writes a new index: the store must be empty")
+        folder = Path(folder)
+        builder = BM25MatrixBuilder(self.k1, self.b)
+        writer = SnapshotWriter(folder, unique=False)
+        rows: dict[str, int] = {}
+        replaced: set[int] = set()
+        progress = tqdm(total=total, desc="indexing", unit="doc",
+                        disable=are_progress_bars_disabled() or (total or 0) <= 10000)
+        with progress:
+            for batch in _batched(documents, BATCH_ROWS):
+                for offset, document in enumerate(batch):
+                    earlier = rows.get(document.id)
+                    if earlier is not None:
+                        replaced.add(earlier)
+                    rows[document.id] = writer.count + offset
+                writer.add(batch)
+                builder.add([self.analyzer.analyze(self._text(d)) for d in batch])
+                progress.update(len(batch))
+        count = writer.close()
+        del rows
+        if replaced:  # rewrite without the replaced rows: a stream of unique ids, so no third pass
+            kept = DocumentTable(Snapshot(folder))
+            kept.hidden = replaced
+            with tempfile.TemporaryDirectory(dir=folder) as rewritten:
+                count = self.stream_to(Path(rewritten), kept.values(), total=len(kept))
+                del kept
+                for name in os.listdir(rewritten):
+                    os.replace(Path(rewritten) / name, folder / name)
+            return count
+        engine, avgdl = builder.build()
+        write_settings(folder, {**self.settings(), "documents": count, "average_length": avgdl})
+        if engine is not None:
+            engine.save(str(folder / "bm25s"), show_progress=False)
+        return count
+
+
+def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 @component

@@ -110,49 +110,74 @@ class _MetaColumns:
         return pa.Table.from_arrays(columns, schema=pa.schema(names))
 
 
+class SnapshotWriter:
+    """Writes the snapshot files into ``folder`` from documents given in batches, streaming (see the module doc).
+
+    ``unique``: raise ``ValueError`` naming an id given twice (the caller may know better: a stream where a later
+    document replaces an earlier one is rewritten by its writer).
+    """
+
+    def __init__(self, folder: str | Path, unique: bool = True) -> None:
+        self.folder = Path(folder)
+        self.unique = unique
+        self.count = 0
+        self._meta_columns = _MetaColumns()
+        self._id_chunks: list[pa.Array] = []
+        self._sink = pa.OSFile(str(self.folder / DOCUMENTS_ARROW), "wb")
+        self._writer = pa.ipc.new_file(self._sink, DOCUMENT_SCHEMA)
+
+    def add(self, documents: list[Document]) -> None:
+        """Append ``documents`` (a batch of :data:`BATCH_ROWS` or fewer keeps the files readable in batches)."""
+        for start in range(0, len(documents), BATCH_ROWS):
+            self._add(documents[start : start + BATCH_ROWS])
+
+    def _add(self, documents: list[Document]) -> None:
+        rows = [document_row(document, binary_embedding=True) for document in documents]
+        extras = [{k: v for k, v in row.items() if k not in ("id", "content", "meta") and v is not None}
+                  for row in rows]
+        arrays = [
+            pa.array([row["id"] for row in rows], pa.string()),
+            pa.array([row.get("content") for row in rows], pa.string()),
+            pa.array([json.dumps(row.get("meta") or {}, ensure_ascii=False) for row in rows], pa.string()),
+            pa.array([json.dumps(extra, ensure_ascii=False) if extra else None for extra in extras], pa.string()),
+        ]
+        self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=DOCUMENT_SCHEMA))
+        self._id_chunks.append(arrays[0])
+        self._meta_columns.add([row.get("meta") or {} for row in rows])
+        self.count += len(documents)
+
+    def close(self) -> int:
+        """Finish the files; returns how many documents were written."""
+        self._writer.close()
+        self._sink.close()
+        ids = pa.chunked_array(self._id_chunks, type=pa.string()).cast(pa.large_string())
+        order = pc.sort_indices(ids)
+        sorted_ids = ids.take(order).combine_chunks()
+        if self.unique and len(sorted_ids) > 1:
+            same = pc.equal(sorted_ids.slice(1), sorted_ids.slice(0, len(sorted_ids) - 1))
+            if pc.any(same).as_py():
+                position = int(np.flatnonzero(same.to_numpy(zero_copy_only=False))[0])
+                raise ValueError(f"the id {sorted_ids[position].as_py()!r} occurs twice")
+        table = pa.Table.from_arrays([sorted_ids, order.cast(pa.int64())], schema=IDS_SCHEMA)
+        _write_table(self.folder / IDS_ARROW, table)
+        _write_table(self.folder / META_ARROW, self._meta_columns.table())
+        return self.count
+
+
 def write_snapshot(folder: str | Path, documents: Iterable[Document]) -> int:
     """Write ``documents`` (unique ids) as the snapshot files in ``folder``, streaming; returns how many.
 
     Raises ``ValueError`` naming an id that occurs twice.
     """
-    folder = Path(folder)
-    meta_columns = _MetaColumns()
-    id_chunks: list[pa.Array] = []
+    writer = SnapshotWriter(folder)
     batch: list[Document] = []
-    with pa.OSFile(str(folder / DOCUMENTS_ARROW), "wb") as sink, pa.ipc.new_file(sink, DOCUMENT_SCHEMA) as writer:
-
-        def flush() -> None:
-            rows = [document_row(document, binary_embedding=True) for document in batch]
-            extras = [{k: v for k, v in row.items() if k not in ("id", "content", "meta") and v is not None}
-                      for row in rows]
-            arrays = [
-                pa.array([row["id"] for row in rows], pa.string()),
-                pa.array([row.get("content") for row in rows], pa.string()),
-                pa.array([json.dumps(row.get("meta") or {}, ensure_ascii=False) for row in rows], pa.string()),
-                pa.array([json.dumps(extra, ensure_ascii=False) if extra else None for extra in extras], pa.string()),
-            ]
-            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=DOCUMENT_SCHEMA))
-            id_chunks.append(arrays[0])
-            meta_columns.add([row.get("meta") or {} for row in rows])
-            batch.clear()
-
-        for document in documents:
-            batch.append(document)
-            if len(batch) == BATCH_ROWS:
-                flush()
-        if batch or not id_chunks:
-            flush()
-    ids = pa.chunked_array(id_chunks, type=pa.string()).cast(pa.large_string())
-    order = pc.sort_indices(ids)
-    sorted_ids = ids.take(order).combine_chunks()
-    if len(sorted_ids) > 1:
-        same = pc.equal(sorted_ids.slice(1), sorted_ids.slice(0, len(sorted_ids) - 1))
-        if pc.any(same).as_py():
-            position = int(np.flatnonzero(same.to_numpy(zero_copy_only=False))[0])
-            raise ValueError(f"the id {sorted_ids[position].as_py()!r} occurs twice")
-    _write_table(folder / IDS_ARROW, pa.Table.from_arrays([sorted_ids, order.cast(pa.int64())], schema=IDS_SCHEMA))
-    _write_table(folder / META_ARROW, meta_columns.table())
-    return len(ids)
+    for document in documents:
+        batch.append(document)
+        if len(batch) == BATCH_ROWS:
+            writer.add(batch)
+            batch = []
+    writer.add(batch)
+    return writer.close()
 
 
 def _write_table(path: Path, table: pa.Table) -> None:
