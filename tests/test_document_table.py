@@ -201,3 +201,22 @@ def test_an_older_folder_with_documents_jsonl_still_opens(tmp_path):
     index_folder.write_settings(folder, settings)
     reopened = EmbeddedBM25DocumentStore(index_dir=Path(folder))
     assert reopened.count_documents() == 30 and reopened.search_ids(["boundary layer"], top_k=5) == expected
+
+
+def test_a_filtered_search_ranks_the_matching_documents_as_the_unfiltered_one_does(tmp_path):
+    folder = tmp_path / "index"
+    store = EmbeddedBM25DocumentStore(index_dir=folder)
+    store.write_documents(_documents(600, seed=3))
+    store = EmbeddedBM25DocumentStore(index_dir=folder)
+    store.write_documents([Document(id="late", content="shock wave boundary layer", meta={"year": 2000})])  # delta
+    store.delete_documents(["d5", "d6"])  # masked rows
+    for filters in ({"field": "meta.year", "operator": "==", "value": 2000},
+                    {"field": "meta.name", "operator": "in", "value": ["x", "z"]}):
+        matching = {doc.id for doc in store.filter_documents(filters)}
+        for query in ("shock wave", "boundary layer nozzle", "cone"):
+            everything = store.search_ids([query], top_k=1000)[0]
+            expected = [(doc_id, score) for doc_id, score in everything if doc_id in matching]
+            got = store.search_ids([query], top_k=7, filters=filters)[0]
+            assert len(got) == min(7, len(expected)) and got[0][1] == pytest.approx(expected[0][1])
+            assert [score for _, score in got] == pytest.approx([score for _, score in expected[:7]])
+            assert all(doc_id in matching for doc_id, _ in got) and "d5" not in dict(got)

@@ -338,15 +338,27 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
         mask = self._row_mask(filters)
         if mask is not None and not mask.any():
             return [[] for _ in query_terms]
-        size = self._engine_size()
-        weights = None if mask is None else mask.astype(np.float32)
-        rows, scores = self._engine.retrieve(query_terms, k=min(top_k, size), show_progress=False,
-                                             weight_mask=weights)
+        if mask is None:
+            k = min(top_k, self._engine_size())
+            rows, scores = self._engine.retrieve(query_terms, k=k, show_progress=False)
+        else:  # bm25s's weight_mask leaves mostly zeros, on which numpy's argpartition is slow: select among the rows
+            live = np.flatnonzero(mask)
+            rows, scores = zip(*(self._top_rows(terms, top_k, live) for terms in query_terms))
         kept = [[(r, float(s)) for r, s in zip(row_ids.tolist(), row_scores.tolist()) if s > 0]
                 for row_ids, row_scores in zip(rows, scores)]
         names = iter(self._row_ids([r for hits in kept for r, _ in hits]))
         snapshot_rows = self._engine_ids is None
         return [[(next(names), s, r if snapshot_rows else None) for r, s in hits] for hits in kept]
+
+    def _top_rows(self, terms: list[str], top_k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ``top_k`` best of matrix ``rows`` for one query, best first (ties: lower row first)."""
+        token_ids = self._engine.get_tokens_ids(terms)
+        if not token_ids:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        scores = self._engine.get_scores_from_ids(token_ids)[rows]
+        best = np.argpartition(-scores, top_k - 1)[:top_k] if top_k < len(scores) else np.arange(len(scores))
+        best = best[np.lexsort((rows[best], -scores[best]))]
+        return rows[best], scores[best]
 
     def _search_delta(self, query_terms: list[list[str]], top_k: int, filters: dict[str, Any] | None):
         """The delta's documents holding a query term, scored by the rule in the class docstring."""

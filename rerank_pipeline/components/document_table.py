@@ -225,6 +225,8 @@ class Snapshot:
         if self._meta.num_columns and self._meta.num_rows != self._documents.num_rows:
             raise IndexFolderError(f"{folder / META_ARROW}: {self._meta.num_rows} rows, "
                                    f"{folder / DOCUMENTS_ARROW} has {self._documents.num_rows}")
+        self._batches = self._documents.to_batches()
+        self._starts = np.cumsum([0] + [batch.num_rows for batch in self._batches])  # first row of each batch
         self._sorted_ids = ids.column("id").combine_chunks()  # one chunk as written: no copy
         self._sorted_rows = ids.column("row").combine_chunks()
         self._uniques: dict[str, list[Any]] = {}  # meta key -> its distinct values (for filters), once computed
@@ -251,12 +253,32 @@ class Snapshot:
     def ids(self, rows: Iterable[int] | np.ndarray) -> list[str]:
         """The ids of ``rows``."""
         self._check()
-        return self._documents.column("id").take(pa.array(np.asarray(rows, dtype=np.int64))).to_pylist()
+        return self._take(rows, ["id"]).column("id").to_pylist()
 
     def documents(self, rows: Iterable[int] | np.ndarray) -> list[Document]:
         """The documents of ``rows``, in that order."""
         self._check()
-        return _decode(self._documents.take(pa.array(np.asarray(rows, dtype=np.int64))))
+        return _decode(self._take(rows, DOCUMENT_SCHEMA.names))
+
+    def _take(self, rows: Iterable[int] | np.ndarray, columns: list[str]) -> pa.Table:
+        """``rows`` (in that order) of ``columns``, reading only the record batches that hold them.
+
+        (Arrow's own ``take`` on a many-batch table concatenates every batch first: a copy of the corpus.)
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"row out of range 0..{len(self) - 1}")
+        batch_of = np.searchsorted(self._starts, rows, side="right") - 1
+        order = np.argsort(batch_of, kind="stable")
+        pieces = []
+        for batch in np.unique(batch_of):
+            chosen = order[batch_of[order] == batch]
+            local = pa.array(rows[chosen] - self._starts[batch])
+            pieces.append(pa.Table.from_batches([self._batches[batch].select(columns).take(local)]))
+        if not pieces:
+            return pa.Table.from_batches([], schema=pa.schema([DOCUMENT_SCHEMA.field(c) for c in columns]))
+        taken = pa.concat_tables(pieces)
+        return taken.take(pa.array(np.argsort(order, kind="stable")))
 
     def batches(self) -> Iterator[tuple[int, list[Document]]]:
         """Every document in row order, a record batch at a time: ``(first row, documents)``."""
