@@ -14,7 +14,7 @@ from haystack.utils.filters import document_matches_filter
 
 from rerank_pipeline.components import document_table, index_folder
 from rerank_pipeline.components.bm25 import EmbeddedBM25DocumentStore
-from rerank_pipeline.components.document_table import DOCUMENTS_ARROW, DocumentTable, Snapshot, write_snapshot
+from rerank_pipeline.components.document_table import DocumentTable, Snapshot, write_snapshot
 from rerank_pipeline.components.index_folder import IndexFolderError
 
 WORDS = "wing flutter panel supersonic heat transfer boundary layer shock wave nozzle jet noise plate cone".split()
@@ -132,7 +132,8 @@ def test_opening_reads_no_document_and_a_search_reads_only_its_hits(tmp_path, mo
     EmbeddedBM25DocumentStore(index_dir=folder).write_documents(_documents(2000))
     decoded = []
     original = document_table._decode
-    monkeypatch.setattr(document_table, "_decode", lambda table: decoded.append(table.num_rows) or original(table))
+    monkeypatch.setattr(document_table, "_decode",
+                        lambda lines, *rest: decoded.append(len(lines)) or original(lines, *rest))
     store = EmbeddedBM25DocumentStore(index_dir=folder)
     assert decoded == [] and store.count_documents() == 2000
     hits = store.bm25_retrieval("boundary layer shock", top_k=5)
@@ -163,7 +164,7 @@ def test_stream_to_equals_a_store_written_in_memory_and_the_last_of_a_repeated_i
 def test_large_files_are_checked_in_the_background_and_damage_is_named(tmp_path, monkeypatch):
     folder = tmp_path / "index"
     EmbeddedBM25DocumentStore(index_dir=folder).write_documents(_documents(300))
-    target = folder / DOCUMENTS_ARROW
+    target = folder / index_folder.DOCUMENTS_FILE
     data = bytearray(target.read_bytes())
     position = data.index(b"d150")
     data[position : position + 4] = b"d15X"  # same size: only the sha256 tells

@@ -20,8 +20,8 @@ from haystack.document_stores.types import DuplicatePolicy
 from rerank_pipeline.cli import main
 from rerank_pipeline.components import EmbeddedBM25DocumentStore, FAISSDocumentStore
 from rerank_pipeline.components import index_folder
-from rerank_pipeline.components.document_table import DOCUMENTS_ARROW
 from rerank_pipeline.components.index_folder import (
+    DOCUMENTS_FILE,
     JOURNAL_FILE,
     SETTINGS_FILE,
     STAGING_MARKER,
@@ -244,20 +244,20 @@ def _bm25_folder(tmp_path: Path) -> Path:
 
 def _tamper(folder: Path, case: str) -> Path:
     """Damage ``folder`` as the issue's probes did; returns the file the error must name."""
-    documents = folder / DOCUMENTS_ARROW
+    documents = folder / DOCUMENTS_FILE
     if case == "unknown journal op":
         EmbeddedBM25DocumentStore(index_dir=folder).write_documents(docs("b", 1))
         with open(folder / JOURNAL_FILE, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"op": "drop_everything"}) + "\n")
         return folder / JOURNAL_FILE
     if case == "shuffled documents":
-        data = documents.read_bytes()
-        blocks = [data[start : start + 64] for start in range(0, len(data), 64)]
-        random.Random(0).shuffle(blocks)
-        documents.write_bytes(b"".join(blocks))
+        lines = documents.read_text(encoding="utf-8").splitlines(keepends=True)
+        random.Random(0).shuffle(lines)
+        documents.write_text("".join(lines), encoding="utf-8")
         return documents
     if case == "half the documents removed":
-        documents.write_bytes(documents.read_bytes()[: documents.stat().st_size // 2])
+        lines = documents.read_text(encoding="utf-8").splitlines(keepends=True)
+        documents.write_text("".join(lines[: len(lines) // 2]), encoding="utf-8")
         return documents
     if case == "index.json a list":
         (folder / SETTINGS_FILE).write_text("[1, 2]\n")

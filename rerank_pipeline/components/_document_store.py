@@ -164,7 +164,7 @@ class InMemoryIndexedStore(SavesToIndexFolder):
         """Remove the documents matching ``filters``; returns how many."""
         validate_filters(filters)
         with self._writing():
-            ids = [document.id for document in self._matching(filters)]
+            ids = self._documents.matching_ids(filters) if filters else list(self._documents)
             self.delete_documents(ids)
             return len(ids)
 
@@ -182,8 +182,9 @@ class InMemoryIndexedStore(SavesToIndexFolder):
 
     def count_documents_by_filter(self, filters: dict[str, Any]) -> int:
         """Number of documents matching ``filters``."""
+        validate_filters(filters)
         with self._lock:
-            return sum(1 for _ in self._matching(filters))
+            return len(self._documents.matching_ids(filters)) if filters else len(self._documents)
 
     def count_unique_metadata_by_filter(self, filters: dict[str, Any], metadata_fields: list[str]) -> dict[str, int]:
         """For each meta field (``meta.`` prefix optional), how many distinct values the matching documents hold."""

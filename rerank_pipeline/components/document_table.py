@@ -1,19 +1,21 @@
-"""Stored documents on disk: a memory-mapped snapshot, under the changes made since.
+"""Stored documents on disk: a snapshot read row by row, under the changes made since.
 
-A store's snapshot (written at every save by :func:`write_snapshot`) is three Arrow IPC files, memory-mapped when
-opened, so opening costs the same at any size and a read touches only the rows it needs:
+A store's snapshot (written at every save by :class:`SnapshotWriter`) is four files; opening one reads none of the
+documents, so it costs the same at any size, and a read touches only the rows it needs:
 
-- ``documents.arrow``: one row per document: ``id``, ``content``, ``meta`` (JSON) and ``extra`` (JSON of the other
-  fields: blob, embedding, sparse embedding; null when there are none).
+- ``documents.jsonl``: one document a line (everything but the score; embeddings as base64 float64), read by
+  ``pread`` at the offsets of ``documents.offsets.npy`` (N + 1 byte offsets). Not memory-mapped: random reads of a
+  mapped file pull their neighbours into the process's memory (fault-around), 64 KB for each row read.
+- ``documents.ids.arrow``: the ids sorted, with their rows (a lookup by id is a binary search), and the id of each row.
 - ``documents.meta.arrow``: one column per top-level meta key, for filters: typed (int64, float64, bool, string)
-  when every value of the key has that type, else each value's JSON.
-- ``documents.ids.arrow``: the ids sorted, with their rows, so a lookup by id is a binary search.
+  when every value of the key has that type, else each value's JSON. Memory-mapped: a filter scans its column.
 
 Filters (:meth:`Snapshot.mask`) are Haystack's, evaluated column by column: a comparison's verdict depends only on
 the document's value of its field, so it is decided once per distinct value with Haystack's own
 ``document_matches_filter`` (a number column against a number is compared by Arrow directly), and turned into a row
 mask by Arrow's ``is_in``; ``AND``, ``OR`` and ``NOT`` combine the masks. The result equals Haystack's on every
-document (the store suite checks it), at the cost of a pass over one column in C, not a Document a row.
+document (``tests/test_document_table.py`` and the store suite check it), at the cost of a pass over one column in
+C, not a Document a row.
 
 :class:`DocumentTable` is what a store holds: the snapshot, the rows deleted or replaced since, and the documents
 written since (kept in memory until the next save).
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from functools import reduce
@@ -45,15 +49,12 @@ from rerank_pipeline.components.index_folder import (
     read_documents_jsonl,
 )
 
-DOCUMENTS_ARROW = "documents.arrow"
+OFFSETS_FILE = "documents.offsets.npy"
 META_ARROW = "documents.meta.arrow"
 IDS_ARROW = "documents.ids.arrow"
-SNAPSHOT_FILES = (DOCUMENTS_ARROW, META_ARROW, IDS_ARROW)
-BATCH_ROWS = 10_000  # rows per Arrow record batch (and per batch a reader decodes)
-DOCUMENT_SCHEMA = pa.schema(
-    [("id", pa.string()), ("content", pa.string()), ("meta", pa.string()), ("extra", pa.string())]
-)
-IDS_SCHEMA = pa.schema([("id", pa.large_string()), ("row", pa.int64())])
+SNAPSHOT_FILES = (DOCUMENTS_FILE, OFFSETS_FILE, META_ARROW, IDS_ARROW)
+BATCH_ROWS = 10_000  # documents a writer or a sequential reader handles at a time
+IDS_SCHEMA = pa.schema([("id", pa.large_string()), ("row", pa.int64()), ("row_id", pa.large_string())])
 _TYPES = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(), "str": pa.string(), "json": pa.string()}
 _NUMBER_OPERATORS = {"==": pc.equal, "!=": pc.not_equal, ">": pc.greater, ">=": pc.greater_equal,
                      "<": pc.less, "<=": pc.less_equal}
@@ -123,42 +124,36 @@ class SnapshotWriter:
         self.count = 0
         self._meta_columns = _MetaColumns()
         self._id_chunks: list[pa.Array] = []
-        self._sink = pa.OSFile(str(self.folder / DOCUMENTS_ARROW), "wb")
-        self._writer = pa.ipc.new_file(self._sink, DOCUMENT_SCHEMA)
+        self._offsets = [np.zeros(1, dtype=np.int64)]
+        self._file = open(self.folder / DOCUMENTS_FILE, "wb")  # noqa: SIM115 - closed by close()
 
     def add(self, documents: list[Document]) -> None:
-        """Append ``documents`` (a batch of :data:`BATCH_ROWS` or fewer keeps the files readable in batches)."""
+        """Append ``documents``."""
         for start in range(0, len(documents), BATCH_ROWS):
             self._add(documents[start : start + BATCH_ROWS])
 
     def _add(self, documents: list[Document]) -> None:
         rows = [document_row(document, binary_embedding=True) for document in documents]
-        extras = [{k: v for k, v in row.items() if k not in ("id", "content", "meta") and v is not None}
-                  for row in rows]
-        arrays = [
-            pa.array([row["id"] for row in rows], pa.string()),
-            pa.array([row.get("content") for row in rows], pa.string()),
-            pa.array([json.dumps(row.get("meta") or {}, ensure_ascii=False) for row in rows], pa.string()),
-            pa.array([json.dumps(extra, ensure_ascii=False) if extra else None for extra in extras], pa.string()),
-        ]
-        self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=DOCUMENT_SCHEMA))
-        self._id_chunks.append(arrays[0])
+        lines = [(json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8") for row in rows]
+        self._file.write(b"".join(lines))
+        self._offsets.append(self._offsets[-1][-1] + np.cumsum([len(line) for line in lines], dtype=np.int64))
+        self._id_chunks.append(pa.array([row["id"] for row in rows], pa.large_string()))
         self._meta_columns.add([row.get("meta") or {} for row in rows])
         self.count += len(documents)
 
     def close(self) -> int:
         """Finish the files; returns how many documents were written."""
-        self._writer.close()
-        self._sink.close()
-        ids = pa.chunked_array(self._id_chunks, type=pa.string()).cast(pa.large_string())
+        self._file.close()
+        np.save(self.folder / OFFSETS_FILE, np.concatenate(self._offsets))
+        ids = pa.chunked_array(self._id_chunks, type=pa.large_string()).combine_chunks()
         order = pc.sort_indices(ids)
-        sorted_ids = ids.take(order).combine_chunks()
+        sorted_ids = ids.take(order)
         if self.unique and len(sorted_ids) > 1:
             same = pc.equal(sorted_ids.slice(1), sorted_ids.slice(0, len(sorted_ids) - 1))
             if pc.any(same).as_py():
                 position = int(np.flatnonzero(same.to_numpy(zero_copy_only=False))[0])
                 raise ValueError(f"the id {sorted_ids[position].as_py()!r} occurs twice")
-        table = pa.Table.from_arrays([sorted_ids, order.cast(pa.int64())], schema=IDS_SCHEMA)
+        table = pa.Table.from_arrays([sorted_ids, order.cast(pa.int64()), ids], schema=IDS_SCHEMA)
         _write_table(self.folder / IDS_ARROW, table)
         _write_table(self.folder / META_ARROW, self._meta_columns.table())
         return self.count
@@ -194,12 +189,12 @@ def _read_table(path: Path) -> pa.Table:
 
 
 def open_documents(folder: str | Path) -> "DocumentTable":
-    """The documents of the index in ``folder``: its snapshot, memory-mapped.
+    """The documents of the index in ``folder``: its snapshot.
 
-    A folder written before snapshots (``documents.jsonl``) is read whole into memory.
+    A folder written before snapshots (``documents.jsonl`` alone) is read whole into memory.
     """
     folder = Path(folder)
-    if (folder / DOCUMENTS_ARROW).is_file() or not (folder / DOCUMENTS_FILE).is_file():
+    if (folder / OFFSETS_FILE).is_file() or not (folder / DOCUMENTS_FILE).is_file():
         return DocumentTable(Snapshot(folder))
     table = DocumentTable()
     documents = read_documents_jsonl(folder / DOCUMENTS_FILE)
@@ -211,24 +206,33 @@ def open_documents(folder: str | Path) -> "DocumentTable":
 
 
 class Snapshot:
-    """The documents of one saved generation, memory-mapped: rows fetched by number or id, filters as row masks."""
+    """The documents of one saved generation: rows read by number or id, filters as row masks."""
 
     def __init__(self, folder: str | Path) -> None:
         folder = Path(folder)
-        self._documents = _read_table(folder / DOCUMENTS_ARROW)
+        self.path = folder / DOCUMENTS_FILE
+        try:
+            offsets = np.load(folder / OFFSETS_FILE, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise IndexFolderError(f"{folder / OFFSETS_FILE}: not a readable array ({error})") from None
         self._meta = _read_table(folder / META_ARROW)
         ids = _read_table(folder / IDS_ARROW)
-        if not self._documents.schema.equals(DOCUMENT_SCHEMA):
-            raise IndexFolderError(f"{folder / DOCUMENTS_ARROW}: unexpected columns {self._documents.schema.names}")
-        if not ids.schema.equals(IDS_SCHEMA) or ids.num_rows != self._documents.num_rows:
-            raise IndexFolderError(f"{folder / IDS_ARROW}: not the id index of {folder / DOCUMENTS_ARROW}")
-        if self._meta.num_columns and self._meta.num_rows != self._documents.num_rows:
-            raise IndexFolderError(f"{folder / META_ARROW}: {self._meta.num_rows} rows, "
-                                   f"{folder / DOCUMENTS_ARROW} has {self._documents.num_rows}")
-        self._batches = self._documents.to_batches()
-        self._starts = np.cumsum([0] + [batch.num_rows for batch in self._batches])  # first row of each batch
+        size = self.path.stat().st_size if self.path.is_file() else None
+        if size is None:
+            raise IndexFolderError(f"{self.path}: missing")
+        if (offsets.ndim != 1 or offsets.dtype != np.int64 or not len(offsets) or offsets[0] != 0
+                or offsets[-1] != size or (np.diff(offsets) <= 0).any()):
+            raise IndexFolderError(f"{folder / OFFSETS_FILE}: not the line offsets of {self.path}")
+        self._offsets = offsets
+        if not ids.schema.equals(IDS_SCHEMA) or ids.num_rows != len(self):
+            raise IndexFolderError(f"{folder / IDS_ARROW}: not the id index of {self.path}")
+        if self._meta.num_columns and self._meta.num_rows != len(self):
+            raise IndexFolderError(f"{folder / META_ARROW}: {self._meta.num_rows} rows, {self.path} has {len(self)}")
         self._sorted_ids = ids.column("id").combine_chunks()  # one chunk as written: no copy
         self._sorted_rows = ids.column("row").combine_chunks()
+        self._row_ids = ids.column("row_id").combine_chunks()
+        self._fd = os.open(self.path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
         self._uniques: dict[str, list[Any]] = {}  # meta key -> its distinct values (for filters), once computed
         self.background_check: BackgroundCheck | None = None  # the sha256 check of the files, when still to come
 
@@ -237,7 +241,7 @@ class Snapshot:
             self.background_check.check()
 
     def __len__(self) -> int:
-        return self._documents.num_rows
+        return len(self._offsets) - 1
 
     def row_of(self, doc_id: str) -> int | None:
         """The row holding ``doc_id``, or None."""
@@ -253,40 +257,27 @@ class Snapshot:
     def ids(self, rows: Iterable[int] | np.ndarray) -> list[str]:
         """The ids of ``rows``."""
         self._check()
-        return self._take(rows, ["id"]).column("id").to_pylist()
+        return self._row_ids.take(pa.array(np.asarray(rows, dtype=np.int64))).to_pylist()
 
     def documents(self, rows: Iterable[int] | np.ndarray) -> list[Document]:
-        """The documents of ``rows``, in that order."""
+        """The documents of ``rows``, in that order (one ``pread`` each)."""
         self._check()
-        return _decode(self._take(rows, DOCUMENT_SCHEMA.names))
-
-    def _take(self, rows: Iterable[int] | np.ndarray, columns: list[str]) -> pa.Table:
-        """``rows`` (in that order) of ``columns``, reading only the record batches that hold them.
-
-        (Arrow's own ``take`` on a many-batch table concatenates every batch first: a copy of the corpus.)
-        """
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             raise IndexError(f"row out of range 0..{len(self) - 1}")
-        batch_of = np.searchsorted(self._starts, rows, side="right") - 1
-        order = np.argsort(batch_of, kind="stable")
-        pieces = []
-        for batch in np.unique(batch_of):
-            chosen = order[batch_of[order] == batch]
-            local = pa.array(rows[chosen] - self._starts[batch])
-            pieces.append(pa.Table.from_batches([self._batches[batch].select(columns).take(local)]))
-        if not pieces:
-            return pa.Table.from_batches([], schema=pa.schema([DOCUMENT_SCHEMA.field(c) for c in columns]))
-        taken = pa.concat_tables(pieces)
-        return taken.take(pa.array(np.argsort(order, kind="stable")))
+        starts, ends = self._offsets[rows], self._offsets[rows + 1]
+        lines = [os.pread(self._fd, int(end - start), int(start)) for start, end in zip(starts, ends)]
+        return _decode(lines, self.path, rows.tolist())
 
     def batches(self) -> Iterator[tuple[int, list[Document]]]:
-        """Every document in row order, a record batch at a time: ``(first row, documents)``."""
+        """Every document in row order, :data:`BATCH_ROWS` at a time: ``(first row, documents)``."""
         self._check()
         start = 0
-        for batch in self._documents.to_batches():
-            yield start, _decode(batch)
-            start += batch.num_rows
+        with open(self.path, "rb") as handle:
+            while start < len(self):
+                lines = [handle.readline() for _ in range(min(BATCH_ROWS, len(self) - start))]
+                yield start, _decode(lines, self.path, range(start, start + len(lines)))
+                start += len(lines)
 
     # --- filters ----------------------------------------------------------------------------
 
@@ -323,10 +314,10 @@ class Snapshot:
             key, probe = parts[1], lambda value: Document(meta={parts[1]: value})
         elif "." in field or field in ("score", "blob", "sparse_embedding"):
             key, probe = None, None  # the same value (None) for every stored document
-        elif field in ("id", "content"):
-            return self._column_mask(self._documents.column(field), "str", condition,
-                                     lambda value: Document(**{field: value}), cache_key=None)
-        elif field in _DOCUMENT_FIELDS:  # "meta" as a whole, "embedding": decided document by document
+        elif field == "id":
+            return self._column_mask(pa.chunked_array([self._row_ids]), "str", condition,
+                                     lambda value: Document(id=value), cache_key=None)
+        elif field in _DOCUMENT_FIELDS:  # content, meta as a whole, embedding: decided document by document
             return np.fromiter((document_matches_filter(condition, document) for _, batch in self.batches()
                                 for document in batch), dtype=bool, count=len(self))
         else:
@@ -388,14 +379,17 @@ class _Keys:
         return self.array[index].as_py()
 
 
-def _decode(table: pa.Table | pa.RecordBatch) -> list[Document]:
-    columns = [table.column(name).to_pylist() for name in DOCUMENT_SCHEMA.names]
+def _decode(lines: list[bytes], path: Path, rows: Iterable[int]) -> list[Document]:
+    """Stored lines as Documents; a line that is not one raises :class:`IndexFolderError` naming ``path`` and row."""
     documents = []
-    for doc_id, content, meta, extra in zip(*columns):
-        row = {"id": doc_id, "content": content, "meta": json.loads(meta)}
-        if extra:
-            row.update(json.loads(extra))
-        documents.append(document_from_row(row))
+    for line, row in zip(lines, rows):
+        try:
+            data = json.loads(line)
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object, found a {type(data).__name__}")
+            documents.append(document_from_row(data))
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise IndexFolderError(f"{path}:{row + 1}: not a stored document ({error})") from None
     return documents
 
 
@@ -485,6 +479,13 @@ class DocumentTable:
             for start in range(0, len(rows), BATCH_ROWS):
                 yield from self.snapshot.documents(rows[start : start + BATCH_ROWS])
         yield from [doc for doc in list(self.written.values()) if document_matches_filter(filters, doc)]
+
+    def matching_ids(self, filters: dict[str, Any]) -> list[str]:
+        """The ids of the documents matching Haystack ``filters``, in iteration order (no document is read)."""
+        ids = []
+        if self.snapshot is not None and len(self.snapshot):
+            ids = self.snapshot.ids(np.flatnonzero(self.snapshot_mask(filters)))
+        return ids + [doc.id for doc in list(self.written.values()) if document_matches_filter(filters, doc)]
 
     def snapshot_mask(self, filters: dict[str, Any] | None) -> np.ndarray | None:
         """Over the snapshot's rows: live and matching ``filters`` (None when all are: no filter, none removed)."""

@@ -356,7 +356,7 @@ class FAISSDocumentStore(InMemoryIndexedStore):
                 self._row_ids = list(self._rows)
             ids = self._row_ids
             if filters:  # exact search over the matching documents only
-                matching = (document.id for document in self._documents.matching(filters))
+                matching = self._documents.matching_ids(filters)
                 rows = np.array(sorted(self._rows[d] for d in matching if d in self._rows), dtype=np.int64)
                 if rows.size == 0:
                     return [[] for _ in range(len(queries))]
