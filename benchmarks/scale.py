@@ -42,6 +42,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -388,16 +389,32 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-def run_child(command: list[str], log: Path, result_file: Path | None = None) -> dict:
+def _memory_limit() -> int:
+    """Bytes of address space a bm25s child may take: 90% of the machine's memory (``MemTotal``)."""
+    with open("/proc/meminfo", encoding="utf-8") as handle:
+        total_kb = next(int(line.split()[1]) for line in handle if line.startswith("MemTotal"))
+    return int(total_kb * 1024 * 0.9)
+
+
+def run_child(command: list[str], log: Path, result_file: Path | None = None, limit_memory: bool = False) -> dict:
     """Run ``command`` to its end; returns its result (if any), wall seconds and peak RSS (``ru_maxrss``).
 
     A child that fails (at 10M documents one may run out of memory) gives ``{"error": ...}`` and the run goes on:
-    the failure is a finding, printed with the end of its log.
+    the failure is a finding, printed with the end of its log. ``limit_memory`` caps the child's address space at
+    :func:`_memory_limit` (bm25s's children, which import no torch), so it fails with ``MemoryError`` instead of
+    calling the kernel's OOM killer onto the machine.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
+    limit = _memory_limit() if limit_memory else None
+
+    def cap() -> None:
+        if limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
     with open(log, "w", encoding="utf-8") as output:
         start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=REPO, env=child_environment())
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=REPO, env=child_environment(),
+                                   preexec_fn=cap)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
     figures = {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
@@ -419,7 +436,7 @@ def run_function(name: str, work: Path, **arguments) -> dict:
     arguments_file.write_text(json.dumps(arguments), encoding="utf-8")
     command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--child-args", str(arguments_file),
                "--child-result", str(result_file)]
-    return run_child(command, result_file.with_suffix(".log"), result_file)
+    return run_child(command, result_file.with_suffix(".log"), result_file, limit_memory=name.startswith("bm25s"))
 
 
 def link_copy(source: Path, target: Path) -> None:
