@@ -228,9 +228,7 @@ class Snapshot:
             raise IndexFolderError(f"{folder / IDS_ARROW}: not the id index of {self.path}")
         if self._meta.num_columns and self._meta.num_rows != len(self):
             raise IndexFolderError(f"{folder / META_ARROW}: {self._meta.num_rows} rows, {self.path} has {len(self)}")
-        self._sorted_ids = ids.column("id").combine_chunks()  # one chunk as written: no copy
-        self._sorted_rows = ids.column("row").combine_chunks()
-        self._row_ids = ids.column("row_id").combine_chunks()
+        self._sorted_ids, self._sorted_rows, self._row_ids = (_one_chunk(ids.column(name)) for name in IDS_SCHEMA.names)
         self._fd = os.open(self.path, os.O_RDONLY)
         weakref.finalize(self, os.close, self._fd)
         self._uniques: dict[str, list[Any]] = {}  # meta key -> its distinct values (for filters), once computed
@@ -349,6 +347,11 @@ class Snapshot:
         if none_matches:
             mask |= _bools(column.is_null())
         return mask
+
+
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    """The column as one array: its only chunk as written (``combine_chunks`` would copy it into memory)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _bools(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
