@@ -221,3 +221,22 @@ def test_a_filtered_search_ranks_the_matching_documents_as_the_unfiltered_one_do
             assert len(got) == min(7, len(expected)) and got[0][1] == pytest.approx(expected[0][1])
             assert [score for _, score in got] == pytest.approx([score for _, score in expected[:7]])
             assert all(doc_id in matching for doc_id, _ in got) and "d5" not in dict(got)
+
+
+def test_damaged_snapshot_files_are_named(tmp_path):
+    write_snapshot(tmp_path, _documents(20))
+    lines = (tmp_path / index_folder.DOCUMENTS_FILE).read_bytes().splitlines(keepends=True)
+    lines[4] = b"[1, 2, 3]".ljust(len(lines[4]) - 1) + b"\n"  # same size, not a document
+    (tmp_path / index_folder.DOCUMENTS_FILE).write_bytes(b"".join(lines))
+    snapshot = Snapshot(tmp_path)
+    assert snapshot.documents([3])[0].id == "d3"
+    with pytest.raises(IndexFolderError, match=r"documents\.jsonl:5: not a stored document"):
+        snapshot.documents([4])
+    offsets = np.load(tmp_path / document_table.OFFSETS_FILE)
+    np.save(tmp_path / document_table.OFFSETS_FILE, offsets[::-1].copy())
+    with pytest.raises(IndexFolderError, match=r"documents\.offsets\.npy: not the line offsets"):
+        Snapshot(tmp_path)
+    (tmp_path / document_table.IDS_ARROW).write_bytes(b"not arrow")
+    np.save(tmp_path / document_table.OFFSETS_FILE, offsets)
+    with pytest.raises(IndexFolderError, match=r"documents\.ids\.arrow: not a readable Arrow file"):
+        Snapshot(tmp_path)
