@@ -187,7 +187,7 @@ def main() -> None:
     if bm25_sizes:
         dataset = load_beir(args.beir_dir, "test")
         queries = list(dataset.queries.values())
-        source = dataset.documents()
+        source = list(dataset.documents())
         print(f"BM25: corpora from {dataset.name} ({len(source)} source documents), {len(queries)} queries")
         for size in bm25_sizes:
             row = bench_bm25(synthetic_corpus(source, size), queries, args.slow_queries)

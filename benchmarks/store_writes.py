@@ -41,7 +41,7 @@ EMBEDDING_DIM = 384
 
 def corpus(kind: str, size: int, beir_dir: Path) -> list[Document]:
     if kind == "bm25":
-        return synthetic_corpus(load_beir(beir_dir, "test").documents(), size)
+        return synthetic_corpus(list(load_beir(beir_dir, "test").documents()), size)
     vectors = np.random.default_rng(0).normal(size=(size, EMBEDDING_DIM)).astype(np.float32)
     return [Document(id=f"d{i}", content=f"document {i}", embedding=v.tolist()) for i, v in enumerate(vectors)]
 

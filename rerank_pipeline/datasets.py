@@ -1,7 +1,9 @@
-"""Retrieval collections in one in-memory shape: corpus, queries, graded qrels.
+"""Retrieval collections in one shape: corpus, queries, graded qrels.
 
 Everything downstream (first stage, reranker, metrics, training) reads a
-:class:`RetrievalDataset`; loaders turn on-disk or Hub formats into it.
+:class:`RetrievalDataset`; loaders turn on-disk or Hub formats into it. A BEIR folder's corpus is a
+:class:`BeirCorpus`, read from its file when asked (memory holds each document's id and line offset, never the
+texts); the Hub loaders' corpora are dicts.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Iterable, Iterator, ItemsView, Mapping, ValuesView
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -28,14 +31,14 @@ class DatasetError(ValueError):
 class RetrievalDataset:
     """A test collection.
 
-    ``corpus`` maps a document id to ``{"title": ..., "text": ...}``; ``queries``
-    maps a query id to its text; ``qrels`` maps a query id to ``{doc_id: gain}``
-    (gain > 0 is relevant). ``rankings`` optionally holds a published first-stage
+    ``corpus`` maps a document id to ``{"title": ..., "text": ...}`` (a dict, or a :class:`BeirCorpus` that reads
+    each entry from its file when asked); ``queries`` maps a query id to its text; ``qrels`` maps a query id to
+    ``{doc_id: gain}`` (gain > 0 is relevant). ``rankings`` optionally holds a published first-stage
     ranking per query (doc ids, best first), as NanoBEIR's BM25 lists.
     """
 
     name: str
-    corpus: dict[str, dict[str, str]]
+    corpus: Mapping[str, dict[str, str]]
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
     rankings: dict[str, list[str]] | None = field(default=None)
@@ -52,12 +55,13 @@ class RetrievalDataset:
         """The text a model sees for a document (the BEIR ``text`` field)."""
         return self.corpus[doc_id]["text"]
 
-    def documents(self) -> list[Document]:
-        """The corpus as Haystack documents: ``id`` is the corpus id, ``meta['title']`` the title."""
-        return [
-            Document(id=doc_id, content=doc["text"], meta={"title": doc.get("title", "")})
-            for doc_id, doc in self.corpus.items()
-        ]
+    def documents(self) -> Iterator[Document]:
+        """The corpus as Haystack documents, one at a time: ``id`` is the corpus id, ``meta['title']`` the title.
+
+        A :class:`BeirCorpus` is read from its file as this goes, so the caller decides what is held (an embedded
+        BM25 first stage streams them into its folder; ``list(...)`` holds them all)."""
+        for doc_id, doc in self.corpus.items():
+            yield Document(id=doc_id, content=doc["text"], meta={"title": doc.get("title", "")})
 
     def validate(self) -> None:
         """Raise :class:`DatasetError` on an empty query set or a qrels row naming an unknown id."""
@@ -161,10 +165,16 @@ def read_text_lines(
     path: str | Path, encoding: str = "utf-8", report: ReadReport | None = None
 ) -> Iterator[tuple[int, str]]:
     """``(line number, text)`` of every non-blank line; a line not decodable in ``encoding`` goes to ``report``."""
-    path = Path(path)
-    report = report or ReadReport(path)
+    for line_number, _, line in _text_lines(Path(path), encoding, report or ReadReport(Path(path))):
+        yield line_number, line
+
+
+def _text_lines(path: Path, encoding: str, report: ReadReport) -> Iterator[tuple[int, int, str]]:
+    """:func:`read_text_lines` with each line's byte offset in the file: ``(line number, offset, text)``."""
+    end = 0
     with open(path, "rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
+            start, end = end, end + len(raw)
             try:
                 line = raw.decode(encoding)
             except UnicodeDecodeError as error:
@@ -178,15 +188,20 @@ def read_text_lines(
                 raise DatasetError(f"unknown encoding {encoding!r}") from None
             if line.strip():
                 report.lines += 1
-                yield line_number, line
+                yield line_number, start, line
 
 
 def read_jsonl_rows(
     path: str | Path, encoding: str = "utf-8", report: ReadReport | None = None
 ) -> Iterator[tuple[int, dict]]:
     """``(line number, object)`` of every JSON-object line; bad lines go to ``report`` (stop or skip)."""
-    report = report or ReadReport(Path(path))
-    for line_number, line in read_text_lines(path, encoding, report):
+    for line_number, _, row in _jsonl_rows(Path(path), encoding, report or ReadReport(Path(path))):
+        yield line_number, row
+
+
+def _jsonl_rows(path: Path, encoding: str, report: ReadReport) -> Iterator[tuple[int, int, dict]]:
+    """:func:`read_jsonl_rows` with each line's byte offset: ``(line number, offset, object)``."""
+    for line_number, offset, line in _text_lines(path, encoding, report):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
@@ -195,7 +210,7 @@ def read_jsonl_rows(
         if not isinstance(row, dict):
             report.bad_line(line_number, "not a JSON object")
             continue
-        yield line_number, row
+        yield line_number, offset, row
 
 
 def read_jsonl(path: Path, encoding: str = "utf-8", on_bad_line: str = "stop") -> list[dict]:
@@ -241,32 +256,148 @@ def _json_kind(value) -> str:
 
 def _id_and_text_rows(path: Path, encoding: str, report: ReadReport) -> Iterator[tuple[int, str, dict]]:
     """``(line, id, row)`` of a BEIR corpus or queries file; a line without ``_id`` and ``text`` is a bad line."""
-    for line_number, row in read_jsonl_rows(path, encoding, report):
+    for line_number, _, doc_id, row in _id_and_text_rows_at(path, encoding, report):
+        yield line_number, doc_id, row
+
+
+def _id_and_text_rows_at(path: Path, encoding: str, report: ReadReport) -> Iterator[tuple[int, int, str, dict]]:
+    """:func:`_id_and_text_rows` with each line's byte offset: ``(line, offset, id, row)``."""
+    for line_number, offset, row in _jsonl_rows(path, encoding, report):
         if "_id" not in row or "text" not in row:
             report.bad_line(line_number, f"every line needs '_id' and 'text' (got keys {sorted(row)})")
             continue
-        yield line_number, str(row["_id"]), row
+        yield line_number, offset, str(row["_id"]), row
+
+
+def _corpus_entry(row: dict) -> dict[str, str]:
+    """A corpus line's ``{"title", "text"}`` (a missing or null title or text is ``""``)."""
+    return {"title": row.get("title") or "", "text": row["text"] or ""}
 
 
 def load_corpus(
     path: str | Path, encoding: str = "utf-8", on_bad_line: str = "stop", on_duplicate: str = "last"
 ) -> dict[str, dict[str, str]]:
-    """Load a BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``) into ``{id: {title, text}}``.
+    """Load a BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``) into ``{id: {title, text}}``, all in memory.
 
     Skipped lines and repeated ids (resolved by ``on_duplicate``, see :data:`ON_DUPLICATE`) are logged as a warning.
+    :class:`BeirCorpus` reads the same entries without holding them.
     """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"corpus file not found: {path}")
     report = ReadReport(path, on_bad_line=on_bad_line, on_duplicate=on_duplicate)
     corpus = report.keep_unique(
-        (line_number, doc_id, {"title": row.get("title") or "", "text": row["text"] or ""})
+        (line_number, doc_id, _corpus_entry(row))
         for line_number, doc_id, row in _id_and_text_rows(path, encoding, report)
     )
     report.log()
     if not corpus:
         raise DatasetError(f"corpus is empty: {path}")
     return corpus
+
+
+LINE_READ_BYTES = 4096
+"""Bytes read at a time for one corpus line (more follow when the line is longer)."""
+
+
+class BeirCorpus(Mapping):
+    """A BEIR ``corpus.jsonl`` as a read-only mapping ``{id: {"title", "text"}}`` whose entries are read from the
+    file when asked: memory holds each kept line's byte offset, never a text.
+
+    Opening reads the file once, with :func:`load_corpus`'s policies (``on_bad_line``, ``on_duplicate``; what was
+    skipped or merged is logged and kept in :attr:`report`), so it equals ``load_corpus(path, ...)`` entry for
+    entry and in the same order (``last``: the last line's entry at the first line's place). Then
+    ``corpus[doc_id]`` reads that one line (``os.pread`` at its offset: no shared file position, so threads and
+    forked processes may read at once), and ``items()``/``values()`` read the kept lines through one buffered
+    handle, in order. A line that no longer holds its id (the file was changed since) raises
+    :class:`DatasetError`.
+    """
+
+    def __init__(
+        self, path: str | Path, encoding: str = "utf-8", on_bad_line: str = "stop", on_duplicate: str = "last"
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DatasetError(f"corpus file not found: {self.path}")
+        self.encoding = encoding
+        self.report = ReadReport(self.path, on_bad_line=on_bad_line, on_duplicate=on_duplicate)
+        self._offsets: dict[str, int] = self.report.keep_unique(
+            (line_number, doc_id, offset)
+            for line_number, offset, doc_id, _ in _id_and_text_rows_at(self.path, encoding, self.report)
+        )
+        self.report.log()
+        if not self._offsets:
+            raise DatasetError(f"corpus is empty: {self.path}")
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._offsets)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._offsets
+
+    def __getitem__(self, doc_id: str) -> dict[str, str]:
+        offset = self._offsets[doc_id]
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            data = b""
+            while True:
+                block = os.pread(fd, LINE_READ_BYTES, offset + len(data))
+                data += block
+                end = data.find(b"\n")
+                if end >= 0 or len(block) < LINE_READ_BYTES:
+                    break
+        finally:
+            os.close(fd)
+        return self._entry(doc_id, data[: end + 1] if end >= 0 else data)
+
+    def __repr__(self) -> str:
+        return f"BeirCorpus({str(self.path)!r}, {len(self)} documents)"
+
+    def entries(self, doc_ids: Iterable[str]) -> Iterator[tuple[str, dict[str, str]]]:
+        """``(id, entry)`` of each of ``doc_ids``, in that order, read through one buffered handle (fastest in
+        file order; an unknown id raises ``KeyError``)."""
+        with open(self.path, "rb", buffering=1 << 20) as handle:
+            for doc_id in doc_ids:
+                handle.seek(self._offsets[doc_id])  # within the buffer: no system call
+                yield doc_id, self._entry(doc_id, handle.readline())
+
+    def items(self) -> ItemsView:
+        return _StreamedItems(self)
+
+    def values(self) -> ValuesView:
+        return _StreamedValues(self)
+
+    def _entry(self, doc_id: str, raw: bytes) -> dict[str, str]:
+        try:
+            row = json.loads(raw.decode(self.encoding))
+            if str(row["_id"]) == doc_id and "text" in row:
+                return _corpus_entry(row)
+        except (ValueError, TypeError, KeyError):
+            pass
+        raise DatasetError(f"{self.path}: the line of document {doc_id!r} changed since the file was read; "
+                           "load the collection again")
+
+
+class _StreamedItems(ItemsView):
+    def __iter__(self):
+        return self._mapping.entries(self._mapping)
+
+
+class _StreamedValues(ValuesView):
+    def __iter__(self):
+        return (entry for _, entry in self._mapping.entries(self._mapping))
+
+
+def corpus_entries(
+    corpus: Mapping[str, dict[str, str]], doc_ids: Iterable[str]
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """``(id, entry)`` of each of ``doc_ids`` from any corpus mapping (one file handle for a :class:`BeirCorpus`)."""
+    if isinstance(corpus, BeirCorpus):
+        return corpus.entries(doc_ids)
+    return ((doc_id, corpus[doc_id]) for doc_id in doc_ids)
 
 
 def load_qrels(path: str | Path, encoding: str = "utf-8", on_bad_line: str = "stop") -> dict[str, dict[str, int]]:
@@ -304,7 +435,8 @@ def load_beir(
 ) -> RetrievalDataset:
     """Load a BEIR folder: ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``.
 
-    Only queries judged in the split are kept, so a split's queries never leak into another split. ``encoding``,
+    The corpus is a :class:`BeirCorpus`: read once here (bad lines and duplicates are found now), then read
+    again from the file for the documents asked for; queries and qrels are held. Only queries judged in the split are kept, so a split's queries never leak into another split. ``encoding``,
     ``on_bad_line`` (:data:`ON_BAD_LINE`) and ``on_duplicate`` (:data:`ON_DUPLICATE`, corpus and query ids) apply
     to every file; what was skipped or merged is logged as a warning.
     """
@@ -315,7 +447,7 @@ def load_beir(
     if not qrels_path.is_file():
         available = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
         raise DatasetError(f"split {split!r} not found in {root} (qrels/{split}.tsv missing; available: {available})")
-    corpus = load_corpus(root / "corpus.jsonl", encoding, on_bad_line, on_duplicate)
+    corpus = BeirCorpus(root / "corpus.jsonl", encoding, on_bad_line, on_duplicate)
     queries_path = root / "queries.jsonl"
     if not queries_path.is_file():
         raise DatasetError(f"queries file not found: {queries_path}")

@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from importlib import metadata
@@ -79,12 +80,47 @@ def file_sha256(path: str | Path) -> str:
 
 def dataset_fingerprint(dataset) -> dict[str, Any]:
     """Name, sizes and a sha256 of the corpus, queries and qrels content (order-independent), so two runs can
-    tell whether they read the same data whatever its source (BEIR folder, NanoBEIR, Hugging Face)."""
-    digest = hashlib.sha256()
-    for part in (dataset.corpus, dataset.queries, dataset.qrels):
+    tell whether they read the same data whatever its source (BEIR folder, NanoBEIR, Hugging Face).
+
+    The sha256 is that of ``json.dumps(part, sort_keys=True, ensure_ascii=False)`` of each part in turn; the
+    corpus is serialized one document at a time (:func:`json_chunks`), read in id order, so a corpus read from
+    its file (:class:`~rerank_pipeline.datasets.BeirCorpus`) is never held. A corpus object's digest is computed
+    once per process (it cannot change; queries and qrels can, e.g. ``--max-queries``).
+    """
+    digest = _corpus_digest(dataset.corpus).copy()
+    for part in (dataset.queries, dataset.qrels):
         digest.update(json.dumps(part, sort_keys=True, ensure_ascii=False).encode("utf-8"))
     return {"name": dataset.name, "documents": len(dataset.corpus), "queries": len(dataset.queries),
             "judged_queries": len(dataset.judged_queries()), "sha256": digest.hexdigest()}
+
+
+_CORPUS_DIGESTS: dict[int, Any] = {}  # id(BeirCorpus) -> its digest, while the object lives
+
+
+def _corpus_digest(corpus):
+    """sha256 of the corpus's JSON (a hashlib object to continue); remembered for a read-only corpus object."""
+    from rerank_pipeline.datasets import BeirCorpus, corpus_entries
+
+    remembered = _CORPUS_DIGESTS.get(id(corpus)) if isinstance(corpus, BeirCorpus) else None
+    if remembered is not None:
+        return remembered
+    digest = hashlib.sha256()
+    for chunk in json_chunks(corpus_entries(corpus, sorted(corpus))):
+        digest.update(chunk.encode("utf-8"))
+    if isinstance(corpus, BeirCorpus):
+        _CORPUS_DIGESTS[id(corpus)] = digest
+        weakref.finalize(corpus, _CORPUS_DIGESTS.pop, id(corpus), None)
+    return digest
+
+
+def json_chunks(items: Iterable[tuple[str, Any]]) -> Iterable[str]:
+    """``json.dumps(dict(items), sort_keys=True, ensure_ascii=False)`` in pieces, one item at a time (the keys of
+    ``items``, strings, must come sorted and unique)."""
+    yield "{"
+    for index, (key, value) in enumerate(items):
+        yield (", " if index else "") + json.dumps(key, ensure_ascii=False) + ": " \
+            + json.dumps(value, sort_keys=True, ensure_ascii=False)
+    yield "}"
 
 
 def device_description(device: str | None = None) -> dict[str, Any]:

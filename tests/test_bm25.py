@@ -113,7 +113,7 @@ def test_empty_store_and_empty_query_return_nothing():
 def test_cranfield_bm25_reaches_reference_ndcg(cranfield_dir):
     dataset = load_beir(cranfield_dir, "test")
     store = EmbeddedBM25DocumentStore()
-    store.write_documents(dataset.documents())
+    store.write_documents(list(dataset.documents()))
     hits = store.search_ids(list(dataset.queries.values()), top_k=100)
     run = {qid: dict(ranking) for qid, ranking in zip(dataset.queries, hits)}
     scores = ir_measures.calc_aggregate([ir_measures.nDCG @ 10, ir_measures.R @ 100], dataset.qrels, run)

@@ -58,7 +58,8 @@ def register(subparsers) -> None:
                             "when it holds a CrossEncoderRanker")
     stage.add_argument("--first-stage", choices=FIRST_STAGES, default=None, help="candidates: the dataset's published lists (NanoBEIR default) or our own first stage (default bm25)")
     stage.add_argument("--embedding-model", default=None, help="bi-encoder for dense/hybrid first stages; with elasticsearch, kNN on the cluster fused with its BM25")
-    stage.add_argument("--index-dir", default=None, help="reuse / keep the first-stage index here")
+    stage.add_argument("--index-dir", default=None, help="reuse / keep the first-stage index here (bm25 without it: "
+                       "streamed into a temporary folder, removed at the end)")
     stage.add_argument("--first-stage-option", action="append", default=[], metavar="KEY=VALUE", help="extra build_first_stage option (e.g. url=http://localhost:9200)")
     stage.add_argument("--top-k", type=int, default=None, help="first-stage depth (default max(100, rerank-k))")
 

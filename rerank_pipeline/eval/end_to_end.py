@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -30,12 +33,23 @@ def retrieve_rankings(
     **options,
 ) -> dict[str, list[tuple[str, float]]]:
     """Index the dataset's corpus with our first stage (``bm25``, ``dense``, ``hybrid``, ``elasticsearch``)
-    and retrieve ``top_k`` candidates for every query: qid -> [(doc_id, score)] best first."""
-    from rerank_pipeline.first_stage import build_first_stage
+    and retrieve ``top_k`` candidates for every query: qid -> [(doc_id, score)] best first.
 
-    first_stage = build_first_stage(kind, index_dir=index_dir, embedding_model=embedding_model, **options)
-    first_stage.index(dataset.documents())
-    return first_stage.retrieve(dict(dataset.queries), top_k=top_k)
+    The documents go to the first stage one at a time (:meth:`RetrievalDataset.documents`). An embedded BM25 first
+    stage streams them into an index folder, ``index_dir`` when it is new or empty, else a temporary folder removed
+    on return, so memory never holds the corpus (an ``index_dir`` that already holds an index is updated as
+    :meth:`FirstStage.index` does, documents in memory). Dense and hybrid first stages hold the documents while
+    they embed them.
+    """
+    from rerank_pipeline.first_stage import _canonical_kind, build_first_stage
+
+    with ExitStack() as cleanup:
+        if index_dir is None and _canonical_kind(kind) == "bm25":
+            scratch = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="rerank-eval-bm25-"))
+            index_dir = str(Path(scratch) / "index")
+        first_stage = build_first_stage(kind, index_dir=index_dir, embedding_model=embedding_model, **options)
+        first_stage.index(dataset.documents(), total=len(dataset.corpus))
+        return first_stage.retrieve(dict(dataset.queries), top_k=top_k)
 
 
 def pipeline_rankings(pipeline, dataset: RetrievalDataset, progress: bool = False) -> tuple[Rankings, Rankings | None]:
