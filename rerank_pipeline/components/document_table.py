@@ -133,7 +133,7 @@ class SnapshotWriter:
             self._add(documents[start : start + BATCH_ROWS])
 
     def _add(self, documents: list[Document]) -> None:
-        rows = [document_row(document, binary_embedding=True) for document in documents]
+        rows = [_row(document) for document in documents]
         lines = [(json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8") for row in rows]
         self._file.write(b"".join(lines))
         self._offsets.append(self._offsets[-1][-1] + np.cumsum([len(line) for line in lines], dtype=np.int64))
@@ -157,6 +157,13 @@ class SnapshotWriter:
         _write_table(self.folder / IDS_ARROW, table)
         _write_table(self.folder / META_ARROW, self._meta_columns.table())
         return self.count
+
+
+def _row(document: Document) -> dict[str, Any]:
+    """A document's stored line: :func:`document_row`, built directly for the common text-and-meta document."""
+    if document.blob is None and document.embedding is None and document.sparse_embedding is None:
+        return {"id": document.id, "content": document.content, "meta": document.meta}
+    return document_row(document, binary_embedding=True)
 
 
 def write_snapshot(folder: str | Path, documents: Iterable[Document]) -> int:
