@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from pathlib import Path
 
@@ -196,7 +197,8 @@ def test_an_older_folder_with_documents_jsonl_still_opens(tmp_path):
     expected = store.search_ids(["boundary layer"], top_k=5)
     for name in document_table.SNAPSHOT_FILES:
         (folder / name).unlink()
-    index_folder.write_documents_jsonl(folder / index_folder.DOCUMENTS_FILE, _documents(30))
+    (folder / index_folder.DOCUMENTS_FILE).write_text(
+        "".join(json.dumps(index_folder.document_row(doc)) + "\n" for doc in _documents(30)), encoding="utf-8")
     settings = index_folder.read_settings(folder)
     settings.pop("files")  # a folder from before manifests
     index_folder.write_settings(folder, settings)

@@ -24,6 +24,7 @@ written since (kept in memory until the next save).
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import os
 import weakref
@@ -46,7 +47,6 @@ from rerank_pipeline.components.index_folder import (
     IndexFolderError,
     document_from_row,
     document_row,
-    read_documents_jsonl,
 )
 
 OFFSETS_FILE = "documents.offsets.npy"
@@ -204,7 +204,8 @@ def open_documents(folder: str | Path) -> "DocumentTable":
     if (folder / OFFSETS_FILE).is_file() or not (folder / DOCUMENTS_FILE).is_file():
         return DocumentTable(Snapshot(folder))
     table = DocumentTable()
-    documents = read_documents_jsonl(folder / DOCUMENTS_FILE)
+    with open(folder / DOCUMENTS_FILE, "rb") as handle:
+        documents = _decode([line for line in handle if line.strip()], folder / DOCUMENTS_FILE, itertools.count())
     for document in documents:
         table[document.id] = document
     if len(table) != len(documents):

@@ -501,29 +501,6 @@ def document_from_row(row: dict[str, Any]) -> Document:
     return Document.from_dict(row)
 
 
-def write_documents_jsonl(path: str | Path, documents: Iterator[Document] | list[Document]) -> None:
-    """Write documents one JSON object a line."""
-    with open(path, "w", encoding="utf-8") as handle:
-        for document in documents:
-            handle.write(json.dumps(document_row(document), ensure_ascii=False) + "\n")
-
-
-def read_documents_jsonl(path: str | Path) -> list[Document]:
-    """Read documents written by :func:`write_documents_jsonl`; a bad line raises an error naming ``file:line``."""
-    documents = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                    if not isinstance(row, dict):
-                        raise ValueError(f"expected a JSON object, found a {type(row).__name__}")
-                    documents.append(document_from_row(row))
-                except (ValueError, TypeError, KeyError, AttributeError) as error:
-                    raise IndexFolderError(f"{path}:{number}: not a stored document ({error})") from None
-    return documents
-
-
 def snapshot_bytes(index_dir: str | Path) -> int:
     """Size of the index files in ``index_dir``, the journal left out (from the manifest when there is one)."""
     files = (read_settings(index_dir) or {}).get("files")
