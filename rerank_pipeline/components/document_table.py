@@ -272,18 +272,30 @@ class Snapshot:
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             raise IndexError(f"row out of range 0..{len(self) - 1}")
         starts, ends = self._offsets[rows], self._offsets[rows + 1]
-        lines = [os.pread(self._fd, int(end - start), int(start)) for start, end in zip(starts, ends)]
+        lines = [self._read(int(start), int(end - start)) for start, end in zip(starts, ends)]
         return _decode(lines, self.path, rows.tolist())
 
+    def _read(self, start: int, size: int) -> bytes:
+        data = os.pread(self._fd, size, start)
+        while len(data) < size:  # a short read (very large blocks); an empty one means the file was cut
+            more = os.pread(self._fd, size - len(data), start + len(data))
+            if not more:
+                raise IndexFolderError(f"{self.path}: shorter than its offsets say (truncated?)")
+            data += more
+        return data
+
     def batches(self) -> Iterator[tuple[int, list[Document]]]:
-        """Every document in row order, :data:`BATCH_ROWS` at a time: ``(first row, documents)``."""
+        """Every document in row order, :data:`BATCH_ROWS` at a time: ``(first row, documents)``.
+
+        Read with ``pread`` from the file this snapshot opened, so a generation swapped in meanwhile is never mixed in.
+        """
         self._check()
-        start = 0
-        with open(self.path, "rb") as handle:
-            while start < len(self):
-                lines = [handle.readline() for _ in range(min(BATCH_ROWS, len(self) - start))]
-                yield start, _decode(lines, self.path, range(start, start + len(lines)))
-                start += len(lines)
+        for start in range(0, len(self), BATCH_ROWS):
+            end = min(start + BATCH_ROWS, len(self))
+            bounds = np.asarray(self._offsets[start : end + 1]) - self._offsets[start]
+            block = self._read(int(self._offsets[start]), int(bounds[-1]))
+            lines = [block[bounds[i] : bounds[i + 1]] for i in range(end - start)]
+            yield start, _decode(lines, self.path, range(start, end))
 
     # --- filters ----------------------------------------------------------------------------
 
