@@ -178,12 +178,12 @@ class FirstStage:
                 count = self.store.stream_to(staging, documents, total=total)
             self.sides[0].reopen(str(self.index_dir))
             return count
-        documents = list(documents)
+        documents = list({document.id: document for document in documents}.values())  # a repeated id: the last
         for side in self.sides:
             side.write(documents)
         if self.index_dir:
             self.save(self.index_dir)
-        return len({document.id for document in documents})
+        return len(documents)
 
     def save(self, index_dir: str) -> None:
         """Write the whole index to ``index_dir``, replacing the folder atomically."""
