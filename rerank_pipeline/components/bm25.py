@@ -277,11 +277,6 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
     def _engine_size(self) -> int:
         return len(self._documents.snapshot) if self._engine_ids is None else len(self._engine_ids)
 
-    def _row_ids(self, rows: list[int]) -> list[str]:
-        if self._engine_ids is None:
-            return self._documents.snapshot.ids(rows)
-        return [self._engine_ids[row] for row in rows]
-
     def _row_mask(self, filters: dict[str, Any] | None) -> np.ndarray | None:
         """Over the matrix rows: live and matching ``filters`` (None when every row is)."""
         if self._engine_ids is None:
@@ -314,10 +309,16 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
         self, queries: list[str], top_k: int = 10, filters: dict[str, Any] | None = None
     ) -> list[list[tuple[str, float]]]:
         """For each query, ``[(doc_id, score)]`` best first; documents sharing no term are left out."""
-        return [[(doc_id, score) for doc_id, score, _ in hits] for hits in self._search(queries, top_k, filters)]
+        with self._lock:
+            results = self._search(queries, top_k, filters)
+            rows = [row for hits in results for _, _, row in hits if row is not None]
+            names = iter(self._documents.snapshot.ids(rows) if rows else ())
+            return [[(next(names) if row is not None else doc_id, score) for doc_id, score, row in hits]
+                    for hits in results]
 
     def _search(self, queries: list[str], top_k: int, filters: dict[str, Any] | None):
-        """For each query, ``[(doc_id, score, snapshot row or None)]`` best first."""
+        """For each query, ``[(doc_id, score, None)]`` or, for a snapshot row, ``[(None, score, row)]``, best first
+        (a row's id is read only when asked for: its document holds it)."""
         validate_filters(filters)
         with self._lock:  # reentrant: callers that look the ids up hold it across both steps
             if self.index_dir is None and len(self._delta) > max(DELTA_MIN, DELTA_SHARE * len(self._documents)):
@@ -346,9 +347,9 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
             rows, scores = zip(*(self._top_rows(terms, top_k, live) for terms in query_terms))
         kept = [[(r, float(s)) for r, s in zip(row_ids.tolist(), row_scores.tolist()) if s > 0]
                 for row_ids, row_scores in zip(rows, scores)]
-        names = iter(self._row_ids([r for hits in kept for r, _ in hits]))
-        snapshot_rows = self._engine_ids is None
-        return [[(next(names), s, r if snapshot_rows else None) for r, s in hits] for hits in kept]
+        if self._engine_ids is None:
+            return [[(None, s, r) for r, s in hits] for hits in kept]
+        return [[(self._engine_ids[r], s, None) for r, s in hits] for hits in kept]
 
     def _top_rows(self, terms: list[str], top_k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The ``top_k`` best of matrix ``rows`` for one query, best first (ties: lower row first)."""

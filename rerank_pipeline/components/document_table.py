@@ -213,25 +213,59 @@ def open_documents(folder: str | Path) -> "DocumentTable":
     return table
 
 
+class _Offsets:
+    """``documents.offsets.npy`` (N + 1 int64 line offsets) read with ``pread``, not mapped: reading a row's offsets
+    costs no resident page. Checked at open, a block at a time: starts at 0, rises, ends at the documents' size."""
+
+    BLOCK = 1 << 20  # offsets checked at a time
+
+    def __init__(self, path: Path, documents_size: int) -> None:
+        try:
+            with open(path, "rb") as handle:
+                version = np.lib.format.read_magic(handle)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(handle)
+                self._data = handle.tell()
+        except (OSError, ValueError) as error:
+            raise IndexFolderError(f"{path}: not a readable array ({error})") from None
+        if len(shape) != 1 or not shape[0] or dtype != np.dtype("<i8") or fortran:
+            raise IndexFolderError(f"{path}: not the line offsets of {path.parent / DOCUMENTS_FILE}")
+        self.count = shape[0] - 1
+        self._fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
+        previous = -1
+        for start in range(0, shape[0], self.BLOCK):
+            block = self._block(start, min(start + self.BLOCK, shape[0]), path)
+            if (start == 0 and block[0] != 0) or block[0] <= previous or (np.diff(block) <= 0).any():
+                raise IndexFolderError(f"{path}: not the line offsets of {path.parent / DOCUMENTS_FILE}")
+            previous = int(block[-1])
+        if previous != documents_size:
+            raise IndexFolderError(f"{path}: not the line offsets of {path.parent / DOCUMENTS_FILE}")
+
+    def _block(self, start: int, stop: int, path: Path | None = None) -> np.ndarray:
+        data = os.pread(self._fd, 8 * (stop - start), self._data + 8 * start)
+        if len(data) != 8 * (stop - start):
+            raise IndexFolderError(f"{path or 'documents.offsets.npy'}: shorter than its header says")
+        return np.frombuffer(data, dtype="<i8")
+
+    def span(self, start: int, stop: int) -> tuple[np.ndarray, int]:
+        """The offsets of rows ``start`` to ``stop`` (stop's too: ``stop - start + 1`` values), and the last one."""
+        block = self._block(start, stop + 1)
+        return block, int(block[-1])
+
+
 class Snapshot:
     """The documents of one saved generation: rows read by number or id, filters as row masks."""
 
     def __init__(self, folder: str | Path) -> None:
         folder = Path(folder)
         self.path = folder / DOCUMENTS_FILE
-        try:
-            offsets = np.load(folder / OFFSETS_FILE, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise IndexFolderError(f"{folder / OFFSETS_FILE}: not a readable array ({error})") from None
+        if not self.path.is_file():
+            raise IndexFolderError(f"{self.path}: missing")
+        self._offsets = _Offsets(folder / OFFSETS_FILE, self.path.stat().st_size)
         self._meta = _read_table(folder / META_ARROW)
         ids = _read_table(folder / IDS_ARROW)
-        size = self.path.stat().st_size if self.path.is_file() else None
-        if size is None:
-            raise IndexFolderError(f"{self.path}: missing")
-        if (offsets.ndim != 1 or offsets.dtype != np.int64 or not len(offsets) or offsets[0] != 0
-                or offsets[-1] != size or (np.diff(offsets) <= 0).any()):
-            raise IndexFolderError(f"{folder / OFFSETS_FILE}: not the line offsets of {self.path}")
-        self._offsets = offsets
         if not ids.schema.equals(IDS_SCHEMA) or ids.num_rows != len(self):
             raise IndexFolderError(f"{folder / IDS_ARROW}: not the id index of {self.path}")
         if self._meta.num_columns and self._meta.num_rows != len(self):
@@ -247,7 +281,7 @@ class Snapshot:
             self.background_check.check()
 
     def __len__(self) -> int:
-        return len(self._offsets) - 1
+        return self._offsets.count
 
     def row_of(self, doc_id: str) -> int | None:
         """The row holding ``doc_id``, or None."""
@@ -271,8 +305,10 @@ class Snapshot:
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             raise IndexError(f"row out of range 0..{len(self) - 1}")
-        starts, ends = self._offsets[rows], self._offsets[rows + 1]
-        lines = [self._read(int(start), int(end - start)) for start, end in zip(starts, ends)]
+        lines = []
+        for row in rows.tolist():
+            bounds, end = self._offsets.span(row, row + 1)
+            lines.append(self._read(int(bounds[0]), end - int(bounds[0])))
         return _decode(lines, self.path, rows.tolist())
 
     def _read(self, start: int, size: int) -> bytes:
@@ -292,8 +328,9 @@ class Snapshot:
         self._check()
         for start in range(0, len(self), BATCH_ROWS):
             end = min(start + BATCH_ROWS, len(self))
-            bounds = np.asarray(self._offsets[start : end + 1]) - self._offsets[start]
-            block = self._read(int(self._offsets[start]), int(bounds[-1]))
+            bounds, _ = self._offsets.span(start, end)
+            block = self._read(int(bounds[0]), int(bounds[-1] - bounds[0]))
+            bounds = bounds - bounds[0]
             lines = [block[bounds[i] : bounds[i + 1]] for i in range(end - start)]
             yield start, _decode(lines, self.path, range(start, end))
 

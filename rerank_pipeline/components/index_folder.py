@@ -149,10 +149,10 @@ class BackgroundCheck:
     def _run(self, files: list[tuple[Any, str, Path]]) -> None:
         try:
             for handle, expected, path in files:
-                digest = hashlib.sha256()
+                digest, block = hashlib.sha256(), bytearray(1 << 20)  # one buffer: no allocation a block
                 with handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):  # noqa: B023 - used at once
-                        digest.update(block)
+                    while size := handle.readinto(block):
+                        digest.update(memoryview(block)[:size])
                     if digest.hexdigest() != expected:
                         self.message = f"{path}: {DIFFERS}"
                         logger.error("%s", self.message)
