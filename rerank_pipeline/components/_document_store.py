@@ -1,6 +1,6 @@
 """What the embedded BM25 and FAISS stores share: Haystack's ``DocumentStore`` protocol over a :class:`DocumentTable`.
 
-The documents of a store opened on a folder stay on disk (the folder's memory-mapped snapshot); only the changes
+The documents of a store opened on a folder stay on disk (the folder's snapshot, read row by row); only the changes
 made since its last save are held in memory.
 
 ``write_documents`` follows ``InMemoryDocumentStore`` (``DuplicatePolicy.NONE`` means ``FAIL``) but checks the whole
