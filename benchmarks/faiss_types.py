@@ -126,7 +126,7 @@ def main() -> None:
                                         "IVF,SQ8;SQ8 with --nlist cells)")
     parser.add_argument("--output", help="also write the results as JSON here")
     args = parser.parse_args()
-    from first_stage import clustered_vectors  # benchmarks/first_stage.py (imported here: the children skip it)
+    from first_stage import clustered_vectors, write_report  # benchmarks/first_stage.py (the children skip it)
 
     nl = args.nlist
     types = args.types.split(";") if args.types else [
@@ -171,9 +171,7 @@ def main() -> None:
             print(f"  {row['type']}: {row['bytes_per_vector']:.0f} B/vector -> ~{at_10m:.1f} GiB of index at 10M "
                   f"x {args.dim} (plus {4 * args.dim * 10_000_000 / 2**30:.1f} GiB of embeddings.npy, memory-mapped)")
     if args.output:
-        tmp = Path(args.output).with_suffix(".tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, args.output)
+        write_report(args.output, report)
 
 
 if __name__ == "__main__":

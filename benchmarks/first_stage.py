@@ -164,6 +164,13 @@ def bench_faiss(
     return result
 
 
+def write_report(path: str | Path, report: dict) -> None:
+    """Write ``report`` as JSON to ``path``, replacing it atomically."""
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--beir-dir", default=str(DEFAULT_BEIR), help="BEIR folder whose text builds the corpora")
@@ -216,9 +223,7 @@ def main() -> None:
             f"RSS MB: vectors {row['vectors_mb']:.0f}, exact {row['exact_rss_mb']:.0f}, {row['ann']} {row['ann_rss_mb']:.0f}"
         )
     if args.output:
-        tmp = Path(args.output).with_suffix(".tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, args.output)
+        write_report(args.output, report)
 
 
 if __name__ == "__main__":
