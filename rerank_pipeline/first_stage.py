@@ -27,11 +27,11 @@ from rerank_pipeline.components.bm25 import DEFAULT_META_FIELDS, EmbeddedBM25Doc
 from rerank_pipeline.components.faiss_store import FAISSDocumentStore, FAISSEmbeddingRetriever
 from rerank_pipeline.components.index_folder import atomic_directory, read_settings, write_settings
 from rerank_pipeline.components.rrf import FUSION_DEPTH, RRF_K, ReciprocalRankFusion
+from rerank_pipeline.rankings import Rankings, from_documents
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 KINDS = ("bm25", "dense", "hybrid", "elasticsearch")
 KIND_ALIASES = {"embedded": "bm25", "faiss": "dense"}
-Rankings = dict[str, list[tuple[str, float]]]
 
 
 class BM25Side:
@@ -237,19 +237,15 @@ class FirstStage:
         side_rankings = [{qid: [] for qid in queries} for _ in sides]
         fused = {qid: [] for qid in queries}
         for qid, output in zip(asked, outputs):
-            fused[qid] = _ranking(output[final]["documents"])[:top_k]
+            fused[qid] = from_documents(output[final]["documents"])[:top_k]
             for rankings, side in zip(side_rankings, sides):
-                rankings[qid] = _ranking(output[side]["documents"])[:side_top_k]
+                rankings[qid] = from_documents(output[side]["documents"])[:side_top_k]
         return fused, side_rankings
 
 
 def _side_outputs(pipeline: Pipeline, joiner: str) -> list[str]:
     """The components feeding ``joiner``, in connection order."""
     return [sender for sender, receiver in pipeline.graph.in_edges(joiner)]
-
-
-def _ranking(documents: list[Document]) -> list[tuple[str, float]]:
-    return [(document.id, float(document.score or 0.0)) for document in documents]
 
 
 def _canonical_kind(kind: str) -> str:

@@ -18,8 +18,7 @@ from haystack import Document, Pipeline
 
 from rerank_pipeline.batch_run import query_inputs
 from rerank_pipeline.components.index_folder import require_index
-from rerank_pipeline.components.rrf import RRF_K, ReciprocalRankFusion
-from rerank_pipeline.components.score_fusion import FusionChoice, RerankerScoreFusion, resolve_fusion
+from rerank_pipeline.components.score_fusion import FusionChoice, resolve_fusion
 from rerank_pipeline.first_stage import open_first_stage
 
 logger = logging.getLogger(__name__)
@@ -73,14 +72,16 @@ def build_pipeline(
 
 
 def add_reranker_fusion(pipeline: Pipeline, choice: FusionChoice, first_stage: str, top_k: int, candidates: int) -> None:
-    """Add ``choice``'s fusion (if any) as component ``fusion``, fed by ``ranker.documents`` and the first stage's
-    ``documents``; its output is then the pipeline's only unconsumed ``documents`` output."""
+    """Add ``choice``'s fusion (if any, :meth:`FusionChoice.component`) as component ``fusion``, fed by the first
+    stage's ``documents`` and ``ranker.documents``; its output is then the pipeline's only unconsumed ``documents``."""
+    fusion = choice.component(top_k=top_k, depth=candidates)
+    if fusion is None:
+        return
+    pipeline.add_component("fusion", fusion)
     if choice.method == "model":
-        pipeline.add_component("fusion", RerankerScoreFusion(weight=choice.weight, top_k=top_k))
         pipeline.connect("ranker.documents", "fusion.documents")
         pipeline.connect(f"{first_stage}.documents", "fusion.first_stage_documents")
-    elif choice.method == "rrf":
-        pipeline.add_component("fusion", ReciprocalRankFusion(rrf_k=RRF_K, fusion_depth=candidates, top_k=top_k))
+    else:  # RRF: the first stage's order, then the ranker's
         pipeline.connect(f"{first_stage}.documents", "fusion.documents")
         pipeline.connect("ranker.documents", "fusion.documents")
 

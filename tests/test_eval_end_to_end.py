@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from rerank_pipeline.datasets import RetrievalDataset
-from rerank_pipeline.eval import IdentityScorer, evaluate_end_to_end, full_ranking_metrics, rerank_rankings, retrieve_rankings
+from rerank_pipeline.components.pair_ranking import ScorerRanker
+from rerank_pipeline.components.score_fusion import FusionChoice
+from rerank_pipeline.eval import IdentityScorer, evaluate_end_to_end, full_ranking_metrics, retrieve_rankings
+from rerank_pipeline.reranking import rerank
 from test_eval_protocol import make_dataset
 
 
@@ -41,9 +44,13 @@ class Oracle:
         return np.array([1.0 if pair in self.positive else 0.0 for pair in pairs])
 
 
+def reranked_by(dataset, scorer, rerank_k=10):
+    return rerank(ScorerRanker(scorer), dataset.queries, dataset.rankings, dataset.document_text, rerank_k)
+
+
 def test_rerank_keeps_the_tail_and_moves_positives_up():
     dataset = make_dataset()
-    reranked = rerank_rankings(dataset, dataset.rankings, Oracle(dataset), rerank_k=10)
+    reranked = reranked_by(dataset, Oracle(dataset)).ranking()
     for qid, ranking in reranked.items():
         ids = [doc_id for doc_id, _ in ranking]
         assert ids[10:] == dataset.rankings[qid][10:]
@@ -52,12 +59,19 @@ def test_rerank_keeps_the_tail_and_moves_positives_up():
         assert ids[: len(positives_in_head)] == positives_in_head
         scores = [score for _, score in ranking]
         assert scores == sorted(scores, reverse=True)
-    identity = rerank_rankings(dataset, dataset.rankings, IdentityScorer(), rerank_k=10)
+    identity = reranked_by(dataset, IdentityScorer()).ranking()
     assert {q: [d for d, _ in r] for q, r in identity.items()} == dataset.rankings
-    fused = rerank_rankings(dataset, dataset.rankings, Oracle(dataset), rerank_k=10, fusion="rrf")
+    fused = reranked_by(dataset, Oracle(dataset)).ranking(FusionChoice("rrf").component(depth=10))
     assert {q: [d for d, _ in r] for q, r in fused.items()} != dataset.rankings
-    with pytest.raises(ValueError, match="fusion"):
-        rerank_rankings(dataset, dataset.rankings, Oracle(dataset), fusion="sum")
+
+
+def test_weight_zero_reproduces_the_first_stage_even_when_its_scores_tie():
+    """Fused ties break by first-stage rank: w = 0 is the first stage, whatever order the reranker gave."""
+    dataset = make_dataset()
+    tied = {qid: [(doc_id, 1.0) for doc_id in ranking] for qid, ranking in dataset.rankings.items()}  # all scores equal
+    reranked = rerank(ScorerRanker(Oracle(dataset)), dataset.queries, tied, dataset.document_text, 10)
+    assert any([d.id for d in reranked.reranked[q]] != dataset.rankings[q][:10] for q in dataset.rankings)
+    assert {q: [d for d, _ in r] for q, r in reranked.fused(0.0).items()} == dataset.rankings
 
 
 def test_evaluate_end_to_end_before_and_after():

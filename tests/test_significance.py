@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+from haystack import Document
 from scipy import stats
 
 from rerank_pipeline.eval.significance import compare_per_query, format_delta, paired_test
-from rerank_pipeline.training.fusion_tuning import ScoredCandidates, guard_fusion_weight
+from rerank_pipeline.reranking import Reranked
+from rerank_pipeline.training.fusion_tuning import guard_fusion_weight
 
 
 def test_a_clear_gain_is_significant_and_noise_is_not():
@@ -46,9 +50,12 @@ def scored_queries(n: int, reranker_finds_positive: bool) -> tuple[dict, dict]:
     for q in range(n):
         doc_ids = [f"q{q}d{i}" for i in range(5)]
         reranker = np.array([0.0, 0.1, 1.0, 0.2, 0.3]) if reranker_finds_positive else np.array([0.5, 0.4, 0.0, 0.3, 0.2])
-        scored[f"q{q}"] = ScoredCandidates(doc_ids, np.array([5.0, 4, 3, 2, 1]), reranker, [])
+        first_stage = [Document(id=doc_id, content=doc_id, score=score) for doc_id, score in zip(doc_ids, [5.0, 4, 3, 2, 1])]
+        order = np.argsort(-reranker, kind="stable")
+        scored[f"q{q}"] = (first_stage, [replace(first_stage[i], score=float(reranker[i])) for i in order])
         qrels[f"q{q}"] = {f"q{q}d2": 1}
-    return scored, qrels
+    return Reranked({q: f for q, (f, _) in scored.items()}, {q: r for q, (_, r) in scored.items()},
+                    {q: [] for q in scored}), qrels
 
 
 def test_guard_serves_the_tuned_weight_only_when_fusion_is_shown_better():

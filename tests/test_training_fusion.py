@@ -13,7 +13,10 @@ from rerank_pipeline.components.score_fusion import (
     min_max,
     save_fusion_settings,
 )
-from rerank_pipeline.training.fusion_tuning import CachedScorer, choose_fusion_weight, fusion_curve, score_candidates
+from rerank_pipeline.components.pair_ranking import ScorerRanker
+from rerank_pipeline.eval.scorers import CachedScorer
+from rerank_pipeline.reranking import rerank
+from rerank_pipeline.training.fusion_tuning import choose_fusion_weight, fusion_curve
 
 
 def test_fuse_scores_interpolates_between_first_stage_and_reranker():
@@ -58,9 +61,9 @@ def test_dev_curve_picks_the_weight_that_helps_and_scores_each_pair_once():
     rankings = {"q": [("bad", 3.0), ("half", 2.0), ("good", 1.0)]}  # the first stage has it backwards
     counting = CountingScorer()
     scorer = CachedScorer(counting)
-    scored = score_candidates(scorer, queries, corpus.__getitem__, rankings, depth=3)
-    score_candidates(scorer, queries, corpus.__getitem__, rankings, depth=3)
-    assert counting.calls == 3
+    scored = rerank(ScorerRanker(scorer), queries, rankings, corpus.__getitem__, depth=3)
+    rerank(ScorerRanker(scorer), queries, rankings, corpus.__getitem__, depth=3)
+    assert counting.calls == 3 and (scorer.scored, scorer.reused) == (3, 3)
     curve = fusion_curve(scored, qrels)
     assert curve[1.0]["ndcg@10"] == pytest.approx(1.0) and curve[0.0]["ndcg@10"] < 1.0
     assert choose_fusion_weight(curve) == min(w for w, m in curve.items() if m["ndcg@10"] == pytest.approx(1.0))

@@ -7,23 +7,21 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 
 from rerank_pipeline.cli import (
     add_long_document_options, add_progress_flag, long_document_options, positive_int, progress_bars,
 )
 from rerank_pipeline.cli.serve import add_fusion_option
+from rerank_pipeline.eval.experiment import FIRST_STAGES, REPORT_MARKER
 
 logger = logging.getLogger(__name__)
 
-FIRST_STAGES = ("published", "bm25", "dense", "hybrid", "elasticsearch")
 COLLECTION_OPTIONS = ("nanobeir", "beir_dir", "hf_dataset", "nanobeir_id", "nanobeir_layout", "hf_qrels_id",
                       "hf_qrels_subset", "split", "max_queries")
 """Options that pick the collections: shared by every system of a ``systems:`` config."""
 POSITIVE_SETTINGS = {"true": [True], "false": [False], "both": [True, False]}
 _PARSER: argparse.ArgumentParser | None = None
-REPORT_MARKER = "metrics.json"  # an --output folder holding it is a previous report, replaced without --overwrite
 
 
 def register(subparsers) -> None:
@@ -167,48 +165,26 @@ def _parse_options(items: list[str]) -> dict:
 
 
 def load_datasets(args: argparse.Namespace):
+    """The collections the options name (exactly one of --nanobeir, --beir-dir, --hf-dataset), cut to --max-queries."""
     from rerank_pipeline.datasets import load_beir, load_hf_beir, load_nanobeir
+    from rerank_pipeline.eval.experiment import limit_queries
 
     chosen = [name for name in ("nanobeir", "beir_dir", "hf_dataset") if getattr(args, name)]
     if len(chosen) != 1:
         raise ValueError("give exactly one of --nanobeir, --beir-dir, --hf-dataset")
     if args.nanobeir:
-        return [load_nanobeir(name, dataset_id=args.nanobeir_id, layout=args.nanobeir_layout) for name in args.nanobeir]
-    if args.beir_dir:
+        datasets = [load_nanobeir(name, dataset_id=args.nanobeir_id, layout=args.nanobeir_layout) for name in args.nanobeir]
+    elif args.beir_dir:
         datasets = [load_beir(path, split=args.split, encoding=args.encoding, on_bad_line=args.on_bad_line,
                               on_duplicate=args.on_duplicate) for path in args.beir_dir]
         names = [dataset.name for dataset in datasets]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"--beir-dir: several folders are named {repeated[0]!r}; each collection needs its own name")
-        return datasets
-    subset = None if str(args.hf_qrels_subset).lower() == "none" else args.hf_qrels_subset
-    return [load_hf_beir(args.hf_dataset, split=args.split, qrels_id=args.hf_qrels_id, qrels_subset=subset)]
-
-
-def _limit_queries(dataset, max_queries: int | None):
-    if not max_queries:
-        return dataset
-    keep = list(dataset.judged_queries())[:max_queries]
-    dataset.qrels = {qid: dataset.qrels[qid] for qid in keep}
-    dataset.queries = {qid: dataset.queries[qid] for qid in keep}
-    if dataset.rankings is not None:
-        dataset.rankings = {qid: dataset.rankings[qid] for qid in keep if qid in dataset.rankings}
-    return dataset
-
-
-@dataclass
-class SystemRun:
-    """What one system (first stage + reranker) measured on every collection."""
-
-    name: str
-    datasets: list
-    protocol: dict
-    end_to_end: list
-    reranked: bool
-    settings: dict
-    timer: object
-    command: str
+    else:
+        subset = None if str(args.hf_qrels_subset).lower() == "none" else args.hf_qrels_subset
+        datasets = [load_hf_beir(args.hf_dataset, split=args.split, qrels_id=args.hf_qrels_id, qrels_subset=subset)]
+    return [limit_queries(dataset, args.max_queries) for dataset in datasets]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -222,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace, timer) -> int:
-    """Check the options, then evaluate; Ctrl-C tells what was kept (an ``--index-dir`` already saved), never a report."""
+    """Check the options before any work, then evaluate."""
     if args.rerank_k < 1 or args.at_k < 1:
         raise ValueError("--rerank-k and --at-k must be >= 1")
     if args.pipeline:
@@ -234,21 +210,15 @@ def _evaluate(args: argparse.Namespace, timer) -> int:
         if not Path(args.pipeline).is_file():
             raise FileNotFoundError(f"--pipeline: no such file: {args.pipeline}")
     _check_output_paths(args)
-    kept_indexes: list[str] = []
-    try:
-        return _run_systems(args, timer, kept_indexes)
-    except KeyboardInterrupt:
-        if not kept_indexes:
-            raise
-        raise KeyboardInterrupt(f"kept the first-stage index in {', '.join(kept_indexes)}; no report written") from None
+    return _run_systems(args, timer)
 
 
-def _run_systems(args: argparse.Namespace, timer, kept_indexes: list[str]) -> int:
+def _run_systems(args: argparse.Namespace, timer) -> int:
     from rerank_pipeline.provenance import PhaseTimer
 
     systems = getattr(args, "systems", None)
     if not systems:
-        evaluate_system(args, timer, kept_indexes)
+        evaluate_system(args, timer)
         print(f"done in {timer.elapsed():.1f} s (wall time of the command since its process started)")
         return 0
     runs = []
@@ -257,7 +227,7 @@ def _run_systems(args: argparse.Namespace, timer, kept_indexes: list[str]) -> in
         output = Path(args.output) / system_args.system_name if args.output else None
         system_args.output = str(output) if output else None
         print(f"\n=== system {system_args.system_name} ===")
-        runs.append(evaluate_system(system_args, PhaseTimer(), kept_indexes))  # each system's own phases
+        runs.append(evaluate_system(system_args, PhaseTimer()))  # each system's own phases
     _print_and_write_summary(runs, args)
     print(f"done in {timer.elapsed():.1f} s (wall time of the command, all systems)")
     return 0
@@ -282,165 +252,99 @@ def _system_args(args: argparse.Namespace, options, index: int) -> argparse.Name
     return system
 
 
-def evaluate_system(args: argparse.Namespace, timer, kept_indexes: list[str]) -> SystemRun:
-    """Evaluate one first stage + reranker on every collection the arguments name; print and write its report."""
+def evaluate_system(args: argparse.Namespace, timer):
+    """Evaluate one system (:func:`rerank_pipeline.evaluate`) on every collection the arguments name; print its
+    tables and write its report. Returns the :class:`~rerank_pipeline.eval.experiment.Evaluation`."""
     with timer.phase("import"):
-        from rerank_pipeline.components.index_folder import atomic_directory
-        from rerank_pipeline.components.score_fusion import resolve_fusion
-        from rerank_pipeline.eval import CachedScorer, IdentityScorer, evaluate_end_to_end, load_scorer, rerank_protocol_suite, retrieve_rankings
         from rerank_pipeline.eval.compare import check_same_collections, compare_with_earlier_runs, load_earlier_runs
-        from rerank_pipeline.eval.metrics import relevance_kind
-        from rerank_pipeline.eval.reports import base_reranked_lines, end_to_end_table, protocol_table, write_report
-        from rerank_pipeline.eval.significance import FEWER_THAN_TWO, MIN_QUERIES, SIGNIFICANCE_NOTE
-        from rerank_pipeline.provenance import collect, header_lines
+        from rerank_pipeline.eval.experiment import evaluate
+        from rerank_pipeline.provenance import header_lines
 
+    if not (args.pipeline or args.model or args.no_rerank or args.reranker == "identity"):
+        raise ValueError(f"--model is required for the {args.reranker} reranker (or --no-rerank: the first stage alone)")
     earlier_runs = load_earlier_runs(args.compare)  # before any work: each folder must be a report
-    progress = not args.no_progress
-    first_stage = f"pipeline {args.pipeline}" if args.pipeline else args.first_stage or ("published" if args.nanobeir else "bm25")
-    top_k = args.top_k or max(100, args.rerank_k)
-    reranked = not (args.no_rerank or args.reranker == "identity")
-    # a bad choice fails before any work; a --pipeline YAML holds its own fusion (export writes it in)
-    fusion = None if args.pipeline else resolve_fusion(args.model if reranked else None, args.fusion)
     pipeline = None
-    if args.pipeline:  # a refused or broken YAML stops here, one line naming the file
+    if args.pipeline:
         from rerank_pipeline.pipelines import load_pipeline_file
 
-        with timer.phase("load model"):
+        with timer.phase("load model"):  # a refused or broken YAML stops here, before the collections load
             pipeline = load_pipeline_file(args.pipeline)
     with timer.phase("load"):
-        datasets = [_limit_queries(dataset, args.max_queries) for dataset in load_datasets(args)]
+        datasets = load_datasets(args)
     check_same_collections(earlier_runs, datasets)
-
-    rankings, pipeline_output = {}, {}
+    no_model = args.no_rerank or args.reranker == "identity"
+    result = evaluate(
+        datasets, pipeline, first_stage=args.first_stage, model=None if no_model else args.model,
+        reranker=args.reranker, ranker_options=_ranker_options(args), fusion=args.fusion, candidates=args.top_k,
+        rerank_k=args.rerank_k, at_k=args.at_k,
+        always_rerank_positives=POSITIVE_SETTINGS[str(args.always_rerank_positives).lower()],
+        end_to_end={"auto": None, "on": True, "off": False}[args.end_to_end], embedding_model=args.embedding_model,
+        index_dir=args.index_dir, first_stage_options=_parse_options(args.first_stage_option),
+        batch_size=args.batch_size, device=args.device, progress=not args.no_progress,
+        name=getattr(args, "system_name", "system"), timer=timer, log=lambda line: print(line, flush=True),
+    )
     if args.pipeline:
-        from rerank_pipeline.eval import pipeline_rankings
+        result.settings["first_stage"] = f"pipeline {args.pipeline}"
+    result.command = command_line(args)
+    _print_result(result, args.at_k)
+    comparison = compare_with_earlier_runs(earlier_runs, result.protocol, result.end_to_end, result.reranked)
+    if comparison:
+        print("\n" + comparison.console())
+    print("\n" + "\n".join(header_lines(result.provenance)))
+    if args.output:
+        written = result.save(args.output, overwrite=args.overwrite, comparison=comparison)
+        print(f"\nwrote {len(written)} files to {args.output}")
+    return result
 
-        with timer.phase("load model"):
-            pipeline.warm_up()
-    for dataset in datasets:
-        if args.pipeline:
-            print(f"{dataset.name}: running {args.pipeline} on {len(dataset.judged_queries())} queries ...", flush=True)
-            with timer.phase("pipeline (retrieve + score)"):
-                final, fed_to_ranker = pipeline_rankings(pipeline, dataset, progress)
-            rankings[dataset.name] = fed_to_ranker or final
-            pipeline_output[dataset.name] = final if fed_to_ranker else None
-            reranked = fed_to_ranker is not None
-        elif first_stage == "published":
-            if dataset.rankings is None:
-                raise ValueError(f"{dataset.name} publishes no first-stage ranking; choose --first-stage bm25|dense|hybrid|elasticsearch")
-            rankings[dataset.name] = dataset.rankings
-        else:
-            index_dir = args.index_dir if len(datasets) == 1 or not args.index_dir else str(Path(args.index_dir) / dataset.name)
-            print(f"{dataset.name}: indexing {len(dataset.corpus)} documents and retrieving top {top_k} with {first_stage} ...", flush=True)
-            with timer.phase("index + retrieve"):
-                rankings[dataset.name] = retrieve_rankings(
-                    dataset, first_stage, top_k=top_k, index_dir=index_dir,
-                    embedding_model=args.embedding_model, **_parse_options(args.first_stage_option),
-                )
-            if index_dir:
-                kept_indexes.append(index_dir)
-    if args.pipeline:
-        scorer, reranker_label = None, "the pipeline's own" if reranked else "none (the pipeline has no CrossEncoderRanker)"
-    elif not reranked:
-        scorer, reranker_label = (IdentityScorer(), "none (first-stage order)")
-    else:
-        ranker_options = {}
-        if args.reranker == "cross-encoder":
-            ranker_options = {"backend": args.backend, "quantize": args.quantize, **long_document_options(args),
-                              "allow_untrained_head": args.allow_untrained_head}
-        with timer.phase("load model"):
-            scorer = CachedScorer(load_scorer(args.reranker, args.model, batch_size=args.batch_size, device=args.device,
-                                              **ranker_options))  # the protocol and the full ranking score a pair once
-        reranker_label = f"{args.reranker} {args.model}" + (f" ({_ranker_description(ranker_options)})" if ranker_options else "")
-    print(f"reranker: {reranker_label}; candidates: {first_stage}; rerank_k={args.rerank_k}", flush=True)
-    if fusion:
-        print(f"{fusion.summary()} (end to end; the R{args.rerank_k} protocol measures the reranker alone)", flush=True)
-    too_few = [dataset.name for dataset in datasets if len(dataset.judged_queries()) < MIN_QUERIES]
-    if reranked and too_few:  # said once; the report's paired tests say "not_run" and the tables p=n/a
-        print(f"paired tests: not run for {', '.join(too_few)} ({FEWER_THAN_TWO}); the tables show p=n/a", flush=True)
 
-    suite_name = "NanoBEIR" if args.nanobeir else "mean"
-    protocol_results = {}
-    if args.pipeline:
-        print("R-k protocol: not run for --pipeline (it scores pairs outside the pipeline); full ranking only")
-    for always in POSITIVE_SETTINGS[str(args.always_rerank_positives).lower()] if not args.pipeline else ():
-        label = "always_rerank_positives" if always else "retrieved_positives_only"
-        with timer.phase("protocol (score + metrics)"):
-            suite = rerank_protocol_suite(
-                [(dataset, rankings[dataset.name]) for dataset in datasets], scorer, suite_name=suite_name,
-                rerank_k=args.rerank_k, at_k=args.at_k, always_rerank_positives=always,
-                batch_size=args.batch_size, show_progress_bar=progress,
-                with_aggregate=bool(args.nanobeir) or len(datasets) > 1,
-            )
-        protocol_results[label] = suite
-        print(f"\nR{args.rerank_k} protocol (sentence-transformers' reranking evaluator: top {args.rerank_k} candidates, "
-              f"{label}={always}, binary relevance, fractions)" + ("" if reranked else ": first-stage order only, nothing reranked"))
-        for result in suite.results:
-            stats = result.stats
+def _ranker_options(args: argparse.Namespace) -> dict:
+    """``CrossEncoderRanker`` keywords from the reranker flags."""
+    return {"backend": args.backend, "quantize": args.quantize, **long_document_options(args),
+            "allow_untrained_head": args.allow_untrained_head}
+
+
+def _print_result(result, at_k: int) -> None:
+    """The R-k protocol's lines and table (model-card shape) and the full ranking's table."""
+    from rerank_pipeline.eval.metrics import relevance_kind
+    from rerank_pipeline.eval.reports import base_reranked_lines, end_to_end_table, protocol_table
+    from rerank_pipeline.eval.significance import SIGNIFICANCE_NOTE
+
+    settings, reranked = result.settings, result.reranked
+    for label, suite in result.protocol.items():
+        print(f"\nR{settings['rerank_k']} protocol (sentence-transformers' reranking evaluator: top {settings['rerank_k']} "
+              f"candidates, {label}={label == 'always_rerank_positives'}, binary relevance, fractions)"
+              + ("" if reranked else ": first-stage order only, nothing reranked"))
+        for protocol in suite.results:
+            stats = protocol.stats
             print(
-                f"{result.prefix}: Queries: {stats['queries']}  Positives: Min {stats['positives_min']:.1f}, Mean "
+                f"{protocol.prefix}: Queries: {stats['queries']}  Positives: Min {stats['positives_min']:.1f}, Mean "
                 f"{stats['positives_mean']:.1f}, Max {stats['positives_max']:.1f}  Negatives: Min {stats['negatives_min']:.1f}, "
                 f"Mean {stats['negatives_mean']:.1f}, Max {stats['negatives_max']:.1f}"
             )
             if reranked:
-                print(base_reranked_lines(result.metrics, args.at_k))
+                print(base_reranked_lines(protocol.metrics, at_k))
         if suite.with_aggregate and reranked:
             print(f"{suite.prefix}: aggregated")
-            print(base_reranked_lines(suite.aggregate, args.at_k))
+            print(base_reranked_lines(suite.aggregate, at_k))
         print()
         print(protocol_table(suite, reranked=reranked))
         if reranked:
             print(SIGNIFICANCE_NOTE)
-
-    end_to_end = []
-    if args.end_to_end == "on" or (args.end_to_end == "auto" and first_stage != "published"):
-        for dataset in datasets:
-            with timer.phase("full ranking (score + metrics)"):
-                end_to_end.append(
-                    evaluate_end_to_end(
-                        dataset, rankings[dataset.name], scorer if reranked else None, rerank_k=args.rerank_k,
-                        reranked_rankings=pipeline_output.get(dataset.name),
-                        fusion=None if fusion is None or fusion.method == "none" else fusion.method,
-                        fusion_weight=fusion.weight if fusion else None,
-                        batch_size=args.batch_size, show_progress_bar=progress,
-                    )
-                )
+    if result.end_to_end:
+        datasets = result.datasets
         relevance = ", ".join(sorted({f"{relevance_kind(d.qrels)} ({d.name})" for d in datasets})) if len(datasets) > 1 \
             else relevance_kind(datasets[0].qrels)
         print(f"\nFull ranking (ir_measures; relevance detected from the qrels: {relevance}; fractions), "
-              f"first stage {first_stage} top {top_k}" + ("" if reranked else ", nothing reranked"))
-        print(end_to_end_table(end_to_end))
+              f"first stage {settings['first_stage']} top {settings['top_k']}" + ("" if reranked else ", nothing reranked"))
+        print(end_to_end_table(result.end_to_end))
         if reranked:
             print(SIGNIFICANCE_NOTE)
-
-    if isinstance(scorer, CachedScorer):
-        print(f"\nscored {scorer.scored} distinct (query, document) pairs once; {scorer.reused} repeats answered "
-              f"from those scores (the protocol and the full ranking share their pairs)")
-    comparison = compare_with_earlier_runs(earlier_runs, protocol_results, end_to_end, reranked)
-    if comparison:
-        print("\n" + comparison.console())
-
-    settings = {
-        "datasets": [dataset.name for dataset in datasets], "first_stage": first_stage, "top_k": top_k,
-        "reranker": reranker_label, "rerank_k": args.rerank_k, "at_k": args.at_k,
-        "fusion": fusion.method if fusion else "the pipeline's own", "fusion_weight": fusion.weight if fusion else None,
-        "embedding_model": args.embedding_model,
-    }
-    command = command_line(args)
-    provenance = collect(models={"reranker": args.model if reranked else None, "embedding": args.embedding_model},
-                         datasets=datasets, device=args.device, timings=timer.timings())
-    print("\n" + "\n".join(header_lines(provenance)))
-    if args.output:
-        marker = None if args.overwrite else REPORT_MARKER
-        with atomic_directory(args.output, marker, "output folder") as staging:  # no stale file of an older run stays
-            written = write_report(staging, protocol_results, end_to_end, command=command, settings=settings,
-                                   reranked=reranked, provenance=provenance, comparison=comparison)
-        print(f"\nwrote {len(written)} files to {args.output}")
-    return SystemRun(getattr(args, "system_name", "system"), datasets, protocol_results, end_to_end, reranked, settings,
-                     timer, command)
+    if result.pairs_scored is not None:
+        print(f"\nscored {result.pairs_scored} distinct (query, document) pairs once; {result.pairs_reused} repeats "
+              f"answered from those scores (the protocol and the full ranking share their pairs)")
 
 
-def _print_and_write_summary(runs: list[SystemRun], args: argparse.Namespace) -> None:
+def _print_and_write_summary(runs: list, args: argparse.Namespace) -> None:
     """One table over collections (and their mean) x systems, first stage vs reranked with the paired tests; one
     chart; ``summary.json`` / ``summary.csv`` beside the per-system reports."""
     from rerank_pipeline.eval.reports import summary_table, write_summary
@@ -466,17 +370,3 @@ def _check_output_paths(args: argparse.Namespace) -> None:
         check_writable_folder(args.index_dir, "index folder")  # one index per dataset below it
     elif args.index_dir:
         check_index_dir(args.index_dir)
-
-
-def _ranker_description(options: dict) -> str:
-    """e.g. ``openvino, int8, max_length 128, max_passage`` (defaults left out but the backend)."""
-    parts = [options["backend"]]
-    if options["quantize"]:
-        parts.append("int8")
-    if options["max_length"] is not None:
-        parts.append(f"max_length {options['max_length']}")
-    if options["long_document"] != "truncate":
-        parts.append(options["long_document"])
-    if "max_passages" in options:
-        parts.append(f"max_passages {options['max_passages']}")
-    return ", ".join(parts)

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from haystack import Document, component, default_from_dict, default_to_dict
 
+from rerank_pipeline.components.rrf import FUSION_DEPTH, RRF_K, ReciprocalRankFusion
+
 FUSION_FILE = "fusion.json"
 FUSION_CHOICES = ("model", "none", "rrf")
 """After the ranker: the model folder's ``fusion.json`` (when it has one), nothing, or RRF with the first stage."""
@@ -91,6 +93,16 @@ class FusionChoice:
             return "fusion: rrf of the first stage and the reranker (reciprocal rank fusion, untuned)"
         return f"fusion: none ({self.reason})"
 
+    def component(self, top_k: int | None = None, depth: int = FUSION_DEPTH):
+        """The component that puts this fusion after a ranker (None for ``"none"``): a :class:`RerankerScoreFusion`
+        fed the ranker's and the first stage's documents, or a ``ReciprocalRankFusion`` of the first stage's
+        order and the ranker's (in that order), each cut to ``depth``."""
+        if self.method == "model":
+            return RerankerScoreFusion(weight=self.weight, top_k=top_k)
+        if self.method == "rrf":
+            return ReciprocalRankFusion(rrf_k=RRF_K, fusion_depth=depth, top_k=top_k)
+        return None
+
 
 def resolve_fusion(ranker_model: str | Path | None, fusion: str = "model") -> FusionChoice:
     """The fusion to put after ``ranker_model`` for the ``--fusion`` choice (see :data:`FUSION_CHOICES`).
@@ -146,23 +158,27 @@ class RerankerScoreFusion:
 
     @component.output_types(documents=list[Document])
     def run(self, documents: list[Document], first_stage_documents: list[Document], top_k: int | None = None) -> dict[str, list[Document]]:
-        """Return ``documents`` ordered by fused score, best first."""
+        """Return ``documents`` ordered by fused score, best first; equal fused scores keep the first stage's order
+        (so ``weight = 0`` returns exactly the first stage's ranking)."""
         top_k = self.top_k if top_k is None else top_k
         if not documents:
             return {"documents": []}
-        first_stage = {document.id: document.score for document in first_stage_documents if document.score is not None}
+        first_stage: dict[str, float] = {}
+        rank_of: dict[str, int] = {}
+        for rank, document in enumerate(first_stage_documents):
+            rank_of.setdefault(document.id, rank)
+            if document.score is not None:
+                first_stage.setdefault(document.id, document.score)
         floor = min(first_stage.values()) if first_stage else 0.0
         reranker_scores = [document.score if document.score is not None else 0.0 for document in documents]
         first_stage_scores = [first_stage.get(document.id, floor) for document in documents]
         fused = fuse_scores(reranker_scores, first_stage_scores, self.weight)
-        ranked = sorted(
-            (
-                replace(document, score=float(score), meta={**document.meta, "reranker_score": reranker, "first_stage_score": first})
-                for document, score, reranker, first in zip(documents, fused, reranker_scores, first_stage_scores)
-            ),
-            key=lambda document: document.score,
-            reverse=True,
-        )
+        order = sorted(range(len(documents)), key=lambda i: (-fused[i], rank_of.get(documents[i].id, len(rank_of)), i))
+        ranked = [
+            replace(documents[i], score=float(fused[i]),
+                    meta={**documents[i].meta, "reranker_score": reranker_scores[i], "first_stage_score": first_stage_scores[i]})
+            for i in order
+        ]
         return {"documents": ranked[:top_k] if top_k is not None else ranked}
 
     @component.output_types(documents=list[Document])

@@ -12,7 +12,7 @@ from rerank_pipeline.eval.end_to_end import (
     EndToEndResult,
     evaluate_end_to_end,
     pipeline_rankings,
-    rerank_rankings,
+    as_ranker,
     retrieve_rankings,
 )
 from rerank_pipeline.eval.evaluator import RerankingEvaluator
@@ -25,9 +25,11 @@ from rerank_pipeline.eval.protocol import (
     rerank_protocol,
     rerank_protocol_suite,
 )
-from rerank_pipeline.eval.scorers import BiEncoderScorer, CachedScorer, IdentityScorer, Scorer, load_scorer
+from rerank_pipeline.components.pair_ranking import Scorer, ScorerRanker
+from rerank_pipeline.eval.scorers import BiEncoderScorer, CachedScorer, IdentityScorer, load_scorer
 
 __all__ = [
+    "as_ranker",
     "BiEncoderScorer",
     "CachedScorer",
     "DEFAULT_MEASURES",
@@ -36,6 +38,7 @@ __all__ = [
     "ProtocolResult",
     "RerankingEvaluator",
     "Scorer",
+    "ScorerRanker",
     "SuiteResult",
     "build_samples",
     "evaluate_end_to_end",
@@ -45,6 +48,5 @@ __all__ = [
     "pipeline_rankings",
     "rerank_protocol",
     "rerank_protocol_suite",
-    "rerank_rankings",
     "retrieve_rankings",
 ]

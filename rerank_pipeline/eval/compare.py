@@ -29,7 +29,7 @@ _PROTOCOL_PREFIX = re.compile(r"^(?P<collection>.+)_R(?P<rerank_k>\d+)$")
 
 PerQuery = dict[str, dict[str, float]]
 """query id -> metric -> value"""
-Rankings = dict[str, dict[str, PerQuery]]
+FiguresByRanking = dict[str, dict[str, PerQuery]]
 """ranking (``full ranking``, ``R100 always_rerank_positives``) -> collection -> per-query figures"""
 
 
@@ -41,7 +41,7 @@ class EarlierRun:
     name: str
     path: Path
     command: str | None
-    rankings: Rankings
+    rankings: FiguresByRanking
     fingerprints: dict[str, str]
 
     @property
@@ -83,11 +83,11 @@ def _load_run(path: Path, name: str) -> EarlierRun:
     return EarlierRun(name, path, command, _final_rankings(path / "per_query.csv"), fingerprints)
 
 
-def _final_rankings(path: Path) -> Rankings:
+def _final_rankings(path: Path) -> FiguresByRanking:
     """The report's final rankings from its ``per_query.csv``: the full ranking (reranked rows, else first stage)
     and each protocol setting (reranked metrics, else the ``base_`` ones)."""
     full: dict[str, dict[str, PerQuery]] = {}  # setting -> collection -> per query
-    protocol: Rankings = {}
+    protocol: FiguresByRanking = {}
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle)
         if next(reader, None) != PER_QUERY_HEADER:
@@ -103,7 +103,7 @@ def _final_rankings(path: Path) -> Rankings:
             elif section == "protocol" and (prefix := _PROTOCOL_PREFIX.match(dataset)):
                 ranking = f"R{prefix['rerank_k']} {setting}"
                 protocol.setdefault(ranking, {}).setdefault(prefix["collection"], {}).setdefault(qid, {})[metric] = value
-    rankings: Rankings = {}
+    rankings: FiguresByRanking = {}
     if full:
         rankings[FULL_RANKING] = full.get("reranked") or full.get("first_stage") or {}
     for ranking, by_collection in protocol.items():
@@ -148,12 +148,12 @@ def check_same_collections(runs: Sequence[EarlierRun], datasets: Sequence) -> No
                         f"or qrels): sha256 {fingerprints[dataset.name][:12]} here, {run.fingerprints[dataset.name][:12]} there")
 
 
-def final_rankings(protocol: Mapping, end_to_end: Sequence, reranked: bool) -> Rankings:
+def final_rankings(protocol: Mapping, end_to_end: Sequence, reranked: bool) -> FiguresByRanking:
     """This run's final rankings, shaped as :class:`EarlierRun`'s: the full ranking (reranked, or the first stage)
     and each protocol setting (reranked, or the first-stage order), at ``per_query.csv``'s precision (6 decimals)
     so that identical rankings compare as identical."""
     as_written = lambda value: float(f"{value:.6f}")  # noqa: E731
-    rankings: Rankings = {}
+    rankings: FiguresByRanking = {}
     if end_to_end:
         rankings[FULL_RANKING] = {
             result.name: {qid: {m: as_written(v) for m, v in row.items()} for qid, row in (
@@ -268,7 +268,7 @@ def compare_with_earlier_runs(runs: Sequence[EarlierRun], protocol: Mapping, end
     return RunComparison(list(runs), this_run, tests, fallback)
 
 
-def _compared_rankings(current: Rankings, runs: Sequence[EarlierRun]) -> tuple[list[str], str | None]:
+def _compared_rankings(current: FiguresByRanking, runs: Sequence[EarlierRun]) -> tuple[list[str], str | None]:
     """The full ranking when every run has it, else the protocol settings they all share."""
     shared = lambda ranking: all(ranking in run.rankings for run in runs)  # noqa: E731
     if FULL_RANKING in current and shared(FULL_RANKING):

@@ -10,18 +10,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from rerank_pipeline.components.rrf import RRF_K, reciprocal_rank_fusion
-from rerank_pipeline.components.score_fusion import fuse_scores
+from rerank_pipeline.components.score_fusion import FusionChoice
 from rerank_pipeline.datasets import RetrievalDataset
 from rerank_pipeline.eval.metrics import DEFAULT_MEASURES, full_ranking_metrics, relevance_kind
-from rerank_pipeline.eval.protocol import Rankings, ranked_ids
-from rerank_pipeline.eval.scorers import predict_named
+from rerank_pipeline.rankings import Rankings, from_documents, ranked_ids
 
 logger = logging.getLogger(__name__)
-
-FUSIONS = (None, "model", "rrf")
 
 
 def retrieve_rankings(
@@ -31,7 +25,7 @@ def retrieve_rankings(
     index_dir: str | None = None,
     embedding_model: str | None = None,
     **options,
-) -> dict[str, list[tuple[str, float]]]:
+) -> Rankings:
     """Index the dataset's corpus with our first stage (``bm25``, ``dense``, ``hybrid``, ``elasticsearch``)
     and retrieve ``top_k`` candidates for every query: qid -> [(doc_id, score)] best first.
 
@@ -66,75 +60,20 @@ def pipeline_rankings(pipeline, dataset: RetrievalDataset, progress: bool = Fals
     def ranking(name: str) -> Rankings:
         rankings = {qid: [] for qid in dataset.judged_queries()}  # a blank query finds nothing
         for qid, output in zip(qids, outputs):
-            rankings[qid] = [(document.id, float(document.score or 0.0)) for document in output[name]["documents"]]
+            rankings[qid] = from_documents(output[name]["documents"])
         return rankings
 
     return ranking(final), (ranking(first_stage) if first_stage else None)
 
 
-def rerank_rankings(
-    dataset: RetrievalDataset,
-    rankings: Rankings,
-    scorer,
-    rerank_k: int = 100,
-    fusion: str | None = None,
-    batch_size: int = 64,
-    show_progress_bar: bool = False,
-    fusion_weight: float | None = None,
-) -> dict[str, list[tuple[str, float]]]:
-    """Reorder each query's top ``rerank_k`` by ``scorer`` (one batched predict call); the rest keep their order.
+def as_ranker(scorer, batch_size: int | None = None, show_progress_bar: bool = False):
+    """A ranker component for ``scorer``: itself when it is one (``run_batch``), else a
+    :class:`~rerank_pipeline.components.pair_ranking.ScorerRanker` over its ``predict``."""
+    from rerank_pipeline.components.pair_ranking import ScorerRanker
 
-    ``fusion`` orders the top ``rerank_k`` as the served pipeline does: None by the reranker alone, ``"model"`` by
-    :func:`~rerank_pipeline.components.score_fusion.fuse_scores` of reranker and first-stage scores with
-    ``fusion_weight`` (a model's ``fusion.json``; ties keep the reranker's order, like ``RerankerScoreFusion``),
-    ``"rrf"`` by :func:`~rerank_pipeline.components.rrf.reciprocal_rank_fusion` of the first-stage and reranker
-    orders. ``rankings`` given as bare ids have first-stage scores ``-rank``. Returned scores are the reranker's
-    (the fused ones when fused) for the top ``rerank_k``; the tail keeps its order below them.
-    """
-    if fusion not in FUSIONS:
-        raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
-    if fusion == "model" and fusion_weight is None:
-        raise ValueError("fusion 'model' needs the fusion_weight of the model's fusion.json")
-    pairs, names, spans = [], [], {}
-    lists = {qid: ranked_ids(ranking) for qid, ranking in rankings.items()}
-    for qid, doc_ids in lists.items():
-        head = list(dict.fromkeys(doc_ids))[:rerank_k]
-        spans[qid] = (len(pairs), head)
-        pairs.extend((dataset.queries[qid], dataset.document_text(doc_id)) for doc_id in head)
-        names.extend(head)
-    scores = (
-        np.asarray(predict_named(scorer, pairs, names, batch_size, show_progress_bar), dtype=np.float64)
-        if pairs else np.zeros(0)
-    )
-    if len(scores) != len(pairs):
-        raise RuntimeError(f"scorer returned {len(scores)} scores for {len(pairs)} pairs")
-    reranked = {}
-    for qid, (offset, head) in spans.items():
-        head_scores = scores[offset : offset + len(head)]
-        by_reranker = np.argsort(-head_scores, kind="stable")
-        if fusion == "rrf":
-            top = reciprocal_rank_fusion([head, [head[i] for i in by_reranker]], RRF_K)
-        else:
-            if fusion == "model":
-                first_stage = _first_stage_scores(rankings[qid])
-                head_scores = fuse_scores(head_scores, [first_stage[doc_id] for doc_id in head], fusion_weight)
-            order = by_reranker[np.argsort(-head_scores[by_reranker], kind="stable")]
-            top = [(head[i], float(head_scores[i])) for i in order]
-        seen = set(head)
-        floor = min((score for _, score in top), default=0.0)
-        tail_ids = [doc_id for doc_id in dict.fromkeys(lists[qid]) if doc_id not in seen]
-        tail = [(doc_id, floor - 1 - rank) for rank, doc_id in enumerate(tail_ids)]
-        reranked[qid] = top + tail
-    return reranked
-
-
-def _first_stage_scores(ranking) -> dict[str, float]:
-    """doc id -> its first-stage score (first occurrence); a bare id, or a None score, scores ``-rank``."""
-    scores: dict[str, float] = {}
-    for rank, item in enumerate(ranking, start=1):
-        doc_id, score = (str(item[0]), item[1]) if isinstance(item, (tuple, list)) else (str(item), None)
-        scores.setdefault(doc_id, float(score) if score is not None else float(-rank))
-    return scores
+    if hasattr(scorer, "run_batch"):
+        return scorer
+    return ScorerRanker(scorer, batch_size=batch_size, show_progress_bar=show_progress_bar)
 
 
 @dataclass
@@ -174,20 +113,24 @@ def evaluate_end_to_end(
     first_stage_rankings: Rankings,
     scorer=None,
     rerank_k: int = 100,
-    fusion: str | None = None,
+    fusion: FusionChoice | None = None,
     measures: Mapping[str, object] | None = None,
     batch_size: int = 64,
     show_progress_bar: bool = False,
     reranked_rankings: Rankings | None = None,
-    fusion_weight: float | None = None,
 ) -> EndToEndResult:
     """nDCG@10, MRR@10, Recall@100 and MAP (ir_measures, graded qrels) of ``first_stage_rankings`` and, when a
-    ``scorer`` is given, of the same lists with the top ``rerank_k`` reranked (``fusion`` and ``fusion_weight``
-    as in :func:`rerank_rankings`).
+    ``scorer`` is given, of the same lists with the top ``rerank_k`` reranked by it (a ranker component, or any
+    scorer through :func:`as_ranker`) and fused by ``fusion``'s component (:func:`rerank_pipeline.reranking.rerank`,
+    the served pipeline's ranking and fusion).
 
     ``first_stage_rankings``: qid -> doc ids or (doc_id, score) pairs, best first. Averages over judged queries.
     ``reranked_rankings`` (instead of a ``scorer``): the reranked lists, already computed (``eval --pipeline``).
+
+    :raises ValueError: a judged query has no first-stage ranking.
     """
+    from rerank_pipeline.reranking import rerank
+
     measures = measures or DEFAULT_MEASURES
     judged = dataset.judged_queries()
     missing = [qid for qid in judged if qid not in first_stage_rankings]
@@ -198,14 +141,14 @@ def evaluate_end_to_end(
     first_mean, first_per_query = full_ranking_metrics(dataset.qrels, first_stage_run, measures)
     timings = {"metrics_s": time.perf_counter() - started}
     reranked_run = reranked_mean = reranked_per_query = None
+    fusion = fusion if fusion is not None and fusion.method != "none" else None
     if reranked_rankings is not None:
         reranked_run = {qid: list(reranked_rankings.get(qid, [])) for qid in judged}
     elif scorer is not None:
         scoring = time.perf_counter()
-        reranked_run = rerank_rankings(  # the given rankings: their scores feed fusion "model"
-            dataset, {qid: first_stage_rankings[qid] for qid in judged}, scorer, rerank_k, fusion, batch_size,
-            show_progress_bar, fusion_weight,
-        )
+        reranked = rerank(as_ranker(scorer, batch_size, show_progress_bar), dataset.queries,
+                          {qid: first_stage_rankings[qid] for qid in judged}, dataset.document_text, rerank_k)
+        reranked_run = reranked.ranking(fusion.component(depth=rerank_k) if fusion else None)
         timings["score_s"] = time.perf_counter() - scoring
     if reranked_run is not None:
         measuring = time.perf_counter()
@@ -214,7 +157,8 @@ def evaluate_end_to_end(
         )
         timings["metrics_s"] += time.perf_counter() - measuring
     return EndToEndResult(
-        name=dataset.name, rerank_k=rerank_k, fusion=fusion, fusion_weight=fusion_weight if fusion == "model" else None,
+        name=dataset.name, rerank_k=rerank_k, fusion=fusion.method if fusion else None,
+        fusion_weight=fusion.weight if fusion and fusion.method == "model" else None,
         first_stage=first_mean, reranked=reranked_mean,
         per_query_first_stage=first_per_query, per_query_reranked=reranked_per_query,
         first_stage_run=first_stage_run, reranked_run=reranked_run,

@@ -13,7 +13,8 @@ except ImportError:  # sentence-transformers 5.x
     from sentence_transformers.evaluation.SentenceEvaluator import SentenceEvaluator as BaseEvaluator
 
 from rerank_pipeline.datasets import RetrievalDataset
-from rerank_pipeline.eval.protocol import Rankings, metric_names, model_card_strings, rerank_protocol_suite
+from rerank_pipeline.eval.protocol import metric_names, model_card_strings, rerank_protocol_suite
+from rerank_pipeline.rankings import Rankings
 
 logger = logging.getLogger(__name__)
 

@@ -19,13 +19,11 @@ import numpy as np
 from sklearn.metrics import average_precision_score, ndcg_score
 from tqdm.auto import tqdm
 
+from rerank_pipeline.components.pair_ranking import predict_named
 from rerank_pipeline.datasets import RetrievalDataset
-from rerank_pipeline.eval.scorers import predict_named
+from rerank_pipeline.rankings import Rankings, ranked_ids
 
 logger = logging.getLogger(__name__)
-
-Rankings = Mapping[str, Sequence]
-"""qid -> doc ids best first, or (doc_id, score) pairs best first."""
 
 METRIC_NAMES = ("map", "mrr@{k}", "ndcg@{k}")
 
@@ -33,11 +31,6 @@ METRIC_NAMES = ("map", "mrr@{k}", "ndcg@{k}")
 def metric_names(at_k: int = 10) -> list[str]:
     """``["map", "mrr@10", "ndcg@10"]`` for ``at_k=10``."""
     return [name.format(k=at_k) for name in METRIC_NAMES]
-
-
-def ranked_ids(ranking: Sequence) -> list[str]:
-    """Doc ids of a ranking given as ids or as ``(doc_id, score)`` pairs."""
-    return [str(item[0]) if isinstance(item, (tuple, list)) else str(item) for item in ranking]
 
 
 def query_metrics(is_relevant: Sequence[int], scores: np.ndarray, at_k: int) -> tuple[float, float, float]:

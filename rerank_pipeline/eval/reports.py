@@ -281,6 +281,20 @@ def _significance_rows(section: str, setting: str, tests: Mapping[str, Mapping[s
     return rows
 
 
+def per_query_rows(protocol: Mapping[str, SuiteResult], end_to_end: Sequence[EndToEndResult], reranked: bool = True) -> list[list]:
+    """The rows of ``per_query.csv`` (:data:`PER_QUERY_HEADER`), values as floats."""
+    rows: list[list] = []
+    for label, suite in protocol.items():
+        for result in suite.results:
+            for qid, values in result.per_query.items():
+                rows.extend(["protocol", label, result.prefix, qid, key, v] for key, v in _measured(values, reranked).items())
+    for result in end_to_end:
+        for ranking, per_query in (("first_stage", result.per_query_first_stage), ("reranked", result.per_query_reranked)):
+            for qid, row in (per_query or {}).items():
+                rows.extend(["end_to_end", ranking, result.name, qid, key, v] for key, v in row.items())
+    return rows
+
+
 def write_report(
     output_dir: str | Path,
     protocol: Mapping[str, SuiteResult] | None = None,
@@ -318,34 +332,27 @@ def write_report(
         payload["provenance"] = dict(provenance)
     written.append(write_json(output_dir / "metrics.json", payload))
 
-    rows, per_query_rows = [], []
+    rows = []
     for label, suite in protocol.items():
         for result in suite.results:
             for key, value in _measured(result.metrics, reranked).items():
                 rows.append(["protocol", label, result.prefix, key, f"{value:.6f}"])
-            for qid, values in result.per_query.items():
-                per_query_rows.extend(["protocol", label, result.prefix, qid, key, f"{v:.6f}"]
-                                      for key, v in _measured(values, reranked).items())
         if suite.with_aggregate:
             rows.extend(["protocol", label, suite.prefix, key, f"{value:.6f}"]
                         for key, value in _measured(suite.aggregate, reranked).items())
         if reranked:
             rows += _significance_rows("significance", f"protocol {label}", protocol_tests(suite))
     for result in end_to_end:
-        for ranking, values, per_query in (
-            ("first_stage", result.first_stage, result.per_query_first_stage),
-            ("reranked", result.reranked, result.per_query_reranked),
-        ):
+        for ranking, values in (("first_stage", result.first_stage), ("reranked", result.reranked)):
             if values is None:
                 continue
             rows.extend(["end_to_end", ranking, result.name, key, f"{value:.6f}"] for key, value in values.items())
-            for qid, row in per_query.items():
-                per_query_rows.extend(["end_to_end", ranking, result.name, qid, key, f"{v:.6f}"] for key, v in row.items())
     rows += _significance_rows("significance", "end_to_end", end_to_end_tests(end_to_end))
     if provenance is not None:
         rows += [["provenance", "", "", key, value] for key, value in flatten(provenance).items()]
     written.append(write_csv(output_dir / "metrics.csv", ["section", "setting", "dataset", "metric", "value"], rows))
-    written.append(write_csv(output_dir / "per_query.csv", PER_QUERY_HEADER, per_query_rows))
+    written.append(write_csv(output_dir / "per_query.csv", PER_QUERY_HEADER, [
+        [*row[:-1], f"{row[-1]:.6f}"] for row in per_query_rows(protocol, end_to_end, reranked)]))
     if comparison is not None:
         written.append(write_csv(output_dir / "comparisons.csv", comparison.CSV_HEADER, comparison.csv_rows()))
 
@@ -398,7 +405,8 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
 def summary_cells(runs: Sequence) -> tuple[str, list[str], dict[str, dict[str, dict]]]:
     """(what is compared, collection names + ``mean``, system -> collection -> {first_stage, reranked, test}).
 
-    Runs are the CLI's per-system results (``name``, ``end_to_end``, ``protocol``, ``reranked``). The full ranking's
+    Runs are :class:`~rerank_pipeline.eval.experiment.Evaluation` results (``name``, ``end_to_end``, ``protocol``,
+    ``reranked``). The full ranking's
     nDCG@10 is used when measured, else the R-k protocol's (always_rerank_positives first). Tests are Bonferroni-
     corrected over the systems when there are several; the mean's test runs over the collections.
     """

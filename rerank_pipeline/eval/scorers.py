@@ -1,4 +1,5 @@
-"""Scorers: anything with ``predict(pairs, batch_size=..., show_progress_bar=...) -> np.ndarray``.
+"""Scorers: anything with ``predict(pairs, batch_size=..., show_progress_bar=...) -> np.ndarray``
+(:class:`~rerank_pipeline.components.pair_ranking.Scorer`).
 
 A sentence-transformers ``CrossEncoder``, our :class:`~rerank_pipeline.components.CrossEncoderRanker`, a
 :class:`BiEncoderScorer` (cosine of a bi-encoder) or the :class:`IdentityScorer` (first-stage order) all fit.
@@ -7,27 +8,8 @@ A sentence-transformers ``CrossEncoder``, our :class:`~rerank_pipeline.component
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
 
 import numpy as np
-
-
-@runtime_checkable
-class Scorer(Protocol):
-    """Scores (query, document) pairs; a higher score ranks the document higher.
-
-    A scorer with ``takes_pair_names = True`` also takes ``names=`` (each pair's document id, for its warnings).
-    """
-
-    def predict(
-        self, pairs: Sequence[tuple[str, str]], batch_size: int = ..., show_progress_bar: bool = ...
-    ) -> np.ndarray: ...
-
-
-def predict_named(scorer, pairs, names: Sequence[str], batch_size: int, show_progress_bar: bool) -> np.ndarray:
-    """``scorer.predict(pairs)``, giving it each pair's document id (``names``) when it takes them."""
-    options = {"names": list(names)} if getattr(scorer, "takes_pair_names", False) else {}
-    return scorer.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress_bar, **options)
 
 
 class IdentityScorer:

@@ -7,11 +7,9 @@ import time
 from collections.abc import Mapping, Sequence
 
 from rerank_pipeline.datasets import RetrievalDataset
+from rerank_pipeline.rankings import Rankings, cut
 
 logger = logging.getLogger(__name__)
-
-Rankings = dict[str, list[tuple[str, float]]]
-
 
 class CandidateSource:
     """Rankings ``{qid: [(doc_id, score), ...]}`` (best first) for any queries, from one indexed first stage.
@@ -56,17 +54,12 @@ class CandidateSource:
             return {}
         return self.first_stage.retrieve(dict(queries), top_k=top_k)
 
-    def retrieve_with_retriever_rankings(
-        self, queries: Mapping[str, str], top_k: int, retriever_top_k: int
+    def retrieve_with_side_rankings(
+        self, queries: Mapping[str, str], top_k: int, side_top_k: int
     ) -> tuple[Rankings, list[Rankings]]:
-        """The top ``top_k`` candidates of every query, and one ranking per underlying retriever (its top
-        ``retriever_top_k`` with its own scores), all from one run of the first stage: BM25 and dense for a hybrid
-        first stage; the one retriever otherwise (precomputed rankings count as one)."""
+        """:meth:`FirstStage.retrieve_with_side_rankings <rerank_pipeline.first_stage.FirstStage.retrieve_with_side_rankings>`
+        (precomputed rankings count as one side)."""
         if self.first_stage is not None:
-            return self.first_stage.retrieve_with_side_rankings(dict(queries), top_k, retriever_top_k)
-        rankings = self.retrieve(queries, top_k=max(top_k, retriever_top_k))
-        return _cut(rankings, top_k), [_cut(rankings, retriever_top_k)]
-
-
-def _cut(rankings: Rankings, top_k: int) -> Rankings:
-    return {qid: ranking[:top_k] for qid, ranking in rankings.items()}
+            return self.first_stage.retrieve_with_side_rankings(dict(queries), top_k, side_top_k)
+        rankings = self.retrieve(queries, top_k=max(top_k, side_top_k))
+        return cut(rankings, top_k), [cut(rankings, side_top_k)]

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from rerank_pipeline.components.score_fusion import min_max
+from rerank_pipeline.rankings import Ranking
 from rerank_pipeline.training.pairs import TrainingPairs
 
-Ranking = Sequence[tuple[str, float]]
+
 DISTILLED_DIR = "distilled"
 
 

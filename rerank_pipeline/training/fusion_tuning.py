@@ -1,89 +1,24 @@
-"""Choose the reranker/first-stage fusion weight on the dev split, and build fused runs."""
+"""Choose the reranker/first-stage fusion weight on the dev split, over one scoring of its candidates
+(:class:`~rerank_pipeline.reranking.Reranked`, fused by the served ``RerankerScoreFusion``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
-from rerank_pipeline.components.score_fusion import fuse_scores
 from rerank_pipeline.eval.metrics import full_ranking_metrics
 from rerank_pipeline.eval.significance import DEFAULT_ALPHA, PairedTest, compare_per_query
+from rerank_pipeline.reranking import Reranked
 
 DEFAULT_WEIGHT_GRID = tuple(round(step / 10, 1) for step in range(11))
 
 
-@dataclass
-class ScoredCandidates:
-    """One query's top first-stage candidates with both scores, plus the first-stage tail (kept in order)."""
-
-    doc_ids: list[str]
-    first_stage_scores: np.ndarray
-    reranker_scores: np.ndarray
-    tail: list[str]
-
-
-class CachedScorer:
-    """Wrap a scorer so each (query, document) pair is scored once, however many evaluations ask for it."""
-
-    def __init__(self, scorer) -> None:
-        self.scorer = scorer
-        self.cache: dict[tuple[str, str], float] = {}
-
-    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64, show_progress_bar: bool = False, **kwargs) -> np.ndarray:
-        """Scores of ``pairs``; only pairs not seen before reach the wrapped scorer."""
-        keys = [(query, document) for query, document in pairs]
-        missing = list(dict.fromkeys(key for key in keys if key not in self.cache))
-        if missing:
-            scores = self.scorer.predict(missing, batch_size=batch_size, show_progress_bar=show_progress_bar)
-            self.cache.update(zip(missing, (float(score) for score in np.asarray(scores).reshape(-1))))
-        return np.array([self.cache[key] for key in keys], dtype=np.float64)
-
-
-def score_candidates(
-    scorer,
-    queries: Mapping[str, str],
-    document_text,
-    rankings: Mapping[str, Sequence[tuple[str, float]]],
-    depth: int = 100,
-    batch_size: int = 64,
-    show_progress_bar: bool = False,
-) -> dict[str, ScoredCandidates]:
-    """Score each query's top ``depth`` candidates with ``scorer`` in one batched call."""
-    pairs, spans = [], {}
-    for query_id, ranking in rankings.items():
-        head = list(ranking[:depth])
-        spans[query_id] = (len(pairs), head, [doc_id for doc_id, _ in ranking[depth:]])
-        pairs.extend((queries[query_id], document_text(doc_id)) for doc_id, _ in head)
-    scores = np.asarray(scorer.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress_bar), dtype=np.float64)
-    scored = {}
-    for query_id, (offset, head, tail) in spans.items():
-        scored[query_id] = ScoredCandidates(
-            doc_ids=[doc_id for doc_id, _ in head],
-            first_stage_scores=np.array([score for _, score in head], dtype=np.float64),
-            reranker_scores=scores[offset : offset + len(head)],
-            tail=tail,
-        )
-    return scored
-
-
-def fused_ranking(scored: Mapping[str, ScoredCandidates], weight: float) -> dict[str, list[str]]:
-    """qid -> doc ids: the scored head ordered by the fused score, then the first-stage tail."""
-    ranked = {}
-    for query_id, candidates in scored.items():
-        fused = fuse_scores(candidates.reranker_scores, candidates.first_stage_scores, weight)
-        order = np.argsort(-fused, kind="stable")
-        ranked[query_id] = [candidates.doc_ids[index] for index in order] + candidates.tail
-    return ranked
-
-
 def fusion_curve(
-    scored: Mapping[str, ScoredCandidates], qrels: Mapping[str, Mapping[str, int]], grid: Sequence[float] = DEFAULT_WEIGHT_GRID
+    reranked: Reranked, qrels: Mapping[str, Mapping[str, int]], grid: Sequence[float] = DEFAULT_WEIGHT_GRID
 ) -> dict[float, dict[str, float]]:
-    """Full-ranking metrics (ir_measures) of the fused ranking for every weight in ``grid``."""
-    judged = {query_id: qrels[query_id] for query_id in scored if query_id in qrels}
-    return {float(weight): full_ranking_metrics(judged, fused_ranking(scored, weight))[0] for weight in grid}
+    """Full-ranking metrics (ir_measures) of the fused ranking (:meth:`Reranked.fused`) for every weight in ``grid``."""
+    judged = {query_id: qrels[query_id] for query_id in reranked.reranked if query_id in qrels}
+    return {float(weight): full_ranking_metrics(judged, reranked.fused(weight))[0] for weight in grid}
 
 
 def choose_fusion_weight(curve: Mapping[float, Mapping[str, float]], metric: str = "ndcg@10") -> float:
@@ -129,13 +64,13 @@ class FusionGuard:
 
 
 def guard_fusion_weight(
-    scored: Mapping[str, ScoredCandidates], qrels: Mapping[str, Mapping[str, int]], tuned_weight: float,
+    reranked: Reranked, qrels: Mapping[str, Mapping[str, int]], tuned_weight: float,
     alpha: float = DEFAULT_ALPHA, metric: str = "ndcg@10",
 ) -> FusionGuard:
     """Serve ``tuned_weight`` only when the fused ranking is better than the first stage on dev: a positive mean
     gain in ``metric`` that both paired tests find significant at ``alpha``; otherwise serve w = 0."""
-    judged = {query_id: qrels[query_id] for query_id in scored if query_id in qrels}
-    per_query = {w: full_ranking_metrics(judged, fused_ranking(scored, w))[1] for w in (0.0, 1.0, tuned_weight)}
+    judged = {query_id: qrels[query_id] for query_id in reranked.reranked if query_id in qrels}
+    per_query = {w: full_ranking_metrics(judged, reranked.fused(w))[1] for w in (0.0, 1.0, tuned_weight)}
     reranker = compare_per_query(per_query[0.0], per_query[1.0], [metric], comparisons=2)[metric]
     fused = compare_per_query(per_query[0.0], per_query[tuned_weight], [metric], comparisons=2)[metric]
     better = tuned_weight != 0.0 and fused.delta > 0 and fused.significant(alpha)

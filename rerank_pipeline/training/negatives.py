@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
-Ranking = Sequence[tuple[str, float]]
+from rerank_pipeline.rankings import Ranking
 
 
 def mine_hard_negatives(

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rerank_pipeline.components.pair_ranking import ScorerRanker
 from rerank_pipeline.datasets import RetrievalDataset
 from rerank_pipeline.eval.metrics import full_ranking_metrics, relevance_kind
+from rerank_pipeline.eval.scorers import CachedScorer
 from rerank_pipeline.eval.significance import PairedTest, compare_per_query, format_delta
-from rerank_pipeline.training.fusion_tuning import CachedScorer, fused_ranking, score_candidates
+from rerank_pipeline.reranking import rerank
 
 REPORT_METRICS = ("ndcg@10", "mrr@10", "recall@100", "map")
 CARD_SECTION_MARKER = "<!-- rerank-pipeline training report -->"
@@ -62,12 +64,13 @@ def evaluate_before_after(
     for name, extra in (extra_first_stages or {}).items():
         per_query[name] = full_ranking_metrics(dataset.qrels, {qid: [d for d, _ in extra[qid]] for qid in judged})[1]
     scorer = model if isinstance(model, CachedScorer) else CachedScorer(model)
-    scored = score_candidates(scorer, dataset.queries, dataset.document_text, rankings, depth, batch_size, show_progress)
-    per_query[first_stage_name] = full_ranking_metrics(dataset.qrels, fused_ranking(scored, 0.0))[1]
-    per_query[f"{first_stage_name} → reranker"] = full_ranking_metrics(dataset.qrels, fused_ranking(scored, 1.0))[1]
+    reranked = rerank(ScorerRanker(scorer, batch_size=batch_size, show_progress_bar=show_progress), dataset.queries,
+                      rankings, dataset.document_text, depth)
+    per_query[first_stage_name] = full_ranking_metrics(dataset.qrels, reranked.fused(0.0))[1]
+    per_query[f"{first_stage_name} → reranker"] = full_ranking_metrics(dataset.qrels, reranked.fused(1.0))[1]
     if fusion_weight not in (0.0, 1.0):
         per_query[f"{first_stage_name} → reranker ⊕ {first_stage_name} (w={fusion_weight:g})"] = full_ranking_metrics(
-            dataset.qrels, fused_ranking(scored, fusion_weight)
+            dataset.qrels, reranked.fused(fusion_weight)
         )[1]
     rows = {name: {m: sum(q[m] for q in values.values()) / len(values) for m in next(iter(values.values()))}
             for name, values in per_query.items()}

@@ -20,8 +20,11 @@ from typing import Any
 
 import torch
 
+from rerank_pipeline.components.pair_ranking import ScorerRanker
 from rerank_pipeline.components.score_fusion import save_fusion_settings
 from rerank_pipeline.datasets import RetrievalDataset
+from rerank_pipeline.eval.scorers import CachedScorer
+from rerank_pipeline.reranking import rerank
 from rerank_pipeline.training.candidates import CandidateSource
 from rerank_pipeline.training.config import TrainingConfig
 from rerank_pipeline.training.distillation import (
@@ -29,14 +32,7 @@ from rerank_pipeline.training.distillation import (
     distilled_model_dir,
     is_trained_cross_encoder,
 )
-from rerank_pipeline.training.fusion_tuning import (
-    CachedScorer,
-    FusionGuard,
-    choose_fusion_weight,
-    fusion_curve,
-    guard_fusion_weight,
-    score_candidates,
-)
+from rerank_pipeline.training.fusion_tuning import FusionGuard, choose_fusion_weight, fusion_curve, guard_fusion_weight
 from rerank_pipeline.training.judgements import split_dev
 from rerank_pipeline.training.negatives import mine_hard_negatives, sample_random_negatives
 from rerank_pipeline.training.pairs import TrainingPairs, build_training_pairs
@@ -280,8 +276,8 @@ def warm_start_by_distillation(
         return CrossEncoder(str(saved), num_labels=1, max_length=config.max_length, device=model.device), {}
     pseudo = sample_pseudo_queries(dataset.corpus, config.distillation_queries, config.seed)
     queries = {qid: dataset.queries[qid] for qid in train_ids} | {f"pseudo:{p.doc_id}": p.query for p in pseudo}
-    fused, per_retriever = candidates.retrieve_with_retriever_rankings(
-        queries, top_k=config.distillation_depth, retriever_top_k=config.fusion_depth
+    fused, per_retriever = candidates.retrieve_with_side_rankings(
+        queries, top_k=config.distillation_depth, side_top_k=config.fusion_depth
     )
     pairs = build_distillation_pairs(
         queries, fused, per_retriever, dataset.document_text, sorted(dataset.corpus), config.distillation_depth,
@@ -423,11 +419,12 @@ def train_reranker(
     stage_done("model selection", f"checkpoint {Path(trainer.state.best_model_checkpoint or 'last').name} kept, "
                f"dev {evaluator.primary_metric} {best:.4f}" if best is not None else "no dev evaluation ran; last weights kept")
 
-    scorer = CachedScorer(model)
-    scored = score_candidates(scorer, dataset.queries, dataset.document_text, dev_rankings, config.fusion_depth)
+    scorer = CachedScorer(model)  # the dev protocol below scores these pairs again: answered from the cache
+    reranked = rerank(ScorerRanker(scorer, batch_size=64), dataset.queries, dev_rankings, dataset.document_text,
+                      config.fusion_depth)
     dev_protocol = evaluator(scorer)
-    curve = fusion_curve(scored, dataset.qrels)
-    guard = guard_fusion_weight(scored, dataset.qrels, choose_fusion_weight(curve), alpha=config.fusion_alpha)
+    curve = fusion_curve(reranked, dataset.qrels)
+    guard = guard_fusion_weight(reranked, dataset.qrels, choose_fusion_weight(curve), alpha=config.fusion_alpha)
     weight = guard.served_weight
     logger.info(guard.sentence())
     stage_done("fusion tuning", guard.sentence())

@@ -9,7 +9,6 @@ import hashlib
 import json
 import logging
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,8 +17,8 @@ import torch
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils import ComponentDevice, Secret
 from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kwargs
-from haystack.utils.misc import _deduplicate_documents
 
+from rerank_pipeline.components.pair_ranking import rank_documents
 from rerank_pipeline.components.ranker.first_token_head import compute_last_layer_for_first_token_only
 from rerank_pipeline.components.ranker.passages import split_long_document
 from rerank_pipeline.components.ranker.scoring import (
@@ -430,49 +429,22 @@ class CrossEncoderRanker:
 
     def _rank(self, queries: list[str], candidates: list[list[Document]], top_k: int | None,
               score_threshold: float | None, scale_score: bool | None) -> list[list[Document]]:
-        """Each query's documents scored (all pairs in one ``_pair_logits`` call) and sorted, best first."""
-        for query in queries:
-            if not isinstance(query, str) or not query.strip():
-                raise ValueError("CrossEncoderRanker.run needs a non-empty query string")
-        top_k = self.top_k if top_k is None else top_k
-        if top_k is not None and top_k <= 0:
-            raise ValueError(f"top_k must be > 0, got {top_k}")
-        score_threshold = self.score_threshold if score_threshold is None else score_threshold
+        """Each query's documents scored (all pairs in one ``_pair_logits`` call) and sorted by
+        :func:`~rerank_pipeline.components.pair_ranking.rank_documents`, best first."""
         scale_score = self.scale_score if scale_score is None else scale_score
-        candidates = [_deduplicate_documents(documents) if documents else [] for documents in candidates]
-        if not any(candidates):
-            return [[] for _ in queries]
-        self.warm_up()
-        if self._num_labels != 1:
-            raise ValueError(f"'{self.model}' has {self._num_labels} labels; ranking needs a one-label cross-encoder")
 
-        kept = []  # (query index, document) of every document with text
-        texts = []
-        for index, documents in enumerate(candidates):
-            for document in documents:
-                text = self._document_text(document)
-                if text is not None:
-                    kept.append((index, document))
-                    texts.append(text)
-        skipped = sum(map(len, candidates)) - len(kept)
-        if skipped:
-            logger.warning("CrossEncoderRanker skipped %d document(s) without text", skipped)
-        full_queries = [self._model_prompt + self.query_prefix + query + self.query_suffix for query in queries]
-        scores = np.asarray([])
-        if kept:
-            logits = self._pair_logits([full_queries[index] for index, _ in kept], texts, self.batch_size,
-                                       names=[document.id for _, document in kept])
-            scores = apply_activation(logits, self._activation_fn if scale_score else None)
-        ranked: list[list[Document]] = [[] for _ in queries]
-        for (index, document), score in zip(kept, scores):
-            ranked[index].append(replace(document, score=float(score)))
-        results = []
-        for documents in ranked:
-            documents.sort(key=lambda document: document.score, reverse=True)
-            if score_threshold is not None:
-                documents = [document for document in documents if document.score >= score_threshold]
-            results.append(documents[:top_k] if top_k is not None else documents)
-        return results
+        def scores(pair_queries: list[str], texts: list[str], names: list[str]) -> np.ndarray:
+            self.warm_up()
+            if self._num_labels != 1:
+                raise ValueError(f"'{self.model}' has {self._num_labels} labels; ranking needs a one-label cross-encoder")
+            full = [self._model_prompt + self.query_prefix + query + self.query_suffix for query in pair_queries]
+            logits = self._pair_logits(full, texts, self.batch_size, names=names)
+            return apply_activation(logits, self._activation_fn if scale_score else None)
+
+        return rank_documents(
+            queries, candidates, scores, self._document_text, top_k=self.top_k if top_k is None else top_k,
+            score_threshold=self.score_threshold if score_threshold is None else score_threshold,
+        )
 
     @component.output_types(documents=list[Document])
     async def run_async(
