@@ -133,25 +133,17 @@ def _holds_progress(output: Path) -> bool:
 
 def _train(args: argparse.Namespace, config, timer) -> int:
     from rerank_pipeline.datasets import load_beir
-    from rerank_pipeline.eval.reports import portable_paths, write_json, write_text_atomic
     from rerank_pipeline.provenance import collect, header_lines
     from rerank_pipeline.training.candidates import CandidateSource
-    from rerank_pipeline.training.judgements import load_training_collection
-    from rerank_pipeline.training.report import before_after_table, card_section, dev_table, evaluate_before_after, protocol_table, write_card_section
-    from rerank_pipeline.training.trainer import is_main_process, make_deterministic, summary_payload, train_reranker
+    from rerank_pipeline.training.judgements import check_held_out, load_training_collection
+    from rerank_pipeline.training.report import before_after_table, dev_table, evaluate_held_out, protocol_table, write_training_report
+    from rerank_pipeline.training.trainer import is_main_process, make_deterministic, train_reranker
 
     with timer.phase("load"):
         dataset = load_training_collection(args.beir_dir, args.train_split, args.judgements, args.corpus)
         held_out = load_beir(args.beir_dir, args.eval_split) if args.eval_split else None
     if held_out is not None:  # refuse a leaking held-out split before training, not after
-        # by id, and by text: a judgements file without query ids numbers its queries q1, q2, ... itself
-        trained_texts = {" ".join(text.lower().split()) for text in dataset.judged_queries().values()}
-        overlap = sorted(
-            qid for qid, text in held_out.judged_queries().items()
-            if qid in dataset.judged_queries() or " ".join(text.lower().split()) in trained_texts
-        )
-        if overlap:
-            raise ValueError(f"--eval-split {args.eval_split!r} shares {len(overlap)} queries with the training judgements, e.g. {overlap[:5]}")
+        check_held_out(dataset, held_out, args.eval_split)
     quiet = args.no_progress or not is_main_process()
     say = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     show = (lambda text: None) if quiet else print
@@ -178,19 +170,7 @@ def _train(args: argparse.Namespace, config, timer) -> int:
     evaluation = None
     if held_out is not None:
         with timer.phase("evaluate"):
-            rankings = candidates.retrieve(held_out.judged_queries(), top_k=config.fusion_depth)
-            extra = {}
-            if config.first_stage != "bm25":
-                bm25 = CandidateSource.build(held_out, "bm25")
-                extra["BM25"] = bm25.retrieve(held_out.judged_queries(), top_k=config.fusion_depth)
-            from sentence_transformers.cross_encoder import CrossEncoder
-
-            trained = CrossEncoder(str(result.output_dir), device="cuda" if _cuda() else "cpu")
-            evaluation = evaluate_before_after(
-                trained, held_out, rankings, result.fusion_weight, first_stage_name=config.first_stage,
-                extra_first_stages=extra, depth=config.fusion_depth, protocol_k=config.fusion_depth, show_progress=not quiet,
-            )
-        evaluation.split = f"{held_out.name}/{args.eval_split}"
+            evaluation = evaluate_held_out(result, candidates, held_out, args.eval_split, show_progress=not quiet)
         say(f"[evaluate] {len(held_out.judged_queries())} {args.eval_split} queries ({timer.seconds['evaluate']:.1f} s)")
         show(f"\nBefore / after on {evaluation.split} (full ranking, {evaluation.relevance} relevance; "
              "value (change, p = t-test/randomization)):\n")
@@ -205,17 +185,8 @@ def _train(args: argparse.Namespace, config, timer) -> int:
     )
     for line in header_lines(provenance):
         say(f"[provenance] {line}")
-    section = card_section(config.to_dict(), result.pair_counts, result.dev_fusion_curve, result.fusion_weight,
-                           result.training_seconds, evaluation, command, guard=result.guard, provenance=provenance,
-                           collection=dataset.name)
-    write_card_section(result.output_dir, section)
-    if args.report_dir:
-        report = Path(args.report_dir)
-        payload = {**summary_payload(result), "command": command, "total_seconds": round(timer.elapsed(), 1),
-                   "evaluation": evaluation.to_dict() if evaluation else None, "provenance": provenance}
-        write_json(report / "results.json", portable_paths(payload))  # a report may be committed: no machine paths
-        write_text_atomic(report / "report.md", portable_paths("# Training report\n" + section.split("\n", 2)[2] +
-                          f"\nTotal wall time (indexing, training, evaluation): {payload['total_seconds'] / 60:.1f} min.\n"))
+    write_training_report(result, evaluation, command, provenance, collection=dataset.name, report_dir=args.report_dir,
+                          total_seconds=timer.elapsed())
     say(f"[done] total {timer.elapsed() / 60:.1f} min")
     return 0
 
@@ -230,9 +201,3 @@ def silence_libraries() -> None:
     transformers_logging.set_verbosity_error()
     datasets.disable_progress_bars()
     disable_progress_bars()
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()

@@ -126,3 +126,18 @@ def split_dev(
     dev_count = max(min_dev_queries, round(dev_fraction * len(shuffled)))
     dev_count = min(dev_count, len(shuffled) - min_dev_queries)
     return shuffled[dev_count:], shuffled[:dev_count]
+
+
+def check_held_out(training: RetrievalDataset, held_out: RetrievalDataset, split: str) -> None:
+    """Refuse a held-out split that shares a judged query with the training judgements, by id or by text (a
+    judgements file without query ids numbers its queries q1, q2, ... itself).
+
+    :raises ValueError: naming the split and a few shared query ids.
+    """
+    trained_texts = {" ".join(text.lower().split()) for text in training.judged_queries().values()}
+    overlap = sorted(
+        qid for qid, text in held_out.judged_queries().items()
+        if qid in training.judged_queries() or " ".join(text.lower().split()) in trained_texts
+    )
+    if overlap:
+        raise ValueError(f"--eval-split {split!r} shares {len(overlap)} queries with the training judgements, e.g. {overlap[:5]}")

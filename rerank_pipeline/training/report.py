@@ -171,3 +171,49 @@ def write_card_section(model_dir: str | Path, section: str) -> Path:
     if CARD_SECTION_MARKER in existing:
         existing = existing[: existing.index(CARD_SECTION_MARKER)].rstrip() + "\n"
     return write_text_atomic(path, existing.rstrip() + "\n\n" + section)
+
+
+def evaluate_held_out(result, candidates, held_out: RetrievalDataset, split: str, show_progress: bool = False) -> BeforeAfter:
+    """The trained model of ``result`` (a :class:`~rerank_pipeline.training.trainer.TrainingResult`) on the
+    held-out ``held_out`` collection: :func:`evaluate_before_after` on ``candidates``' rankings (the training run's
+    first stage), with BM25 as an extra row when that first stage is not BM25; ``split`` names the qrels split."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from rerank_pipeline.training.candidates import CandidateSource
+
+    config = result.config
+    rankings = candidates.retrieve(held_out.judged_queries(), top_k=config.fusion_depth)
+    extra = {}
+    if config.first_stage != "bm25":
+        extra["BM25"] = CandidateSource.build(held_out, "bm25").retrieve(held_out.judged_queries(), top_k=config.fusion_depth)
+    trained = CrossEncoder(str(result.output_dir), device="cuda" if torch.cuda.is_available() else "cpu")
+    evaluation = evaluate_before_after(
+        trained, held_out, rankings, result.fusion_weight, first_stage_name=config.first_stage,
+        extra_first_stages=extra, depth=config.fusion_depth, protocol_k=config.fusion_depth, show_progress=show_progress,
+    )
+    evaluation.split = f"{held_out.name}/{split}"
+    return evaluation
+
+
+def write_training_report(result, evaluation: BeforeAfter | None, command: str | None, provenance: Mapping[str, Any],
+                          collection: str, report_dir: str | Path | None = None, total_seconds: float | None = None) -> list[Path]:
+    """The training report of ``result``: its section of the model card (``README.md`` in the model folder) and,
+    with ``report_dir``, ``results.json`` and ``report.md`` there (machine paths made portable)."""
+    from rerank_pipeline.eval.reports import portable_paths, write_json, write_text_atomic
+    from rerank_pipeline.training.trainer import summary_payload
+
+    section = card_section(result.config.to_dict(), result.pair_counts, result.dev_fusion_curve, result.fusion_weight,
+                           result.training_seconds, evaluation, command, guard=result.guard, provenance=provenance,
+                           collection=collection)
+    written = [write_card_section(result.output_dir, section)]
+    if report_dir:
+        report = Path(report_dir)
+        total = round(total_seconds if total_seconds is not None else result.total_seconds, 1)
+        payload = {**summary_payload(result), "command": command, "total_seconds": total,
+                   "evaluation": evaluation.to_dict() if evaluation else None, "provenance": dict(provenance)}
+        written.append(write_json(report / "results.json", portable_paths(payload)))  # a report may be committed
+        written.append(write_text_atomic(report / "report.md", portable_paths(
+            "# Training report\n" + section.split("\n", 2)[2]
+            + f"\nTotal wall time (indexing, training, evaluation): {total / 60:.1f} min.\n")))
+    return written
