@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import missing
 
 FLAGS = ("RERANK_PIPELINE_REQUIRE_DATA", "CI")
