@@ -37,8 +37,6 @@ class TrainingConfig:
     (``loss="lambda"``), graded labels ``gain / max gain``, evaluation on the dev split every half epoch,
     the best dev nDCG@10 checkpoint kept. Fusion guard: the dev-tuned fusion weight is served only when the fused
     ranking beats the first stage on dev by a paired test at ``fusion_alpha`` (else ``fusion.json`` holds w = 0).
-
-    :raises ValueError: If a setting is not one of its choices or out of range (the message names it and the value).
     """
 
     base_model: str = "answerdotai/ModernBERT-base"
@@ -75,6 +73,11 @@ class TrainingConfig:
     fusion_alpha: float = 0.05
 
     def __post_init__(self) -> None:
+        """Check every setting when the config is made.
+
+        :raises ValueError: If a setting is not one of its choices or out of range (the message names it and the
+            value).
+        """
         self.negative_rank_range = tuple(int(r) for r in self.negative_rank_range)  # type: ignore[assignment]
         low, high = self.negative_rank_range
         if self.loss not in LOSSES:
