@@ -439,6 +439,11 @@ def load_beir(
     again from the file for the documents asked for; queries and qrels are held. Only queries judged in the split are kept, so a split's queries never leak into another split. ``encoding``,
     ``on_bad_line`` (:data:`ON_BAD_LINE`) and ``on_duplicate`` (:data:`ON_DUPLICATE`, corpus and query ids) apply
     to every file; what was skipped or merged is logged as a warning.
+
+    :raises DatasetError: If the folder, ``queries.jsonl`` or ``qrels/<split>.tsv`` is missing (the message lists the
+        splits there are), or a line is bad (``FILE:LINE: ...``) and ``on_bad_line`` is ``"stop"``, or an id repeats
+        and ``on_duplicate`` is ``"error"``.
+    :raises ValueError: If ``on_bad_line`` or ``on_duplicate`` is not one of its choices.
     """
     root = Path(path)
     if not root.is_dir():

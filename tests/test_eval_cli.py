@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import scipy.stats
 
 from rerank_pipeline.cli import main
 from rerank_pipeline.datasets import RetrievalDataset, load_beir
 from rerank_pipeline.eval import load_scorer, rerank_protocol, retrieve_rankings
+from reference_metrics import mean, read_qrels, trec_metrics
 from test_eval_protocol import make_dataset
 
 
@@ -61,7 +63,9 @@ def test_cli_no_rerank_and_config_file(beir_dir, tmp_path, capsys):
     assert main(["eval", "--config", str(config), "--output", str(out)]) == 0
     payload = json.loads((out / "metrics.json").read_text())
     end_to_end = next(iter(payload["end_to_end"].values()))
-    assert end_to_end["reranked"] is None and 0 < end_to_end["first_stage"]["ndcg@10"] <= 1
+    assert end_to_end["reranked"] is None
+    (run,) = out.glob("*_first_stage.trec")  # the reported figure is ir_measures' on the run the report wrote
+    assert end_to_end["first_stage"]["ndcg@10"] == pytest.approx(mean(trec_metrics(run, read_qrels(beir_dir))), abs=1e-9)
     assert "--no-rerank" in (out / "COMMAND.txt").read_text()
     assert "first stage" in capsys.readouterr().out
 
@@ -75,7 +79,10 @@ def test_cli_bi_encoder_reranker(beir_dir, minilm_path, tmp_path):
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())["protocol"]["always_rerank_positives"]["metrics"]
     key = next(k for k in metrics if k.endswith("_R10_ndcg@10"))
-    assert 0 < metrics[key] <= 1
+    # the protocol is measured with binary relevance, on the reranked run the report wrote
+    (run,) = out.glob("*_R10_always_rerank_positives_reranked.trec")
+    assert metrics[key] == pytest.approx(mean(trec_metrics(run, read_qrels(beir_dir, binary=True))), abs=1e-9)
+    assert metrics[key] != pytest.approx(metrics[key.replace("_R10_", "_R10_base_")], abs=1e-3)  # it reranked something
 
 
 def test_cli_errors_are_one_line(beir_dir, capsys):
@@ -157,7 +164,13 @@ def test_several_beir_folders_give_one_table_with_the_mean_and_paired_tests(beir
     assert "always_rerank_positives=True, binary relevance" in printed
     payload = json.loads((out / "metrics.json").read_text())
     tests = payload["end_to_end"][names[0]]["paired_tests"]["ndcg@10"]
-    assert tests["queries"] == len(load_beir(beir_dir, "test").judged_queries()) and 0 <= tests["t_test_p"] <= 1
+    # the paired t-test recomputed with scipy from per-query nDCG@10 of the two TREC runs the report wrote
+    qrels = read_qrels(beir_dir)
+    base, reranked = (trec_metrics(out / f"{names[0]}_{run}.trec", qrels) for run in ("first_stage", "reranked"))
+    assert tests["queries"] == len(load_beir(beir_dir, "test").judged_queries()) == len(base)
+    assert (tests["mean_a"], tests["mean_b"]) == pytest.approx((mean(base), mean(reranked)), abs=1e-6)
+    expected_p = scipy.stats.ttest_rel([reranked[q] for q in base], [base[q] for q in base]).pvalue
+    assert tests["t_test_p"] == pytest.approx(min(1.0, expected_p * tests["comparisons"]), abs=1e-6)
     assert payload["end_to_end"]["mean"]["paired_tests"]["ndcg@10"]["queries"] == 2  # the mean is tested over collections
     assert set(payload["protocol"]["always_rerank_positives"]["paired_tests"]) == {f"{n}_R10" for n in names} | {"mean_R10_mean"}
     provenance = payload["provenance"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -348,13 +349,21 @@ def test_pickle_only_weights_need_opt_in(tiny_bert, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"top_k": 0}, {"batch_size": 0}, {"long_document": "chunk"}, {"backend": "tf"}, {"precision": "int4"},
-     {"quantize": True, "precision": "bf16"}, {"empty_documents": "drop"}, {"max_length": -1},
-     {"model": "  "}],
+    ("kwargs", "message"),
+    [
+        ({"top_k": 0}, "top_k must be > 0, got 0"),
+        ({"batch_size": 0}, "batch_size must be > 0, got 0"),
+        ({"long_document": "chunk"}, "long_document must be one of .*'max_passage'.*, got 'chunk'"),
+        ({"backend": "tf"}, "backend must be one of .*'torch'.*, got 'tf'"),
+        ({"precision": "int4"}, "precision must be one of .*'fp32'.*, got 'int4'"),
+        ({"quantize": True, "precision": "bf16"}, "quantize=True .* cannot be combined with precision bf16"),
+        ({"empty_documents": "drop"}, "empty_documents must be one of .*'skip'.*, got 'drop'"),
+        ({"max_length": -1}, "max_length must be > 0, got -1"),
+        ({"model": "  "}, "model must be a Hub id or a local folder, got an empty string"),
+    ],
 )
-def test_invalid_init_arguments_raise(kwargs):
-    with pytest.raises(ValueError):
+def test_invalid_init_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):  # the message names the argument and the value at fault
         CrossEncoderRanker(**({"model": "any-model"} | kwargs))
 
 
@@ -392,12 +401,27 @@ def test_concurrent_runs_equal_serial_runs(tiny_bert):
         assert [d.score for d in got] == pytest.approx([score for _, score in expected], abs=1e-6)
 
 
-def test_concurrent_first_calls_warm_up_once(tiny_bert):
+def test_concurrent_first_calls_warm_up_once(tiny_bert, monkeypatch):
+    import rerank_pipeline.components.ranker as ranker_module
+
+    loads = []
+    load = ranker_module.load_sentence_transformers_cross_encoder
+
+    def slow_counted_load(*args, **kwargs):
+        loads.append(args[0])
+        time.sleep(0.3)  # every thread arrives while the first is still loading
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(ranker_module, "load_sentence_transformers_cross_encoder", slow_counted_load)
     ranker = CrossEncoderRanker(str(tiny_bert), device="cpu")
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda _: ranker.predict(PAIRS), range(4)))
+    assert loads == [str(tiny_bert)]  # four first calls, one load
     for scores in results[1:]:
         np.testing.assert_allclose(scores, results[0], atol=1e-6)
+    ranker.warm_up()
+    ranker.predict(PAIRS)
+    assert len(loads) == 1  # and none after
 
 
 def test_token_budget_batches_sorted_and_bounded():

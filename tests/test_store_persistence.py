@@ -134,6 +134,21 @@ def test_top_k_is_checked_at_init_and_at_run(kind):
             retriever.run(**inputs, top_k=bad)
 
 
+@pytest.mark.parametrize(("retriever", "store", "wrong"), [
+    (EmbeddedBM25Retriever, "EmbeddedBM25DocumentStore", FAISSDocumentStore),
+    (FAISSEmbeddingRetriever, "FAISSDocumentStore", EmbeddedBM25DocumentStore),
+])
+def test_a_wrong_store_type_is_a_type_error_as_in_haystack(retriever, store, wrong):
+    from haystack.components.retrievers.in_memory import InMemoryBM25Retriever
+
+    with pytest.raises(TypeError, match="document_store must be an instance of InMemoryDocumentStore"):
+        InMemoryBM25Retriever(document_store=EmbeddedBM25DocumentStore())  # the convention followed
+    with pytest.raises(TypeError, match=f"document_store must be an instance of {store}, got {wrong.__name__}"):
+        retriever(wrong())
+    with pytest.raises(TypeError, match=f"must be an instance of {store}, got dict"):
+        retriever({"type": store})  # e.g. a serialized store passed where the store belongs
+
+
 @pytest.mark.parametrize("kind", RETRIEVERS)
 def test_scale_score_maps_scores_like_the_in_memory_retrievers(kind):
     make, inputs = RETRIEVERS[kind]

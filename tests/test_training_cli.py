@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import ir_measures
 import pytest
+from sentence_transformers import CrossEncoder
 
 from rerank_pipeline.cli import main
 from rerank_pipeline.datasets import load_beir
+from reference_metrics import mean, read_qrels, trec_metrics
 from test_training import make_tiny_bert_with_words, toy_collection
 
 
@@ -83,7 +86,26 @@ def test_a_short_run_prints_dev_and_before_after_tables_and_writes_the_report(ti
     for stage in ("[data]", "[index]", "[mining]", "[judged pairs]", "[model selection]", "[fusion tuning]", "[evaluate]"):
         assert stage in err, stage
     results = json.loads((report / "results.json").read_text())
-    assert results["evaluation"]["rows"]["bm25"]["ndcg@10"] >= 0
+    rows = results["evaluation"]["rows"]
+    # each row against ir_measures, computed here: the first stage from the TREC run `eval --no-rerank` writes for
+    # the same split, the reranker alone from the saved model's own scores of that run's documents
+    assert main(["eval", "--beir-dir", str(beir), "--split", "test", "--first-stage", "bm25", "--no-rerank",
+                 "--no-progress", "--output", str(tmp_path / "bm25")]) == 0
+    capsys.readouterr()
+    (first_stage_run,) = (tmp_path / "bm25").glob("*_first_stage.trec")
+    qrels = read_qrels(beir, "test")
+    assert rows["bm25"]["ndcg@10"] == pytest.approx(mean(trec_metrics(first_stage_run, qrels)), abs=1e-9)
+    held_out = load_beir(beir, "test")
+    candidates: dict[str, list[str]] = {}
+    for scored in ir_measures.read_trec_run(str(first_stage_run)):
+        candidates.setdefault(scored.query_id, []).append(scored.doc_id)
+    model = CrossEncoder(str(output), device="cpu")
+    reranked = tmp_path / "reranked.trec"
+    with open(reranked, "w", encoding="utf-8") as run:
+        for qid, doc_ids in candidates.items():
+            scores = model.predict([(held_out.queries[qid], held_out.document_text(d)) for d in doc_ids])
+            run.writelines(f"{qid} Q0 {d} 0 {float(s)!r} check\n" for d, s in zip(doc_ids, scores))
+    assert rows["bm25 → reranker"]["ndcg@10"] == pytest.approx(mean(trec_metrics(reranked, qrels)), abs=1e-6)
     assert results["evaluation"]["paired_tests"]["bm25 → reranker"]["ndcg@10"]["queries"] == len(load_beir(beir, "test").judged_queries())
     provenance = results["provenance"]
     assert provenance["seed"] == 42 and provenance["torch_threads"] >= 1 and "torch" in provenance["libraries"]

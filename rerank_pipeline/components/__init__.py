@@ -1,5 +1,7 @@
 """Haystack components of rerank-pipeline."""
 
+from typing import TYPE_CHECKING
+
 from haystack.core.serialization import allow_deserialization_module
 
 from rerank_pipeline._lazy import lazy_exports
@@ -19,5 +21,23 @@ _EXPORTS = {
     "RerankerScoreFusion": "score_fusion",
     "ReciprocalRankFusion": "rrf",
 }
-__all__ = list(_EXPORTS)
+# written out for static tools (a computed __all__ is invisible to them); kept equal to _EXPORTS by tests
+__all__ = [
+    "Analyzer", "EmbeddedBM25DocumentStore", "EmbeddedBM25Retriever", "FAISSDocumentStore", "FAISSEmbeddingRetriever",
+    "CrossEncoderRanker", "RerankerScoreFusion", "ReciprocalRankFusion",
+]
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; the same names as _EXPORTS (tests/test_exports.py)
+    from rerank_pipeline.components.bm25 import (
+        Analyzer as Analyzer,
+        EmbeddedBM25DocumentStore as EmbeddedBM25DocumentStore,
+        EmbeddedBM25Retriever as EmbeddedBM25Retriever,
+    )
+    from rerank_pipeline.components.faiss_store import (
+        FAISSDocumentStore as FAISSDocumentStore,
+        FAISSEmbeddingRetriever as FAISSEmbeddingRetriever,
+    )
+    from rerank_pipeline.components.ranker import CrossEncoderRanker as CrossEncoderRanker
+    from rerank_pipeline.components.rrf import ReciprocalRankFusion as ReciprocalRankFusion
+    from rerank_pipeline.components.score_fusion import RerankerScoreFusion as RerankerScoreFusion

@@ -36,9 +36,13 @@ class StoreRetriever:
         :param filters: Haystack filters applied to every search.
         :param scale_score: Map scores to (0, 1), as the matching ``InMemory*Retriever`` does.
         :param filter_policy: How run-time ``filters`` combine with the init ones: ``replace`` (default) or ``merge``.
+        :raises TypeError: If ``document_store`` is not a ``store_class`` (as Haystack's ``InMemory*Retriever`` do).
+        :raises ValueError: If ``top_k`` is not a positive integer.
         """
         if not isinstance(document_store, self.store_class):
-            raise ValueError(f"document_store must be a {self.store_class.__name__}")
+            raise TypeError(
+                f"document_store must be an instance of {self.store_class.__name__}, got {type(document_store).__name__}"
+            )
         self.document_store = document_store
         self.top_k = check_top_k(top_k)
         self.filters = filters

@@ -63,6 +63,8 @@ class Analyzer:
     language name understood by PyStemmer (``"english"``) or None.
     ``token_pattern`` is a Python regex; the default keeps words of two or more
     word characters.
+
+    :raises ValueError: If ``stopwords`` is a string other than ``"en"`` or ``stemmer`` is unknown to PyStemmer.
     """
 
     lowercase: bool = True
@@ -156,6 +158,11 @@ class EmbeddedBM25DocumentStore(InMemoryIndexedStore):
     holding it, and the matrix's average length. :meth:`compact` (also run by :meth:`save`, and on its own once the
     delta holds more than :data:`DELTA_SHARE` of the documents) rebuilds the matrix, after which every score equals
     a fresh index's.
+
+    :raises ValueError: If ``index_dir`` holds another kind of index, or ``analyzer`` / ``meta_fields_to_index``
+        differ from those the index was built with (re-index to change them).
+    :raises IndexFolderError: If a file of ``index_dir`` is missing, damaged or of another generation (the message
+        names the file).
     """
 
     def __init__(

@@ -207,6 +207,11 @@ class FAISSDocumentStore(InMemoryIndexedStore):
     ``embeddings.npy`` stays memory-mapped (read-only) until a write makes the vectors resident. The FAISS index is
     rebuilt lazily after replacements or deletions, and extended in place after additions (a memory-mapped index is
     rebuilt in memory instead, since FAISS cannot extend a mapped file).
+
+    :raises ValueError: If ``index_type`` is neither an alias nor a string FAISS can parse, or ``index_dir`` holds
+        another kind of index.
+    :raises IndexFolderError: If a file of ``index_dir`` is missing, damaged or of another generation (the message
+        names the file).
     """
 
     def __init__(

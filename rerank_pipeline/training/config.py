@@ -73,6 +73,11 @@ class TrainingConfig:
     fusion_alpha: float = 0.05
 
     def __post_init__(self) -> None:
+        """Check every setting when the config is made.
+
+        :raises ValueError: If a setting is not one of its choices or out of range (the message names it and the
+            value).
+        """
         self.negative_rank_range = tuple(int(r) for r in self.negative_rank_range)  # type: ignore[assignment]
         low, high = self.negative_rank_range
         if self.loss not in LOSSES:

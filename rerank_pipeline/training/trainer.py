@@ -325,6 +325,12 @@ def train_reranker(
     what ``resume`` continues from) are removed once the model is saved, unless ``keep_checkpoints``.
     ``say`` receives one line per stage (mining, distillation, judged pairs, model selection, fusion tuning) with
     its counts and elapsed time.
+
+    :raises DatasetError: If there are too few judged queries to hold out ``config.min_dev_queries`` for the dev
+        split and train on the rest (checked before ``output_dir`` is touched).
+    :raises OutputExistsError: If ``output_dir`` is a file, or a non-empty folder and neither ``overwrite`` nor
+        ``resume`` is set.
+    :raises ValueError: If both ``overwrite`` and ``resume`` are set, or ``config.precision`` needs a GPU there is not.
     """
     config = config or TrainingConfig()
     started = time.perf_counter()

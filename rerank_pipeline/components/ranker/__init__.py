@@ -145,6 +145,9 @@ class CrossEncoderRanker:
         :param tokenizer_kwargs: Extra keyword arguments for the tokenizer (sentence-transformers'
             ``processor_kwargs``).
         :param config_kwargs: Extra keyword arguments for ``AutoConfig.from_pretrained``.
+        :raises ValueError: If an argument is out of range or not one of its choices (the message names it and the
+            value), or two arguments conflict (``quantize`` with bf16/fp16, ``backend="openvino"`` on CUDA,
+            ``calibration_pairs`` outside ``backend="openvino", quantize=True``).
         """
         if not str(model).strip():
             raise ValueError("model must be a Hub id or a local folder, got an empty string")
@@ -222,7 +225,13 @@ class CrossEncoderRanker:
     # ------------------------------------------------------------------ loading
 
     def warm_up(self) -> None:
-        """Load the model and tokenizer (once; safe to call from several threads)."""
+        """Load the model and tokenizer (once; safe to call from several threads).
+
+        :raises FileNotFoundError: If ``model`` names a local folder that does not exist.
+        :raises ModelLoadError: If the model cannot be loaded (unknown or offline Hub id, pickle-only weights without
+            ``allow_unsafe_weights``, custom code without ``trust_remote_code``, no trained scoring head without
+            ``allow_untrained_head``); the message names the model.
+        """
         if self._scorer is not None:
             return
         with self._warm_up_lock:
@@ -411,6 +420,7 @@ class CrossEncoderRanker:
         :param score_threshold: Overrides the init ``score_threshold`` for this call.
         :param scale_score: Overrides the init ``scale_score`` for this call.
         :returns: ``{"documents": [...]}``, copies of the inputs with ``score`` set, sorted by descending score.
+        :raises ValueError: If ``query`` is empty, ``top_k`` is not positive, or the model has more than one label.
         """
         return {"documents": self._rank([query], [documents], top_k, score_threshold, scale_score)[0]}
 
