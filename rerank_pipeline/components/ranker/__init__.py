@@ -102,6 +102,7 @@ class CrossEncoderRanker:
         model_kwargs: dict[str, Any] | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
+        revision: str | None = None,
     ) -> None:
         """Create the ranker; nothing is loaded until :meth:`warm_up` (or the first ``run``/``predict``).
 
@@ -146,6 +147,9 @@ class CrossEncoderRanker:
         :param tokenizer_kwargs: Extra keyword arguments for the tokenizer (sentence-transformers'
             ``processor_kwargs``).
         :param config_kwargs: Extra keyword arguments for ``AutoConfig.from_pretrained``.
+        :param revision: Hub revision (commit hash, branch or tag) of ``model`` to load, so a Hub model is pinned;
+            ``None`` loads the default branch. Passed to every loader (config, tokenizer, weights) and used in the
+            ONNX/OpenVINO cache keys. Ignored for a local folder.
         """
         if not str(model).strip():
             raise ValueError("model must be a Hub id or a local folder, got an empty string")
@@ -212,6 +216,7 @@ class CrossEncoderRanker:
         self.model_kwargs = model_kwargs
         self.tokenizer_kwargs = tokenizer_kwargs
         self.config_kwargs = config_kwargs
+        self.revision = revision
 
         self._scorer: PairScorer | None = None
         self._activation_fn: Any = None
@@ -247,6 +252,7 @@ class CrossEncoderRanker:
             model_kwargs=self.model_kwargs,
             tokenizer_kwargs=self.tokenizer_kwargs,
             config_kwargs=self.config_kwargs,
+            revision=self.revision,
         )
         hf_model = cross_encoder.model
         if hf_model is None or not hasattr(hf_model, "config") or len(cross_encoder) != 1:
@@ -265,7 +271,7 @@ class CrossEncoderRanker:
 
             logits_fn = OpenVinoLogits(
                 hf_model, sample_features(tokenizer, input_names), self.precision, self.quantize,
-                model_id=self.model, calibration=self._calibration_key(),
+                model_id=self.model, calibration=self._calibration_key(), revision=self.revision,
             )
             input_names = set(logits_fn.input_names)
         else:
@@ -310,7 +316,8 @@ class CrossEncoderRanker:
         from rerank_pipeline.components.ranker.onnx_export import OnnxLogits, cached_onnx_export
 
         sample = sample_features(tokenizer, input_names)
-        path = cached_onnx_export(self.model, hf_model, sample, self.quantize, self.onnx_cache_dir)
+        path = cached_onnx_export(self.model, hf_model, sample, self.quantize, self.onnx_cache_dir,
+                                  revision=self.revision)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else None
         session = OnnxLogits(path, providers=providers)
         return session, set(session.input_names)
@@ -523,6 +530,7 @@ class CrossEncoderRanker:
             model_kwargs=self._serialized_model_kwargs(),
             tokenizer_kwargs=self.tokenizer_kwargs,
             config_kwargs=self.config_kwargs,
+            revision=self.revision,
         )
 
     def _serialized_model_kwargs(self) -> dict[str, Any] | None:

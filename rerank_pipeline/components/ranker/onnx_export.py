@@ -27,12 +27,15 @@ def default_cache_dir(kind: str = "onnx") -> Path:
     return Path(root) / kind
 
 
-def hub_revision(model_id: str, hub_cache_dir: str | Path | None = None) -> str | None:
-    """The commit a Hub model id resolves to in the local Hugging Face cache (what loading it reads), or ``None``."""
+def hub_revision(
+    model_id: str, hub_cache_dir: str | Path | None = None, revision: str | None = None
+) -> str | None:
+    """The commit a Hub model id (at ``revision``: a commit, branch or tag; default branch when ``None``) resolves to
+    in the local Hugging Face cache (what loading it reads), or ``None``."""
     from huggingface_hub import try_to_load_from_cache
 
     try:
-        cached = try_to_load_from_cache(model_id, "config.json", cache_dir=hub_cache_dir)
+        cached = try_to_load_from_cache(model_id, "config.json", cache_dir=hub_cache_dir, revision=revision)
     except ValueError:  # not a valid repo id
         return None
     return Path(cached).parent.name if isinstance(cached, str) else None  # .../snapshots/<commit>/config.json
@@ -43,9 +46,11 @@ def model_fingerprint(
     input_names: list[str],
     hub_cache_dir: str | Path | None = None,
     extra: dict[str, Any] | None = None,
+    revision: str | None = None,
 ) -> str:
     """A short hash naming one export folder: local files (name, size, mtime), or the Hub id and the commit it
-    resolves to (so an updated Hub model is exported again), the inputs, and ``extra`` (e.g. converter versions)."""
+    resolves to at ``revision`` (so an updated Hub model is exported again), the inputs, and ``extra`` (e.g. converter
+    versions)."""
     # "graph" names what the export holds: 2 = the last layer computed for the first token only.
     parts: dict[str, Any] = {"model": model_id, "inputs": input_names, "torch": torch.__version__, "graph": 2}
     parts.update(extra or {})
@@ -57,7 +62,7 @@ def model_fingerprint(
             for path in folder.rglob("*") if path.is_file()
         )
     else:
-        parts["revision"] = hub_revision(model_id, hub_cache_dir)
+        parts["revision"] = hub_revision(model_id, hub_cache_dir, revision) or revision
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -111,11 +116,13 @@ def cached_onnx_export(
     sample_features: dict[str, torch.Tensor],
     quantize: bool,
     cache_dir: str | Path | None = None,
+    revision: str | None = None,
 ) -> Path:
-    """Return the path of the (quantized) ONNX export of ``model``, exporting it on first use."""
+    """Return the path of the (quantized) ONNX export of ``model``, exporting it on first use; ``revision`` is the
+    Hub revision ``model`` was loaded at (part of the cache key)."""
     input_names = list(sample_features)
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
-    folder = folder / model_fingerprint(model_id, input_names)
+    folder = folder / model_fingerprint(model_id, input_names, revision=revision)
     fp32_path = folder / "model.onnx"
     final_path = folder / ("model_int8.onnx" if quantize else "model.onnx")
     if final_path.is_file():
