@@ -134,7 +134,8 @@ class CrossEncoderRanker:
             ranker scores (so the first call takes longer).
         :param empty_documents: Documents with no text: ``"skip"`` (left out of the result) or ``"score"``.
         :param allow_unsafe_weights: Also accept pickle (``.bin``) weights; by default only safetensors load.
-        :param onnx_cache_dir: Where ONNX exports are cached (default ``~/.cache/rerank_pipeline/onnx``).
+        :param onnx_cache_dir: Where ONNX exports are cached (default: ``onnx`` in the cache folder of
+            :func:`~rerank_pipeline.components.ranker.cache.default_cache_dir`).
         :param max_passages: Under ``max_passage``, score at most this many passages of a document (its first ones;
             a warning names each document cut); ``None`` scores them all.
         :param allow_untrained_head: Accept a checkpoint without a trained scoring head (e.g. a bi-encoder such as

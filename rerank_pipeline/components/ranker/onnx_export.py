@@ -17,14 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from rerank_pipeline.components.ranker.cache import default_cache_dir
+
 ONNX_OPSET = 17
-CACHE_ENV_VAR = "RERANK_PIPELINE_CACHE"
-
-
-def default_cache_dir(kind: str = "onnx") -> Path:
-    """``$RERANK_PIPELINE_CACHE/<kind>`` or ``~/.cache/rerank_pipeline/<kind>`` (``onnx``, ``openvino``)."""
-    root = os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "rerank_pipeline"
-    return Path(root) / kind
 
 
 def hub_revision(
