@@ -21,13 +21,12 @@ from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kw
 from haystack.utils.misc import _deduplicate_documents
 
 from rerank_pipeline.components.ranker.first_token_head import compute_last_layer_for_first_token_only
-from rerank_pipeline.components.ranker.passages import split_long_document
+from rerank_pipeline.components.ranker.passages import encode_passages
 from rerank_pipeline.components.ranker.scoring import (
     PRECISIONS,
     PairScorer,
     TorchLogits,
     apply_activation,
-    cut_long_queries,
     effective_max_length,
     load_sentence_transformers_cross_encoder,
     model_input_names,
@@ -297,17 +296,22 @@ class CrossEncoderRanker:
         plan = [self.calibration_pairs[:CALIBRATION_PAIRS], self.batch_size, self.max_batch_tokens, self.max_length]
         return hashlib.sha256(json.dumps(plan).encode()).hexdigest()[:16]
 
-    def _calibrate(self, pairs: list[tuple[str, str]]) -> None:
-        """Calibrate an int8 OpenVINO model on (up to ``CALIBRATION_PAIRS`` of) ``pairs``; no-op otherwise."""
+    def _calibrate(self, pairs: list[tuple[str, str]] | dict[str, list[list[int]]]) -> None:
+        """Calibrate an int8 OpenVINO model on (up to ``CALIBRATION_PAIRS`` of) ``pairs`` (text pairs, or rows
+        already tokenized); no-op otherwise."""
         assert self._scorer is not None
         logits_fn = self._scorer.logits_fn
         if not getattr(logits_fn, "needs_calibration", False):
             return
         with self._calibration_lock:
             if logits_fn.needs_calibration:
-                sample = pairs[:CALIBRATION_PAIRS]
-                logger.info("Calibrating the int8 OpenVINO model of '%s' on %d pairs", self.model, len(sample))
-                encoded, batches = self._scorer.plan_batches(sample, self.batch_size, self._max_batch_tokens())
+                if isinstance(pairs, dict):
+                    encoded = {name: rows[:CALIBRATION_PAIRS] for name, rows in pairs.items()}
+                else:
+                    encoded = self._scorer.tokenize(pairs[:CALIBRATION_PAIRS])
+                logger.info("Calibrating the int8 OpenVINO model of '%s' on %d pairs", self.model,
+                            len(encoded["input_ids"]))
+                batches = self._scorer.batches(encoded, self.batch_size, self._max_batch_tokens())
                 logits_fn.calibrate([self._scorer.pad(encoded, indices) for indices in batches])
 
     def _onnx_logits(
@@ -359,30 +363,27 @@ class CrossEncoderRanker:
             pairs = list(zip(queries, documents))
             self._calibrate(pairs)
             return self._scorer.logits(pairs, batch_size, max_batch_tokens, show_progress_bar)
-        owners: list[int] = []
-        pairs: list[tuple[str, str]] = []
+        with self._scorer._tokenizer_lock:  # each pair tokenized once, into its passage windows
+            encoded, owners = encode_passages(
+                self._scorer.tokenizer, queries, documents, self._scorer.max_length, self.passage_overlap
+            )
+        encoded = self._scorer.select_inputs(encoded)
+        counts = np.bincount(owners, minlength=len(queries))
         capped: list[str] = []
-        with self._scorer._tokenizer_lock:
-            # split_long_document measures the query: cut first, it splits the same (a long query halves the window)
-            queries = [query for query, _ in cut_long_queries(self._scorer.tokenizer, [(q, "") for q in queries],
-                                                              self._scorer.max_length)]
-            for owner, (query, document) in enumerate(zip(queries, documents)):
-                passages = split_long_document(
-                    self._scorer.tokenizer, query, document, self._scorer.max_length, self.passage_overlap
-                )
-                if self.max_passages is not None and len(passages) > self.max_passages:
-                    name = names[owner] if names else f"pair {owner}"
-                    capped.append(f"{name!r} ({len(passages)} passages)")
-                    passages = passages[: self.max_passages]
-                owners.extend([owner] * len(passages))
-                pairs.extend((query, passage) for passage in passages)
+        if self.max_passages is not None and counts.max(initial=0) > self.max_passages:
+            first_rows = np.cumsum(counts) - counts  # rows come in pair order
+            keep = [row for row, owner in enumerate(owners) if row - first_rows[owner] < self.max_passages]
+            encoded = {name: [rows[row] for row in keep] for name, rows in encoded.items()}
+            owners = [owners[row] for row in keep]
+            capped = [f"{names[owner] if names else f'pair {owner}'!r} ({count} passages)"
+                      for owner, count in enumerate(counts) if count > self.max_passages]
         if capped:
             logger.warning(
                 "CrossEncoderRanker scored only the first %d passages (max_passages) of %d document(s): %s",
                 self.max_passages, len(capped), ", ".join(capped[:10]) + (" ..." if len(capped) > 10 else ""),
             )
-        self._calibrate(pairs)
-        passage_logits = self._scorer.logits(pairs, batch_size, max_batch_tokens, show_progress_bar)
+        self._calibrate(encoded)
+        passage_logits = self._scorer.encoded_logits(encoded, batch_size, max_batch_tokens, show_progress_bar)
         index = torch.tensor(owners).unsqueeze(-1).expand_as(passage_logits)
         best = torch.full((len(queries), passage_logits.shape[-1]), float("-inf"))
         return best.scatter_reduce_(0, index, passage_logits, reduce="amax", include_self=False)

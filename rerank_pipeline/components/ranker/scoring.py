@@ -316,8 +316,11 @@ class PairScorer:
             encoded = self.tokenizer(
                 queries, documents, truncation="longest_first", max_length=self.max_length, padding=False
             )
-        names = [name for name in encoded.keys() if self.input_names is None or name in self.input_names]
-        return {name: encoded[name] for name in names}
+        return self.select_inputs(encoded)
+
+    def select_inputs(self, encoded: Any) -> dict[str, list[list[int]]]:
+        """The tokenizer outputs the model takes (all of them when ``input_names`` is ``None``)."""
+        return {name: encoded[name] for name in encoded.keys() if self.input_names is None or name in self.input_names}
 
     def pad(self, encoded: dict[str, list[list[int]]], indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """Pad the selected tokenized pairs into one batch of tensors, as ``tokenizer.pad(padding=True)`` does.
@@ -359,8 +362,20 @@ class PairScorer:
         """Return fp32 logits ``[len(pairs), num_labels]`` in input order."""
         if not pairs:
             return torch.empty((0, 1), dtype=torch.float32)
-        encoded, batches = self.plan_batches(pairs, batch_size, max_batch_tokens)
-        outputs: list[torch.Tensor | None] = [None] * len(pairs)
+        return self.encoded_logits(self.tokenize(pairs), batch_size, max_batch_tokens, show_progress_bar)
+
+    def encoded_logits(
+        self,
+        encoded: dict[str, list[list[int]]],
+        batch_size: int = 32,
+        max_batch_tokens: int = 8192,
+        show_progress_bar: bool = False,
+    ) -> torch.Tensor:
+        """:meth:`logits` of rows already tokenized (e.g. passage windows): ``[rows, num_labels]`` in row order."""
+        if not encoded["input_ids"]:
+            return torch.empty((0, 1), dtype=torch.float32)
+        batches = self.batches(encoded, batch_size, max_batch_tokens)
+        outputs: list[torch.Tensor | None] = [None] * len(encoded["input_ids"])
         for indices in tqdm(batches, desc="Scoring pairs", unit="batch", disable=not show_progress_bar):
             batch_logits = self.logits_fn(self.pad(encoded, indices))
             for row, index in enumerate(indices):
@@ -372,8 +387,13 @@ class PairScorer:
     ) -> tuple[dict[str, list[list[int]]], list[list[int]]]:
         """Tokenize ``pairs`` and cut them into token-budget batches: ``(encoded, [pair indices of a batch])``."""
         encoded = self.tokenize(pairs)
+        return encoded, self.batches(encoded, batch_size, max_batch_tokens)
+
+    @staticmethod
+    def batches(encoded: dict[str, list[list[int]]], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
+        """Token-budget batches (lists of row indices) of tokenized rows."""
         lengths = [len(ids) for ids in encoded["input_ids"]]
-        return encoded, plan_token_budget_batches(lengths, max_batch_tokens, batch_size)
+        return plan_token_budget_batches(lengths, max_batch_tokens, batch_size)
 
 
 def apply_activation(logits: torch.Tensor, activation_fn: Callable | None) -> np.ndarray:
