@@ -38,4 +38,4 @@ def test_default_is_huggingface_hubs_own_assets_folder(clean_env):
 
     if constants.HF_ASSETS_CACHE != str(Path("~/.cache/huggingface/assets").expanduser()):
         pytest.skip("this process started with HF_HOME / HF_ASSETS_CACHE / XDG_CACHE_HOME set")
-    assert default_cache_dir("onnx") == Path(constants.HF_ASSETS_CACHE) / "rerank_pipeline" / "onnx"
+    assert default_cache_dir("openvino") == Path(constants.HF_ASSETS_CACHE) / "rerank_pipeline" / "openvino"

@@ -11,7 +11,7 @@ import pytest
 from sentence_transformers import CrossEncoder
 
 from rerank_pipeline.components import CrossEncoderRanker
-from rerank_pipeline.components.ranker.onnx_export import hub_revision, model_fingerprint
+from rerank_pipeline.components.ranker.cache import hub_revision, model_fingerprint
 from rerank_pipeline.provenance import model_provenance
 from tiny_models import BACKEND_PAIRS, make_tiny_bert_cross_encoder
 

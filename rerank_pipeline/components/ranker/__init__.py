@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 LONG_DOCUMENT_POLICIES = ("truncate", "max_passage")
 EMPTY_DOCUMENT_POLICIES = ("skip", "score")
-BACKENDS = ("torch", "onnx", "openvino")
+BACKENDS = ("torch", "openvino")  # the ONNX Runtime engine was removed: slower than these on CPU (docs/ranker.md)
 # Pairs an int8 OpenVINO model is calibrated on when the caller gives none: the first pairs it is asked to score.
 CALIBRATION_PAIRS = 128
 # Measured with benchmarks/rerank_throughput.py: on CPU small batches stay in cache (2048 tokens: 1.2x the
@@ -87,12 +87,11 @@ class CrossEncoderRanker:
         passage_overlap: int = 64,
         max_batch_tokens: int | None = None,
         precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
-        backend: Literal["torch", "onnx", "openvino"] = "torch",
+        backend: Literal["torch", "openvino"] = "torch",
         quantize: bool = False,
         calibration_pairs: list[tuple[str, str]] | None = None,
         empty_documents: Literal["skip", "score"] = "skip",
         allow_unsafe_weights: bool = False,
-        onnx_cache_dir: str | None = None,
         max_passages: int | None = DEFAULT_MAX_PASSAGES,
         allow_untrained_head: bool = False,
         token: Secret | None = DEFAULT_TOKEN,
@@ -122,19 +121,16 @@ class CrossEncoderRanker:
         :param passage_overlap: Tokens shared by consecutive passages under ``max_passage``.
         :param max_batch_tokens: Padded-token budget of one batch (``None``: 2048 on CPU, 65536 on CUDA).
         :param precision: ``"auto"`` (fp32 on CPU; bf16, else fp16, on CUDA), ``"fp32"``, ``"bf16"`` or ``"fp16"``.
-        :param backend: ``"torch"``, ``"onnx"`` (ONNX Runtime; exported once and cached) or ``"openvino"``
-            (CPU only; converted in memory at warm-up; ``pip install 'rerank-pipeline[openvino]'``).
+        :param backend: ``"torch"`` or ``"openvino"`` (CPU only; converted at warm-up and cached;
+            ``pip install 'rerank-pipeline[openvino]'``).
         :param quantize: Int8 inference (faster on CPU, scores move by ~1e-3): ``torch.ao`` dynamic quantization of
-            the linear layers with ``backend="torch"`` (CPU only), ONNX Runtime ``quantize_dynamic`` with
-            ``backend="onnx"``, NNCF static int8 of weights and activations with ``backend="openvino"`` (the
-            fastest: activation ranges are calibrated on ``calibration_pairs``).
+            the linear layers with ``backend="torch"`` (CPU only), NNCF static int8 of weights and activations with
+            ``backend="openvino"`` (the fastest: activation ranges are calibrated on ``calibration_pairs``).
         :param calibration_pairs: (query, document) texts like those the ranker will score, for
             ``backend="openvino", quantize=True``; ``None`` calibrates on the first ``CALIBRATION_PAIRS`` pairs the
             ranker scores (so the first call takes longer).
         :param empty_documents: Documents with no text: ``"skip"`` (left out of the result) or ``"score"``.
         :param allow_unsafe_weights: Also accept pickle (``.bin``) weights; by default only safetensors load.
-        :param onnx_cache_dir: Where ONNX exports are cached (default: ``onnx`` in the cache folder of
-            :func:`~rerank_pipeline.components.ranker.cache.default_cache_dir`).
         :param max_passages: Under ``max_passage``, score at most this many passages of a document (its first ones;
             a warning names each document cut); ``None`` scores them all.
         :param allow_untrained_head: Accept a checkpoint without a trained scoring head (e.g. a bi-encoder such as
@@ -149,7 +145,7 @@ class CrossEncoderRanker:
         :param config_kwargs: Extra keyword arguments for ``AutoConfig.from_pretrained``.
         :param revision: Hub revision (commit hash, branch or tag) of ``model`` to load, so a Hub model is pinned;
             ``None`` loads the default branch. Passed to every loader (config, tokenizer, weights) and used in the
-            ONNX/OpenVINO cache keys. Ignored for a local folder.
+            OpenVINO cache key. Ignored for a local folder.
         """
         if not str(model).strip():
             raise ValueError("model must be a Hub id or a local folder, got an empty string")
@@ -172,7 +168,8 @@ class CrossEncoderRanker:
             ("precision", precision, PRECISIONS),
         ):
             if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+                removed = " (the ONNX Runtime engine was removed: see docs/ranker.md)" if value == "onnx" else ""
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}{removed}")
         if quantize and precision in ("bf16", "fp16"):
             raise ValueError("quantize=True runs int8 weights; it cannot be combined with precision bf16/fp16")
         device_name = device.to_torch_str() if isinstance(device, ComponentDevice) else device
@@ -207,7 +204,6 @@ class CrossEncoderRanker:
         self.calibration_pairs = [(str(query), str(text)) for query, text in calibration_pairs or []] or None
         self.empty_documents = empty_documents
         self.allow_unsafe_weights = allow_unsafe_weights
-        self.onnx_cache_dir = onnx_cache_dir
         self.max_passages = max_passages
         self.allow_untrained_head = allow_untrained_head
         self.token = token
@@ -264,9 +260,7 @@ class CrossEncoderRanker:
         tokenizer = cross_encoder.tokenizer
         max_length = effective_max_length(tokenizer, hf_model.config)
         input_names = model_input_names(hf_model)
-        if self.backend == "onnx":
-            logits_fn, input_names = self._onnx_logits(hf_model, tokenizer, input_names, device)
-        elif self.backend == "openvino":
+        if self.backend == "openvino":
             from rerank_pipeline.components.ranker.openvino import OpenVinoLogits
 
             logits_fn = OpenVinoLogits(
@@ -313,19 +307,6 @@ class CrossEncoderRanker:
                             len(encoded["input_ids"]))
                 batches = self._scorer.batches(encoded, self.batch_size, self._max_batch_tokens())
                 logits_fn.calibrate([self._scorer.pad(encoded, indices) for indices in batches])
-
-    def _onnx_logits(
-        self, hf_model: torch.nn.Module, tokenizer: Any, input_names: set[str] | None,
-        device: torch.device,
-    ) -> tuple[Any, set[str]]:
-        from rerank_pipeline.components.ranker.onnx_export import OnnxLogits, cached_onnx_export
-
-        sample = sample_features(tokenizer, input_names)
-        path = cached_onnx_export(self.model, hf_model, sample, self.quantize, self.onnx_cache_dir,
-                                  revision=self.revision)
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else None
-        session = OnnxLogits(path, providers=providers)
-        return session, set(session.input_names)
 
     # ------------------------------------------------------------------ scoring
 
@@ -523,7 +504,6 @@ class CrossEncoderRanker:
             calibration_pairs=[list(pair) for pair in self.calibration_pairs] if self.calibration_pairs else None,
             empty_documents=self.empty_documents,
             allow_unsafe_weights=self.allow_unsafe_weights,
-            onnx_cache_dir=self.onnx_cache_dir,
             max_passages=self.max_passages,
             allow_untrained_head=self.allow_untrained_head,
             token=self.token,
@@ -547,6 +527,9 @@ class CrossEncoderRanker:
     def from_dict(cls, data: dict[str, Any]) -> CrossEncoderRanker:
         """Rebuild a ranker from :meth:`to_dict` output."""
         init_parameters = data.get("init_parameters", {})
+        # Written by versions with the ONNX engine (always, as null): dropped, so their pipeline YAMLs still load.
+        if init_parameters.pop("onnx_cache_dir", None) is not None:
+            logger.warning("CrossEncoderRanker: ignoring onnx_cache_dir (the ONNX Runtime engine was removed)")
         if init_parameters.get("model_kwargs") is not None:
             deserialize_hf_model_kwargs(init_parameters["model_kwargs"])
         return default_from_dict(cls, data)

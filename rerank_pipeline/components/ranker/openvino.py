@@ -7,9 +7,9 @@ time, so they are calibrated on real feature batches: the caller hands over batc
 score (see :meth:`OpenVinoLogits.calibrate`).
 
 Given the model's id, the converted and the calibrated models are cached on disk (:class:`OpenVinoCache`, under
-``openvino`` in :func:`~rerank_pipeline.components.ranker.cache.default_cache_dir`), keyed like the ONNX exports
-(:func:`~rerank_pipeline.components.ranker.onnx_export.model_fingerprint`: the model's files or Hub revision, torch, OpenVINO and NNCF
-versions) plus the variant (fp32, or int8 and its calibration), so a later start skips conversion (~3 s) and
+``openvino`` in :func:`~rerank_pipeline.components.ranker.cache.default_cache_dir`), keyed by
+:func:`~rerank_pipeline.components.ranker.cache.model_fingerprint` (the model's files or Hub revision, torch, OpenVINO
+and NNCF versions) plus the variant (fp32, or int8 and its calibration), so a later start skips conversion (~3 s) and
 calibration (~20 s).
 """
 
@@ -71,8 +71,7 @@ class OpenVinoCache:
         import nncf
         import openvino as ov
 
-        from rerank_pipeline.components.ranker.cache import default_cache_dir
-        from rerank_pipeline.components.ranker.onnx_export import model_fingerprint
+        from rerank_pipeline.components.ranker.cache import default_cache_dir, model_fingerprint
 
         versions = {"openvino": ov.__version__, "nncf": nncf.__version__}
         root = Path(cache_dir) if cache_dir else default_cache_dir("openvino")
