@@ -87,7 +87,6 @@ def main() -> int:
                         help="token budget of our ranker's batches (default: the component's default for CPU)")
     parser.add_argument("--st-batch-sizes", type=int, nargs="*", default=[8],
                         help="extra sentence-transformers rows at these batch sizes, to show its best setting too")
-    parser.add_argument("--skip-onnx", action="store_true", help="leave out the ONNX Runtime paths")
     parser.add_argument("--skip-openvino", action="store_true", help="leave out the OpenVINO paths")
     parser.add_argument("--skip-haystack", action="store_true", help="leave out SentenceTransformersSimilarityRanker")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
@@ -132,11 +131,6 @@ def main() -> int:
             st_haystack.warm_up()
             rankers["sentence-transformers-haystack SimilarityRanker"] = haystack_run(st_haystack)
         variants = {"CrossEncoderRanker torch fp32": {}, "CrossEncoderRanker torch int8 (quantize=True)": {"quantize": True}}
-        if not args.skip_onnx:
-            variants["CrossEncoderRanker onnx fp32"] = {"backend": "onnx", "onnx_cache_dir": f"{scratch}/onnx"}
-            variants["CrossEncoderRanker onnx int8 (quantize=True)"] = {
-                "backend": "onnx", "quantize": True, "onnx_cache_dir": f"{scratch}/onnx",
-            }
         if not args.skip_openvino and importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf"):
             variants["CrossEncoderRanker openvino fp32"] = {"backend": "openvino"}
             variants["CrossEncoderRanker openvino int8 (quantize=True)"] = {

@@ -47,8 +47,9 @@ def git_commit(path: str | Path | None = None) -> str | None:
         return None
 
 
-def model_provenance(model: str | Path | None) -> dict[str, Any] | None:
-    """A local folder: its path and the sha256 of its weights file; a Hub id: the id and the cached revision."""
+def model_provenance(model: str | Path | None, revision: str | None = None) -> dict[str, Any] | None:
+    """A local folder: its path and the sha256 of its weights file; a Hub id: the id and the commit it resolves to
+    in the local cache at ``revision`` (a commit, branch or tag; the default branch when ``None``)."""
     if model is None:
         return None
     folder = Path(str(model))
@@ -58,16 +59,16 @@ def model_provenance(model: str | Path | None) -> dict[str, Any] | None:
             if weights.is_file():
                 return {"model": str(model), "weights": name, "sha256": file_sha256(weights)}
         return {"model": str(model), "weights": None}
-    revision = None
+    commit = None
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(str(model), "config.json")
+        cached = try_to_load_from_cache(str(model), "config.json", revision=revision)
         if isinstance(cached, str) and "/snapshots/" in cached:
-            revision = cached.split("/snapshots/")[1].split("/")[0]
+            commit = cached.split("/snapshots/")[1].split("/")[0]
     except Exception:  # noqa: BLE001 - provenance must never stop a report
-        revision = None
-    return {"model": str(model), "revision": revision}
+        commit = None
+    return {"model": str(model), "revision": commit} | ({"requested_revision": revision} if revision else {})
 
 
 def file_sha256(path: str | Path) -> str:
@@ -144,15 +145,18 @@ def collect(
     seed: int | None = None,
     device: str | None = None,
     timings: Mapping[str, float] | None = None,
+    revisions: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
-    """The provenance block of a report (JSON-ready)."""
+    """The provenance block of a report (JSON-ready); ``revisions`` maps a role of ``models`` to the Hub revision
+    it was loaded at (e.g. ``CrossEncoderRanker.revision``)."""
     return {
         "rerank_pipeline": package_version("rerank-pipeline"),
         "git_commit": git_commit(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "libraries": {name: version for name in KEY_LIBRARIES if (version := package_version(name))},
-        "models": {role: model_provenance(model) for role, model in (models or {}).items() if model is not None},
+        "models": {role: model_provenance(model, (revisions or {}).get(role))
+                   for role, model in (models or {}).items() if model is not None},
         "datasets": [dataset_fingerprint(dataset) for dataset in datasets],
         "seed": seed,
         **device_description(device),

@@ -336,13 +336,13 @@ def test_max_passage_scores_at_most_max_passages_and_names_the_document(tiny_ber
     for cap in (None, 2):
         ranker = CrossEncoderRanker(str(tiny_bert), device="cpu", long_document="max_passage", max_passages=cap)
         ranker.warm_up()
-        original = ranker._scorer.logits
+        original = ranker._scorer.encoded_logits
 
-        def counting(pairs, *args, cap=cap, original=original, **kwargs):
-            counts[cap] = len(pairs)
-            return original(pairs, *args, **kwargs)
+        def counting(encoded, *args, cap=cap, original=original, **kwargs):
+            counts[cap] = len(encoded["input_ids"])  # passage windows scored
+            return original(encoded, *args, **kwargs)
 
-        ranker._scorer.logits = counting
+        ranker._scorer.encoded_logits = counting
         with caplog.at_level(logging.WARNING, logger="rerank_pipeline.components.ranker"):
             caplog.clear()
             ranker.run(query="flat plate", documents=documents)

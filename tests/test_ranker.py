@@ -16,7 +16,6 @@ from sentence_transformers import CrossEncoder
 from rerank_pipeline.components import CrossEncoderRanker
 from tiny_models import BACKEND_PAIRS
 from rerank_pipeline.components.ranker.batching import plan_token_budget_batches
-from rerank_pipeline.components.ranker.passages import passage_windows, split_long_document
 from rerank_pipeline.components.ranker.scoring import ModelLoadError
 
 QUERY = "supersonic boundary layer heat transfer"
@@ -111,22 +110,6 @@ def test_a_long_query_is_cut_once_to_the_same_pair_ids(tiny_bert):
     assert cut_long_queries(tokenizers[0], short_query, 64) == short_query
 
 
-def test_max_passage_with_a_long_query_scores_as_without_the_cut(tiny_bert, monkeypatch):
-    import rerank_pipeline.components.ranker as ranker_module
-    from rerank_pipeline.components.ranker import scoring
-
-    documents_in = [Document(id="long", content=LONG_TEXT), Document(id="short", content="laminar flow")]
-
-    def scores() -> dict[str, float]:
-        ranker = CrossEncoderRanker(str(tiny_bert), top_k=None, device="cpu", long_document="max_passage")
-        return {d.id: d.score for d in ranker.run(query=LONG_QUERY, documents=documents_in)["documents"]}
-
-    cut = scores()
-    monkeypatch.setattr(ranker_module, "cut_long_queries", lambda tokenizer, pairs, max_length: list(pairs))
-    monkeypatch.setattr(scoring, "cut_long_queries", lambda tokenizer, pairs, max_length: list(pairs))
-    assert cut == pytest.approx(scores(), abs=1e-6)
-
-
 def test_reads_activation_and_max_length_from_sentence_transformers_config(tiny_bert, tmp_path):
     saved = tmp_path / "saved-ce"
     CrossEncoder(str(tiny_bert), device="cpu", max_length=24, activation_fn=torch.nn.Identity()).save(str(saved))
@@ -211,61 +194,7 @@ def test_scale_score_off_gives_logits(tiny_bert):
     assert [d.id for d in raw["documents"]] == [d.id for d in scaled["documents"]]
 
 
-# ---------------------------------------------------------------- long documents (MaxP)
-
-
-def test_passage_windows_cover_text_with_overlap():
-    windows = passage_windows(100, 30, 10)
-    assert windows[0] == (0, 30) and windows[-1] == (70, 100)
-    assert all(end - start == 30 for start, end in windows)
-    assert all(b[0] < a[1] for a, b in zip(windows, windows[1:])), "consecutive windows must overlap"
-    assert passage_windows(20, 30, 10) == [(0, 20)]
-
-
-LONG_TEXT = "the " * 120 + "heat transfer in a boundary layer " * 3 + "plate surface " * 120
-NEEDLE = "heat transfer"
-
-
-def test_max_passage_splits_long_document_and_takes_best_passage(model_path):
-    truncate = CrossEncoderRanker(str(model_path), top_k=None, device="cpu", scale_score=False)
-    maxp = CrossEncoderRanker(str(model_path), top_k=None, device="cpu", scale_score=False,
-                              long_document="max_passage", passage_overlap=16)
-    maxp.warm_up()
-    tokenizer, window = maxp._scorer.tokenizer, maxp._scorer.max_length
-    assert len(tokenizer(QUERY, LONG_TEXT)["input_ids"]) > 2 * window, "document must exceed the model window"
-    passages = split_long_document(tokenizer, QUERY, LONG_TEXT, window, 16)
-    assert len(passages) >= 3
-    assert all(len(tokenizer(QUERY, passage)["input_ids"]) <= window for passage in passages)
-    assert NEEDLE not in passages[0] and any(NEEDLE in passage for passage in passages[1:])
-
-    documents_in = [Document(id="long", content=LONG_TEXT), Document(id="short", content="laminar flow")]
-    maxp_scores = {d.id: d.score for d in maxp.run(query=QUERY, documents=documents_in)["documents"]}
-    truncate_scores = {d.id: d.score for d in truncate.run(query=QUERY, documents=documents_in)["documents"]}
-    assert maxp_scores["short"] == pytest.approx(truncate_scores["short"], abs=1e-5)
-    passage_scores = truncate.predict([(QUERY, passage) for passage in passages])
-    assert maxp_scores["long"] == pytest.approx(float(passage_scores.max()), abs=1e-4)
-
-
-def test_max_passage_keeps_the_maximum_over_passages(tiny_bert):
-    """With a scorer that only likes text opening with the needle, MaxP must surface the middle passage;
-    truncation (which only sees the head of the document) cannot."""
-    def fake_logits(pairs, *args, **kwargs):
-        return torch.tensor([[5.0 if NEEDLE in document[:300] else -1.0] for _, document in pairs])
-
-    results = {}
-    for policy in ("truncate", "max_passage"):
-        ranker = CrossEncoderRanker(str(tiny_bert), top_k=None, device="cpu", scale_score=False,
-                                    long_document=policy)
-        ranker.warm_up()
-        ranker._scorer.logits = fake_logits
-        results[policy] = {
-            d.id: d.score
-            for d in ranker.run(query=QUERY, documents=[Document(id="long", content=LONG_TEXT),
-                                                        Document(id="other", content="laminar flow")])["documents"]
-        }
-    assert results["max_passage"]["long"] == 5.0
-    assert results["truncate"]["long"] == -1.0
-    assert results["max_passage"]["other"] == results["truncate"]["other"] == -1.0
+# ---------------------------------------------------------------- long documents (MaxP): tests/test_ranker_passages.py
 
 
 # ---------------------------------------------------------------- serialization

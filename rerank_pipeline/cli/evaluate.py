@@ -68,7 +68,7 @@ def register(subparsers) -> None:
     rerank.add_argument("--no-rerank", action="store_true", help="no model: report the first stage (identity reranker)")
     rerank.add_argument("--batch-size", type=int, default=64, help="pairs scored per forward pass")
     rerank.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda when available)")
-    rerank.add_argument("--backend", choices=("torch", "onnx", "openvino"), default="torch", help="CrossEncoderRanker backend")
+    rerank.add_argument("--backend", choices=("torch", "openvino"), default="torch", help="CrossEncoderRanker backend")
     rerank.add_argument("--quantize", action="store_true", help="int8 inference (CrossEncoderRanker quantize=True)")
     add_long_document_options(rerank)
     rerank.add_argument("--allow-untrained-head", action="store_true", help="accept a --model without a trained scoring head (it scores with a random head)")

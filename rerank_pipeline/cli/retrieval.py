@@ -240,7 +240,7 @@ def register(subparsers) -> None:
     search.add_argument("--top-k", type=int, default=10, help="results to show")
     search.add_argument("--candidates", type=int, default=100, help="first-stage candidates to rerank")
     search.add_argument("--backend", choices=RANKER_BACKENDS, default="torch",
-                        help="cross-encoder runtime; onnx/openvino conversions are cached on disk")
+                        help="cross-encoder runtime; openvino conversions are cached on disk")
     search.add_argument("--quantize", action="store_true", help="int8 inference (openvino: static int8, cached)")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
     search.add_argument("--allow-untrained-head", action="store_true", help="accept a --model without a trained scoring head (it scores with a random head)")

@@ -19,7 +19,7 @@ from rerank_pipeline.serving import (
     DEFAULT_REQUEST_TIMEOUT_S,
 )
 
-RANKER_BACKENDS = ("torch", "onnx", "openvino")  # CrossEncoderRanker's backends (named here without loading torch)
+RANKER_BACKENDS = ("torch", "openvino")  # CrossEncoderRanker's backends (named here without loading torch)
 FUSION_CHOICES = ("model", "none", "rrf")  # score_fusion.FUSION_CHOICES (named here without loading haystack)
 
 

@@ -20,13 +20,12 @@ from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kw
 
 from rerank_pipeline.components.pair_ranking import rank_documents
 from rerank_pipeline.components.ranker.first_token_head import compute_last_layer_for_first_token_only
-from rerank_pipeline.components.ranker.passages import split_long_document
+from rerank_pipeline.components.ranker.passages import encode_passages
 from rerank_pipeline.components.ranker.scoring import (
     PRECISIONS,
     PairScorer,
     TorchLogits,
     apply_activation,
-    cut_long_queries,
     effective_max_length,
     load_sentence_transformers_cross_encoder,
     model_input_names,
@@ -39,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 LONG_DOCUMENT_POLICIES = ("truncate", "max_passage")
 EMPTY_DOCUMENT_POLICIES = ("skip", "score")
-BACKENDS = ("torch", "onnx", "openvino")
+BACKENDS = ("torch", "openvino")  # the ONNX Runtime engine was removed: slower than these on CPU (docs/ranker.md)
 # Pairs an int8 OpenVINO model is calibrated on when the caller gives none: the first pairs it is asked to score.
 CALIBRATION_PAIRS = 128
 # Measured with benchmarks/rerank_throughput.py: on CPU small batches stay in cache (2048 tokens: 1.2x the
@@ -87,12 +86,11 @@ class CrossEncoderRanker:
         passage_overlap: int = 64,
         max_batch_tokens: int | None = None,
         precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
-        backend: Literal["torch", "onnx", "openvino"] = "torch",
+        backend: Literal["torch", "openvino"] = "torch",
         quantize: bool = False,
         calibration_pairs: list[tuple[str, str]] | None = None,
         empty_documents: Literal["skip", "score"] = "skip",
         allow_unsafe_weights: bool = False,
-        onnx_cache_dir: str | None = None,
         max_passages: int | None = DEFAULT_MAX_PASSAGES,
         allow_untrained_head: bool = False,
         token: Secret | None = DEFAULT_TOKEN,
@@ -101,6 +99,7 @@ class CrossEncoderRanker:
         model_kwargs: dict[str, Any] | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
+        revision: str | None = None,
     ) -> None:
         """Create the ranker; nothing is loaded until :meth:`warm_up` (or the first ``run``/``predict``).
 
@@ -121,18 +120,16 @@ class CrossEncoderRanker:
         :param passage_overlap: Tokens shared by consecutive passages under ``max_passage``.
         :param max_batch_tokens: Padded-token budget of one batch (``None``: 2048 on CPU, 65536 on CUDA).
         :param precision: ``"auto"`` (fp32 on CPU; bf16, else fp16, on CUDA), ``"fp32"``, ``"bf16"`` or ``"fp16"``.
-        :param backend: ``"torch"``, ``"onnx"`` (ONNX Runtime; exported once and cached) or ``"openvino"``
-            (CPU only; converted in memory at warm-up; ``pip install 'rerank-pipeline[openvino]'``).
+        :param backend: ``"torch"`` or ``"openvino"`` (CPU only; converted at warm-up and cached;
+            ``pip install 'rerank-pipeline[openvino]'``).
         :param quantize: Int8 inference (faster on CPU, scores move by ~1e-3): ``torch.ao`` dynamic quantization of
-            the linear layers with ``backend="torch"`` (CPU only), ONNX Runtime ``quantize_dynamic`` with
-            ``backend="onnx"``, NNCF static int8 of weights and activations with ``backend="openvino"`` (the
-            fastest: activation ranges are calibrated on ``calibration_pairs``).
+            the linear layers with ``backend="torch"`` (CPU only), NNCF static int8 of weights and activations with
+            ``backend="openvino"`` (the fastest: activation ranges are calibrated on ``calibration_pairs``).
         :param calibration_pairs: (query, document) texts like those the ranker will score, for
             ``backend="openvino", quantize=True``; ``None`` calibrates on the first ``CALIBRATION_PAIRS`` pairs the
             ranker scores (so the first call takes longer).
         :param empty_documents: Documents with no text: ``"skip"`` (left out of the result) or ``"score"``.
         :param allow_unsafe_weights: Also accept pickle (``.bin``) weights; by default only safetensors load.
-        :param onnx_cache_dir: Where ONNX exports are cached (default ``~/.cache/rerank_pipeline/onnx``).
         :param max_passages: Under ``max_passage``, score at most this many passages of a document (its first ones;
             a warning names each document cut); ``None`` scores them all.
         :param allow_untrained_head: Accept a checkpoint without a trained scoring head (e.g. a bi-encoder such as
@@ -145,6 +142,9 @@ class CrossEncoderRanker:
         :param tokenizer_kwargs: Extra keyword arguments for the tokenizer (sentence-transformers'
             ``processor_kwargs``).
         :param config_kwargs: Extra keyword arguments for ``AutoConfig.from_pretrained``.
+        :param revision: Hub revision (commit hash, branch or tag) of ``model`` to load, so a Hub model is pinned;
+            ``None`` loads the default branch. Passed to every loader (config, tokenizer, weights) and used in the
+            OpenVINO cache key. Ignored for a local folder.
         :raises ValueError: If an argument is out of range or not one of its choices (the message names it and the
             value), or two arguments conflict (``quantize`` with bf16/fp16, ``backend="openvino"`` on CUDA,
             ``calibration_pairs`` outside ``backend="openvino", quantize=True``).
@@ -170,7 +170,8 @@ class CrossEncoderRanker:
             ("precision", precision, PRECISIONS),
         ):
             if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+                removed = " (the ONNX Runtime engine was removed: see docs/ranker.md)" if value == "onnx" else ""
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}{removed}")
         if quantize and precision in ("bf16", "fp16"):
             raise ValueError("quantize=True runs int8 weights; it cannot be combined with precision bf16/fp16")
         device_name = device.to_torch_str() if isinstance(device, ComponentDevice) else device
@@ -205,7 +206,6 @@ class CrossEncoderRanker:
         self.calibration_pairs = [(str(query), str(text)) for query, text in calibration_pairs or []] or None
         self.empty_documents = empty_documents
         self.allow_unsafe_weights = allow_unsafe_weights
-        self.onnx_cache_dir = onnx_cache_dir
         self.max_passages = max_passages
         self.allow_untrained_head = allow_untrained_head
         self.token = token
@@ -214,6 +214,7 @@ class CrossEncoderRanker:
         self.model_kwargs = model_kwargs
         self.tokenizer_kwargs = tokenizer_kwargs
         self.config_kwargs = config_kwargs
+        self.revision = revision
 
         self._scorer: PairScorer | None = None
         self._activation_fn: Any = None
@@ -255,6 +256,7 @@ class CrossEncoderRanker:
             model_kwargs=self.model_kwargs,
             tokenizer_kwargs=self.tokenizer_kwargs,
             config_kwargs=self.config_kwargs,
+            revision=self.revision,
         )
         hf_model = cross_encoder.model
         if hf_model is None or not hasattr(hf_model, "config") or len(cross_encoder) != 1:
@@ -266,14 +268,12 @@ class CrossEncoderRanker:
         tokenizer = cross_encoder.tokenizer
         max_length = effective_max_length(tokenizer, hf_model.config)
         input_names = model_input_names(hf_model)
-        if self.backend == "onnx":
-            logits_fn, input_names = self._onnx_logits(hf_model, tokenizer, input_names, device)
-        elif self.backend == "openvino":
+        if self.backend == "openvino":
             from rerank_pipeline.components.ranker.openvino import OpenVinoLogits
 
             logits_fn = OpenVinoLogits(
                 hf_model, sample_features(tokenizer, input_names), self.precision, self.quantize,
-                model_id=self.model, calibration=self._calibration_key(),
+                model_id=self.model, calibration=self._calibration_key(), revision=self.revision,
             )
             input_names = set(logits_fn.input_names)
         else:
@@ -298,30 +298,23 @@ class CrossEncoderRanker:
         plan = [self.calibration_pairs[:CALIBRATION_PAIRS], self.batch_size, self.max_batch_tokens, self.max_length]
         return hashlib.sha256(json.dumps(plan).encode()).hexdigest()[:16]
 
-    def _calibrate(self, pairs: list[tuple[str, str]]) -> None:
-        """Calibrate an int8 OpenVINO model on (up to ``CALIBRATION_PAIRS`` of) ``pairs``; no-op otherwise."""
+    def _calibrate(self, pairs: list[tuple[str, str]] | dict[str, list[list[int]]]) -> None:
+        """Calibrate an int8 OpenVINO model on (up to ``CALIBRATION_PAIRS`` of) ``pairs`` (text pairs, or rows
+        already tokenized); no-op otherwise."""
         assert self._scorer is not None
         logits_fn = self._scorer.logits_fn
         if not getattr(logits_fn, "needs_calibration", False):
             return
         with self._calibration_lock:
             if logits_fn.needs_calibration:
-                sample = pairs[:CALIBRATION_PAIRS]
-                logger.info("Calibrating the int8 OpenVINO model of '%s' on %d pairs", self.model, len(sample))
-                encoded, batches = self._scorer.plan_batches(sample, self.batch_size, self._max_batch_tokens())
+                if isinstance(pairs, dict):
+                    encoded = {name: rows[:CALIBRATION_PAIRS] for name, rows in pairs.items()}
+                else:
+                    encoded = self._scorer.tokenize(pairs[:CALIBRATION_PAIRS])
+                logger.info("Calibrating the int8 OpenVINO model of '%s' on %d pairs", self.model,
+                            len(encoded["input_ids"]))
+                batches = self._scorer.batches(encoded, self.batch_size, self._max_batch_tokens())
                 logits_fn.calibrate([self._scorer.pad(encoded, indices) for indices in batches])
-
-    def _onnx_logits(
-        self, hf_model: torch.nn.Module, tokenizer: Any, input_names: set[str] | None,
-        device: torch.device,
-    ) -> tuple[Any, set[str]]:
-        from rerank_pipeline.components.ranker.onnx_export import OnnxLogits, cached_onnx_export
-
-        sample = sample_features(tokenizer, input_names)
-        path = cached_onnx_export(self.model, hf_model, sample, self.quantize, self.onnx_cache_dir)
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else None
-        session = OnnxLogits(path, providers=providers)
-        return session, set(session.input_names)
 
     # ------------------------------------------------------------------ scoring
 
@@ -359,30 +352,27 @@ class CrossEncoderRanker:
             pairs = list(zip(queries, documents))
             self._calibrate(pairs)
             return self._scorer.logits(pairs, batch_size, max_batch_tokens, show_progress_bar)
-        owners: list[int] = []
-        pairs: list[tuple[str, str]] = []
+        with self._scorer._tokenizer_lock:  # each pair tokenized once, into its passage windows
+            encoded, owners = encode_passages(
+                self._scorer.tokenizer, queries, documents, self._scorer.max_length, self.passage_overlap
+            )
+        encoded = self._scorer.select_inputs(encoded)
+        counts = np.bincount(owners, minlength=len(queries))
         capped: list[str] = []
-        with self._scorer._tokenizer_lock:
-            # split_long_document measures the query: cut first, it splits the same (a long query halves the window)
-            queries = [query for query, _ in cut_long_queries(self._scorer.tokenizer, [(q, "") for q in queries],
-                                                              self._scorer.max_length)]
-            for owner, (query, document) in enumerate(zip(queries, documents)):
-                passages = split_long_document(
-                    self._scorer.tokenizer, query, document, self._scorer.max_length, self.passage_overlap
-                )
-                if self.max_passages is not None and len(passages) > self.max_passages:
-                    name = names[owner] if names else f"pair {owner}"
-                    capped.append(f"{name!r} ({len(passages)} passages)")
-                    passages = passages[: self.max_passages]
-                owners.extend([owner] * len(passages))
-                pairs.extend((query, passage) for passage in passages)
+        if self.max_passages is not None and counts.max(initial=0) > self.max_passages:
+            first_rows = np.cumsum(counts) - counts  # rows come in pair order
+            keep = [row for row, owner in enumerate(owners) if row - first_rows[owner] < self.max_passages]
+            encoded = {name: [rows[row] for row in keep] for name, rows in encoded.items()}
+            owners = [owners[row] for row in keep]
+            capped = [f"{names[owner] if names else f'pair {owner}'!r} ({count} passages)"
+                      for owner, count in enumerate(counts) if count > self.max_passages]
         if capped:
             logger.warning(
                 "CrossEncoderRanker scored only the first %d passages (max_passages) of %d document(s): %s",
                 self.max_passages, len(capped), ", ".join(capped[:10]) + (" ..." if len(capped) > 10 else ""),
             )
-        self._calibrate(pairs)
-        passage_logits = self._scorer.logits(pairs, batch_size, max_batch_tokens, show_progress_bar)
+        self._calibrate(encoded)
+        passage_logits = self._scorer.encoded_logits(encoded, batch_size, max_batch_tokens, show_progress_bar)
         index = torch.tensor(owners).unsqueeze(-1).expand_as(passage_logits)
         best = torch.full((len(queries), passage_logits.shape[-1]), float("-inf"))
         return best.scatter_reduce_(0, index, passage_logits, reduce="amax", include_self=False)
@@ -496,7 +486,6 @@ class CrossEncoderRanker:
             calibration_pairs=[list(pair) for pair in self.calibration_pairs] if self.calibration_pairs else None,
             empty_documents=self.empty_documents,
             allow_unsafe_weights=self.allow_unsafe_weights,
-            onnx_cache_dir=self.onnx_cache_dir,
             max_passages=self.max_passages,
             allow_untrained_head=self.allow_untrained_head,
             token=self.token,
@@ -505,6 +494,7 @@ class CrossEncoderRanker:
             model_kwargs=self._serialized_model_kwargs(),
             tokenizer_kwargs=self.tokenizer_kwargs,
             config_kwargs=self.config_kwargs,
+            revision=self.revision,
         )
 
     def _serialized_model_kwargs(self) -> dict[str, Any] | None:
@@ -519,6 +509,9 @@ class CrossEncoderRanker:
     def from_dict(cls, data: dict[str, Any]) -> CrossEncoderRanker:
         """Rebuild a ranker from :meth:`to_dict` output."""
         init_parameters = data.get("init_parameters", {})
+        # Written by versions with the ONNX engine (always, as null): dropped, so their pipeline YAMLs still load.
+        if init_parameters.pop("onnx_cache_dir", None) is not None:
+            logger.warning("CrossEncoderRanker: ignoring onnx_cache_dir (the ONNX Runtime engine was removed)")
         if init_parameters.get("model_kwargs") is not None:
             deserialize_hf_model_kwargs(init_parameters["model_kwargs"])
         return default_from_dict(cls, data)

@@ -7,9 +7,9 @@ time, so they are calibrated on real feature batches: the caller hands over batc
 score (see :meth:`OpenVinoLogits.calibrate`).
 
 Given the model's id, the converted and the calibrated models are cached on disk (:class:`OpenVinoCache`, under
-``$RERANK_PIPELINE_CACHE/openvino``), keyed like the ONNX exports
-(:func:`~rerank_pipeline.components.ranker.onnx_export.model_fingerprint`: the model's files or Hub revision, torch, OpenVINO and NNCF
-versions) plus the variant (fp32, or int8 and its calibration), so a later start skips conversion (~3 s) and
+``openvino`` in :func:`~rerank_pipeline.components.ranker.cache.default_cache_dir`), keyed by
+:func:`~rerank_pipeline.components.ranker.cache.model_fingerprint` (the model's files or Hub revision, torch, OpenVINO
+and NNCF versions) plus the variant (fp32, or int8 and its calibration), so a later start skips conversion (~3 s) and
 calibration (~20 s).
 """
 
@@ -65,15 +65,17 @@ class OpenVinoCache:
     whose files do not match it, or that OpenVINO cannot read, is removed and rebuilt, never trusted.
     """
 
-    def __init__(self, model_id: str, input_names: list[str], cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, model_id: str, input_names: list[str], cache_dir: str | Path | None = None, revision: str | None = None
+    ) -> None:
         import nncf
         import openvino as ov
 
-        from rerank_pipeline.components.ranker.onnx_export import default_cache_dir, model_fingerprint
+        from rerank_pipeline.components.ranker.cache import default_cache_dir, model_fingerprint
 
         versions = {"openvino": ov.__version__, "nncf": nncf.__version__}
         root = Path(cache_dir) if cache_dir else default_cache_dir("openvino")
-        self.folder = root / model_fingerprint(model_id, sorted(input_names), extra=versions)
+        self.folder = root / model_fingerprint(model_id, sorted(input_names), extra=versions, revision=revision)
 
     def load(self, core: Any, variant: str) -> Any | None:
         """The cached model of ``variant`` (``ov.Model``), or ``None`` when absent or corrupt (then removed)."""
@@ -109,7 +111,7 @@ class OpenVinoLogits:
     from the cache). Each thread gets its own infer request, so one instance can score from several threads.
     With ``model_id`` the converted and calibrated models are cached (:class:`OpenVinoCache`); ``calibration``
     names the calibration data in the cache key (a hash of explicit calibration pairs, or ``"first-scored"``: the
-    first pairs the ranker scored when the entry was built).
+    first pairs the ranker scored when the entry was built); ``revision`` is the Hub revision the model was loaded at.
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class OpenVinoLogits:
         model_id: str | None = None,
         calibration: str = "first-scored",
         cache_dir: str | Path | None = None,
+        revision: str | None = None,
     ) -> None:
         require_openvino()
         import openvino as ov
@@ -128,7 +131,7 @@ class OpenVinoLogits:
         self._core = ov.Core()
         self._torch_model = model
         self._sample_features = sample_features
-        self._cache = OpenVinoCache(model_id, list(sample_features), cache_dir) if model_id else None
+        self._cache = OpenVinoCache(model_id, list(sample_features), cache_dir, revision) if model_id else None
         self._int8_variant = f"int8-{calibration}"
         self._config = {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
         self.quantize = quantize

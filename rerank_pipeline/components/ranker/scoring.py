@@ -48,12 +48,13 @@ def load_sentence_transformers_cross_encoder(
     model_kwargs: dict[str, Any] | None = None,
     tokenizer_kwargs: dict[str, Any] | None = None,
     config_kwargs: dict[str, Any] | None = None,
+    revision: str | None = None,
 ) -> Any:
     """Load ``model`` (Hub id or local folder) as a ``sentence_transformers.CrossEncoder``.
 
     ``token`` authenticates Hub downloads; ``model_kwargs``, ``tokenizer_kwargs`` and ``config_kwargs`` go to
     transformers' ``from_pretrained`` of the model, tokenizer and config (``model_kwargs`` may override the
-    safetensors-only default).
+    safetensors-only default); ``revision`` pins a Hub model to a commit, branch or tag (all three loaders).
 
     Raises ``FileNotFoundError`` for a missing local folder and :class:`ModelLoadError` (naming the model) for
     anything else that stops loading: an unknown or offline Hub id, pickle-only weights without
@@ -78,6 +79,7 @@ def load_sentence_transformers_cross_encoder(
             model_kwargs=model_kwargs,
             processor_kwargs=dict(tokenizer_kwargs) if tokenizer_kwargs else None,
             config_kwargs=dict(config_kwargs) if config_kwargs else None,
+            revision=revision,
         )
     except Exception as error:  # transformers raises OSError, ValueError, HFValidationError, ... for the same cause
         hints = []
@@ -89,7 +91,7 @@ def load_sentence_transformers_cross_encoder(
         raise ModelLoadError(
             f"Could not load cross-encoder model '{model}'{hint}: {type(error).__name__}: {error}"
         ) from error
-    reason = None if allow_untrained_head else untrained_head_reason(getattr(cross_encoder, "model", None))
+    reason = None if allow_untrained_head else untrained_head_reason(getattr(cross_encoder, "model", None), revision)
     if reason:
         raise ModelLoadError(
             f"'{model}' has no trained scoring head ({reason}): it would score with random weights. Fine-tune it "
@@ -99,13 +101,13 @@ def load_sentence_transformers_cross_encoder(
     return cross_encoder
 
 
-def untrained_head_reason(hf_model: Any) -> str | None:
+def untrained_head_reason(hf_model: Any, revision: str | None = None) -> str | None:
     """Why ``hf_model`` (a loaded Hugging Face sequence classifier) scores with an untrained head, or None.
 
     A head is untrained when the checkpoint's config names no ``*ForSequenceClassification`` architecture (e.g. a
     bi-encoder such as all-MiniLM-L6-v2, saved as ``BertModel``), or when its safetensors weights lack a head
     parameter (what transformers' load report lists as MISSING, e.g. ``classifier.weight``). Checkpoints whose
-    weights are not safetensors files are judged by the config alone.
+    weights are not safetensors files are judged by the config alone. ``revision``: the Hub revision loaded.
     """
     config = getattr(hf_model, "config", None)
     if config is None:
@@ -113,7 +115,8 @@ def untrained_head_reason(hf_model: Any) -> str | None:
     architectures = getattr(config, "architectures", None) or []
     if architectures and not any(name.endswith("ForSequenceClassification") for name in architectures):
         return f"its config.json names the architecture {', '.join(architectures)}, not a sequence classifier"
-    checkpoint_keys = _safetensors_keys(getattr(config, "_name_or_path", "") or getattr(hf_model, "name_or_path", ""))
+    name_or_path = getattr(config, "_name_or_path", "") or getattr(hf_model, "name_or_path", "")
+    checkpoint_keys = _safetensors_keys(name_or_path, revision)
     if checkpoint_keys is None:
         return None
     prefix = f"{getattr(hf_model, 'base_model_prefix', '')}."
@@ -124,7 +127,7 @@ def untrained_head_reason(hf_model: Any) -> str | None:
     return None
 
 
-def _safetensors_keys(name_or_path: str) -> set[str] | None:
+def _safetensors_keys(name_or_path: str, revision: str | None = None) -> set[str] | None:
     """Tensor names in the safetensors weights of a local folder or cached Hub model, or None when not found."""
     import json
 
@@ -136,7 +139,7 @@ def _safetensors_keys(name_or_path: str) -> set[str] | None:
         if local.is_file():
             return str(local)
         try:
-            return cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False,
+            return cached_file(name_or_path, filename, revision=revision, _raise_exceptions_for_missing_entries=False,
                                _raise_exceptions_for_connection_errors=False)
         except Exception:  # not a Hub id, offline without a copy, ...
             return None
@@ -313,8 +316,11 @@ class PairScorer:
             encoded = self.tokenizer(
                 queries, documents, truncation="longest_first", max_length=self.max_length, padding=False
             )
-        names = [name for name in encoded.keys() if self.input_names is None or name in self.input_names]
-        return {name: encoded[name] for name in names}
+        return self.select_inputs(encoded)
+
+    def select_inputs(self, encoded: Any) -> dict[str, list[list[int]]]:
+        """The tokenizer outputs the model takes (all of them when ``input_names`` is ``None``)."""
+        return {name: encoded[name] for name in encoded.keys() if self.input_names is None or name in self.input_names}
 
     def pad(self, encoded: dict[str, list[list[int]]], indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """Pad the selected tokenized pairs into one batch of tensors, as ``tokenizer.pad(padding=True)`` does.
@@ -356,8 +362,20 @@ class PairScorer:
         """Return fp32 logits ``[len(pairs), num_labels]`` in input order."""
         if not pairs:
             return torch.empty((0, 1), dtype=torch.float32)
-        encoded, batches = self.plan_batches(pairs, batch_size, max_batch_tokens)
-        outputs: list[torch.Tensor | None] = [None] * len(pairs)
+        return self.encoded_logits(self.tokenize(pairs), batch_size, max_batch_tokens, show_progress_bar)
+
+    def encoded_logits(
+        self,
+        encoded: dict[str, list[list[int]]],
+        batch_size: int = 32,
+        max_batch_tokens: int = 8192,
+        show_progress_bar: bool = False,
+    ) -> torch.Tensor:
+        """:meth:`logits` of rows already tokenized (e.g. passage windows): ``[rows, num_labels]`` in row order."""
+        if not encoded["input_ids"]:
+            return torch.empty((0, 1), dtype=torch.float32)
+        batches = self.batches(encoded, batch_size, max_batch_tokens)
+        outputs: list[torch.Tensor | None] = [None] * len(encoded["input_ids"])
         for indices in tqdm(batches, desc="Scoring pairs", unit="batch", disable=not show_progress_bar):
             batch_logits = self.logits_fn(self.pad(encoded, indices))
             for row, index in enumerate(indices):
@@ -369,8 +387,13 @@ class PairScorer:
     ) -> tuple[dict[str, list[list[int]]], list[list[int]]]:
         """Tokenize ``pairs`` and cut them into token-budget batches: ``(encoded, [pair indices of a batch])``."""
         encoded = self.tokenize(pairs)
+        return encoded, self.batches(encoded, batch_size, max_batch_tokens)
+
+    @staticmethod
+    def batches(encoded: dict[str, list[list[int]]], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
+        """Token-budget batches (lists of row indices) of tokenized rows."""
         lengths = [len(ids) for ids in encoded["input_ids"]]
-        return encoded, plan_token_budget_batches(lengths, max_batch_tokens, batch_size)
+        return plan_token_budget_batches(lengths, max_batch_tokens, batch_size)
 
 
 def apply_activation(logits: torch.Tensor, activation_fn: Callable | None) -> np.ndarray:
