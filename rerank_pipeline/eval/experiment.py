@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from rerank_pipeline.datasets import NANOBEIR_NAMES, RetrievalDataset
+from rerank_pipeline.options import EVAL_FIRST_STAGES
 
 logger = logging.getLogger(__name__)
 
-FIRST_STAGES = ("published", "bm25", "dense", "hybrid", "elasticsearch")
+FIRST_STAGES = EVAL_FIRST_STAGES
 """Where the candidates come from: the collection's published lists, or our own first stage of that kind."""
 NANOBEIR_SETS = {f"Nano{name}" for name in NANOBEIR_NAMES.values()}
 REPORT_MARKER = "metrics.json"
