@@ -10,7 +10,6 @@ import shlex
 from pathlib import Path
 
 from rerank_pipeline.cli import add_progress_flag, progress_bars
-from rerank_pipeline.eval.experiment import REPORT_MARKER
 from rerank_pipeline.options import (
     END_TO_END_MODES,
     EVAL_FIRST_STAGES,
@@ -370,6 +369,7 @@ def _print_and_write_summary(runs: list, args: argparse.Namespace) -> None:
 def _check_output_paths(args: argparse.Namespace) -> None:
     """Refuse an unusable ``--output`` or ``--index-dir`` before any work (see :mod:`rerank_pipeline.output_paths`)."""
     from rerank_pipeline.components.index_folder import check_index_dir
+    from rerank_pipeline.eval.experiment import REPORT_MARKER
     from rerank_pipeline.output_paths import check_replaceable_folder, check_writable_folder
 
     if args.output:
