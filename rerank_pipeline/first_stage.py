@@ -27,11 +27,10 @@ from rerank_pipeline.components.bm25 import DEFAULT_META_FIELDS, EmbeddedBM25Doc
 from rerank_pipeline.components.faiss_store import FAISSDocumentStore, FAISSEmbeddingRetriever
 from rerank_pipeline.components.index_folder import atomic_directory, read_settings, write_settings
 from rerank_pipeline.components.rrf import FUSION_DEPTH, RRF_K, ReciprocalRankFusion
+from rerank_pipeline.options import FIRST_STAGE_ALIASES, canonical_first_stage
 from rerank_pipeline.rankings import Rankings, from_documents
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-KINDS = ("bm25", "dense", "hybrid", "elasticsearch")
-KIND_ALIASES = {"embedded": "bm25", "faiss": "dense"}
 
 
 class BM25Side:
@@ -248,17 +247,12 @@ def _side_outputs(pipeline: Pipeline, joiner: str) -> list[str]:
     return [sender for sender, receiver in pipeline.graph.in_edges(joiner)]
 
 
-def _canonical_kind(kind: str) -> str:
-    kind = KIND_ALIASES.get(kind, kind)
-    if kind not in KINDS:
-        raise ValueError(f"unknown first stage {kind!r}; choose one of {', '.join(KINDS)} (or faiss, embedded)")
-    return kind
 
 
 def _settings_kind(settings: dict[str, Any]) -> str:
-    return {"bm25": "bm25", "faiss": "dense", "hybrid": "hybrid", "elasticsearch": "elasticsearch"}.get(
-        settings.get("backend"), str(settings.get("backend"))
-    )
+    """The first-stage kind of an ``index.json`` (whose ``backend`` is ``faiss`` for a dense index)."""
+    backend = str(settings.get("backend"))
+    return FIRST_STAGE_ALIASES.get(backend, backend)
 
 
 def _bm25(index_dir: str | None, options: dict[str, Any]) -> BM25Side:
@@ -320,7 +314,7 @@ def build_first_stage(
     (dense retrieval on the cluster, fused with its BM25 by RRF) ``meta_fields_to_embed``, ``batch_size``,
     ``device``, ``num_candidates``, ``rrf_k``, ``fusion_depth`` (see :mod:`rerank_pipeline.components.elasticsearch`).
     """
-    kind = _canonical_kind(kind)
+    kind = canonical_first_stage(kind)
     index_dir = str(index_dir) if index_dir is not None else None
     settings = read_settings(index_dir) if index_dir else None
     if settings is not None and _settings_kind(settings) != kind:

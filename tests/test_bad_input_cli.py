@@ -62,11 +62,8 @@ def test_max_queries_below_one_is_refused_in_one_line(beir_dir, tmp_path, capsys
 
 
 def test_search_takes_the_rankers_long_document_options(bm25_index, tiny_bert, capsys, caplog):
-    from rerank_pipeline.cli import LONG_DOCUMENT_POLICIES
-    from rerank_pipeline.components import ranker
     from test_cli_options import subcommand_parsers
 
-    assert LONG_DOCUMENT_POLICIES == ranker.LONG_DOCUMENT_POLICIES
     parsers = subcommand_parsers()
     for option in ("--max-length", "--long-document", "--max-passages"):
         search, evaluate = (parsers[name]._option_string_actions[option] for name in ("search", "eval"))
@@ -105,7 +102,7 @@ def test_search_takes_the_rankers_long_document_options(bm25_index, tiny_bert, c
 def test_eval_with_one_judged_query_writes_its_report_without_paired_tests(beir_dir, tiny_bert, tmp_path, capsys):
     out = tmp_path / "report"
     code, printed, _ = run_argv(capsys, "eval", "--beir-dir", beir_dir, "--first-stage", "bm25", "--model", tiny_bert,
-                                "--rerank-k", "5", "--top-k", "10", "--max-queries", "1", "--no-progress", "--output", out)
+                                "--rerank-k", "5", "--candidates", "10", "--max-queries", "1", "--no-progress", "--output", out)
     assert code == 0
     assert printed.count("fewer than 2 judged queries") == 1 and "p=n/a" in printed
     payload = json.loads((out / "metrics.json").read_text())
@@ -124,7 +121,7 @@ def test_eval_with_one_judged_query_writes_its_report_without_paired_tests(beir_
 def test_the_maxp_warning_of_eval_names_the_document_id(beir_dir, tiny_bert, tmp_path, capsys, caplog):
     with caplog.at_level(logging.WARNING, logger="rerank_pipeline.components.ranker"):
         code, _, _ = run_argv(capsys, "eval", "--beir-dir", beir_dir, "--first-stage", "bm25", "--model", tiny_bert,
-                              "--rerank-k", "5", "--top-k", "10", "--max-queries", "2", "--max-length", "16",
+                              "--rerank-k", "5", "--candidates", "10", "--max-queries", "2", "--max-length", "16",
                               "--long-document", "max_passage", "--max-passages", "1", "--no-progress")
     assert code == 0
     warnings = [record.getMessage() for record in caplog.records if "max_passages" in record.getMessage()]

@@ -39,7 +39,7 @@ def test_every_option_of_every_subcommand_has_help_and_no_default_noise():
 
 def test_defaults_are_shown_once():
     text = subcommand_parsers()["search"].format_help()
-    assert "results to show (default: 10)" in " ".join(text.split())
+    assert "results returned (shown, served) (default: 10)" in " ".join(text.split())
     assert "default 10" not in text
 
 
@@ -73,7 +73,7 @@ def toy_beir(tmp_path_factory) -> Path:
 def _eval(toy_beir, tiny_bert, *flags):
     return main([
         "eval", "--beir-dir", str(toy_beir), "--first-stage", "bm25", "--model", str(tiny_bert),
-        "--rerank-k", "5", "--top-k", "10", "--batch-size", "8", *flags,
+        "--rerank-k", "5", "--candidates", "10", "--batch-size", "8", *flags,
     ])
 
 

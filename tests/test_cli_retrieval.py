@@ -84,7 +84,7 @@ def test_missing_inputs_and_unknown_backend(tmp_path, capsys):
     assert main(["index", "--beir-dir", str(tmp_path / "nope")]) == 2
     assert "BEIR folder not found" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        main(["index", "--jsonl", "x.jsonl", "--backend", "solr"])
+        main(["index", "--jsonl", "x.jsonl", "--first-stage", "solr"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'solr'" in capsys.readouterr().err
 
@@ -192,7 +192,7 @@ def test_index_type_takes_a_faiss_factory_string(tmp_path, capsys):
     encoder = make_tiny_bert_encoder(tmp_path / "encoder")
     corpus = write_jsonl(tmp_path / "docs.jsonl", GOOD)
     index_dir = tmp_path / "idx"
-    common = ["index", "--jsonl", str(corpus), "--backend", "faiss", "--embedding-model", str(encoder)]
+    common = ["index", "--jsonl", str(corpus), "--first-stage", "dense", "--embedding-model", str(encoder)]
     assert main([*common, "--index-dir", str(index_dir), "--index-type", "SQ8"]) == 0
     settings = json.loads((index_dir / "index.json").read_text())
     assert (settings["index_type"], settings["faiss_factory"]) == ("SQ8", "SQ8")

@@ -301,10 +301,10 @@ def test_index_cli_checks_the_elasticsearch_options(tmp_path, capsys):
 
     corpus = str(tmp_path / "none.jsonl")
     assert main(["index", "--jsonl", corpus, "--es-bulk-size", "10"]) == 2
-    assert "--es-bulk-size applies to --backend elasticsearch only" in capsys.readouterr().err
-    assert main(["index", "--jsonl", corpus, "--backend", "elasticsearch", "--es-bulk-size", "0"]) == 2
+    assert "--es-bulk-size applies to --first-stage elasticsearch only" in capsys.readouterr().err
+    assert main(["index", "--jsonl", corpus, "--first-stage", "elasticsearch", "--es-bulk-size", "0"]) == 2
     assert "--es-bulk-size must be positive" in capsys.readouterr().err
-    assert main(["index", "--jsonl", corpus, "--backend", "elasticsearch", "--rrf-k", "5"]) == 2
+    assert main(["index", "--jsonl", corpus, "--first-stage", "elasticsearch", "--rrf-k", "5"]) == 2
     assert "or elasticsearch with --embedding-model" in capsys.readouterr().err
 
 

@@ -37,7 +37,7 @@ def test_cli_cross_encoder_on_beir_folder(beir_dir, tiny_bert, tmp_path, capsys)
     out = tmp_path / "report"
     code = main([
         "eval", "--beir-dir", str(beir_dir), "--split", "test", "--first-stage", "bm25", "--model", str(tiny_bert),
-        "--rerank-k", "10", "--top-k", "20", "--always-rerank-positives", "both", "--batch-size", "16",
+        "--rerank-k", "10", "--candidates", "20", "--always-rerank-positives", "both", "--batch-size", "16",
         "--no-progress", "--output", str(out),
     ])
     printed = capsys.readouterr().out
@@ -110,11 +110,11 @@ def test_config_scalar_for_a_list_option_is_one_item(tmp_path):
 def test_cli_passes_the_ranker_backend_on(beir_dir, tiny_bert, tmp_path, capsys):
     pytest.importorskip("openvino", reason="pip install 'rerank-pipeline[openvino]' for the OpenVINO backend")
     reports = {}
-    for name, options in {"torch": [], "openvino": ["--backend", "openvino"]}.items():
+    for name, options in {"torch": [], "openvino": ["--engine", "openvino"]}.items():
         reports[name] = tmp_path / name
         assert main([
             "eval", "--beir-dir", str(beir_dir), "--first-stage", "bm25", "--model", str(tiny_bert), "--rerank-k", "10",
-            "--top-k", "20", "--no-progress", "--output", str(reports[name]), *options,
+            "--candidates", "20", "--no-progress", "--output", str(reports[name]), *options,
         ]) == 0
     assert f"cross-encoder {tiny_bert} (openvino)" in capsys.readouterr().out
     torch_metrics, openvino_metrics = (
@@ -128,7 +128,7 @@ def test_cli_passes_the_window_and_long_document_policy_on(beir_dir, tiny_bert, 
     out = tmp_path / "maxp"
     assert main([
         "eval", "--beir-dir", str(beir_dir), "--first-stage", "bm25", "--model", str(tiny_bert), "--rerank-k", "10",
-        "--top-k", "20", "--max-length", "16", "--long-document", "max_passage", "--no-progress", "--output", str(out),
+        "--candidates", "20", "--max-length", "16", "--long-document", "max_passage", "--no-progress", "--output", str(out),
     ]) == 0
     assert f"cross-encoder {tiny_bert} (torch, max_length 16, max_passage)" in capsys.readouterr().out
     got = json.loads((out / "metrics.json").read_text())["protocol"]["always_rerank_positives"]["metrics"]
@@ -154,7 +154,7 @@ def second_beir_dir(tmp_path_factory) -> Path:
 def test_several_beir_folders_give_one_table_with_the_mean_and_paired_tests(beir_dir, second_beir_dir, tiny_bert, tmp_path, capsys):
     out = tmp_path / "report"
     code = main(["eval", "--beir-dir", str(beir_dir), str(second_beir_dir), "--first-stage", "bm25", "--model", str(tiny_bert),
-                 "--rerank-k", "10", "--top-k", "20", "--no-progress", "--output", str(out)])
+                 "--rerank-k", "10", "--candidates", "20", "--no-progress", "--output", str(out)])
     printed = capsys.readouterr().out
     assert code == 0
     names = [load_beir(folder, "test").name for folder in (beir_dir, second_beir_dir)]
@@ -197,7 +197,7 @@ def test_no_rerank_shows_only_the_first_stage(beir_dir, tmp_path, capsys):
 def test_a_config_of_collections_and_systems_gives_one_summary(beir_dir, second_beir_dir, tiny_bert, tmp_path, capsys):
     config = tmp_path / "grid.yaml"
     config.write_text(
-        f"beir-dir: [{beir_dir}, {second_beir_dir}]\nrerank-k: 10\ntop-k: 20\nno-progress: true\n"
+        f"beir-dir: [{beir_dir}, {second_beir_dir}]\nrerank-k: 10\ncandidates: 20\nno-progress: true\n"
         f"systems:\n  - name: bm25-only\n    first-stage: bm25\n    no-rerank: true\n"
         f"  - name: bm25-tiny\n    first-stage: bm25\n    model: {tiny_bert}\n"
     )

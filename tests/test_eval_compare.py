@@ -15,7 +15,7 @@ from test_eval_cli import write_beir_folder
 from test_eval_protocol import make_dataset
 
 METRICS = ["ndcg@10", "mrr@10", "recall@100", "map"]
-TOY = ["--first-stage", "bm25", "--top-k", "20", "--batch-size", "16", "--no-progress"]
+TOY = ["--first-stage", "bm25", "--candidates", "20", "--batch-size", "16", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -139,12 +139,12 @@ def test_bad_compare_folders_are_refused_in_one_line_before_any_work(beir_dir, r
 
 def test_a_served_pipeline_compared_with_its_built_twin_shows_no_change(beir_dir, tiny_bert, tmp_path, capsys):
     index, yaml_file = tmp_path / "index", tmp_path / "pipeline.yml"
-    assert main(["index", "--beir-dir", str(beir_dir), "--backend", "bm25", "--index-dir", str(index)]) == 0
+    assert main(["index", "--beir-dir", str(beir_dir), "--first-stage", "bm25", "--index-dir", str(index)]) == 0
     assert main(["export", "--index-dir", str(index), "--model", str(tiny_bert), "--top-k", "20", "--candidates", "20",
                  "--output", str(yaml_file)]) == 0
     common = ["eval", "--beir-dir", str(beir_dir), "--no-progress"]
     assert main([*common, "--first-stage", "bm25", "--index-dir", str(index), "--model", str(tiny_bert), "--rerank-k", "20",
-                 "--top-k", "20", "--output", str(tmp_path / "built")]) == 0
+                 "--candidates", "20", "--output", str(tmp_path / "built")]) == 0
     assert main([*common, "--pipeline", str(yaml_file), "--compare", str(tmp_path / "built"),
                  "--output", str(tmp_path / "served")]) == 0
     runs = json.loads((tmp_path / "served" / "metrics.json").read_text())["comparisons"]["rankings"]["full ranking"]["toy"]["runs"]

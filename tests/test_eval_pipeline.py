@@ -15,14 +15,14 @@ def test_exported_pipeline_and_first_stage_plus_model_give_identical_metrics(bac
                                                                             tmp_path, capsys):
     index = tmp_path / "index"
     embedding = ["--embedding-model", str(minilm_path)] if backend == "hybrid" else []
-    assert main(["index", "--beir-dir", str(beir_dir), "--backend", backend, "--index-dir", str(index), *embedding]) == 0
+    assert main(["index", "--beir-dir", str(beir_dir), "--first-stage", backend, "--index-dir", str(index), *embedding]) == 0
     yaml_file = tmp_path / "pipeline.yml"
     assert main(["export", "--index-dir", str(index), "--model", str(tiny_bert), "--top-k", "20", "--candidates", "20",
                  "--output", str(yaml_file)]) == 0
     common = ["eval", "--beir-dir", str(beir_dir), "--split", "test", "--no-progress"]
     assert main([*common, "--pipeline", str(yaml_file), "--output", str(tmp_path / "served")]) == 0
     assert main([*common, "--first-stage", backend, "--index-dir", str(index), "--model", str(tiny_bert),
-                 "--rerank-k", "20", "--top-k", "20", "--output", str(tmp_path / "built")]) == 0
+                 "--rerank-k", "20", "--candidates", "20", "--output", str(tmp_path / "built")]) == 0
     served = json.loads((tmp_path / "served" / "metrics.json").read_text())["end_to_end"]
     built = json.loads((tmp_path / "built" / "metrics.json").read_text())["end_to_end"]
     assert served.keys() == built.keys() == {beir_dir.name}

@@ -141,7 +141,7 @@ def test_eval_through_the_stream_equals_the_in_memory_path(tmp_path, tiny_bert):
     root = write_collection(tmp_path / "streamed", n_docs=80, n_queries=6, seed=3, extra_lines=extra)
     out = tmp_path / "report"
     assert main(["eval", "--beir-dir", str(root), "--first-stage", "bm25", "--model", str(tiny_bert),
-                 "--top-k", "20", "--rerank-k", "10", "--always-rerank-positives", "both", "--on-bad-line", "skip",
+                 "--candidates", "20", "--rerank-k", "10", "--always-rerank-positives", "both", "--on-bad-line", "skip",
                  "--on-duplicate", "first", "--batch-size", "16", "--no-progress", "--output", str(out)]) == 0
     report = json.loads((out / "metrics.json").read_text())
 
@@ -184,7 +184,7 @@ def test_eval_holds_no_corpus(tmp_path, monkeypatch, capsys):
     assert text_bytes > 20_000_000
     monkeypatch.setattr(bm25, "BATCH_ROWS", 50)  # the stream's batches, small next to the corpus
     monkeypatch.setattr(document_table, "BATCH_ROWS", 50)
-    command = ["eval", "--first-stage", "bm25", "--no-rerank", "--top-k", "10", "--rerank-k", "10", "--no-progress"]
+    command = ["eval", "--first-stage", "bm25", "--no-rerank", "--candidates", "10", "--rerank-k", "10", "--no-progress"]
     assert main([*command, "--beir-dir", str(small)]) == 0  # imports and lazy set-up outside the measure
     reads = []
     original = BeirCorpus.__getitem__

@@ -85,4 +85,4 @@ def test_hybrid_fusion_settings_travel_from_the_index_to_the_yaml(tmp_path, mini
     assert components["joiner"]["init_parameters"] == {"rrf_k": 10, "fusion_depth": 5, "top_k": 3}
     assert components["bm25_retriever"]["init_parameters"]["top_k"] == 5  # each side: max(candidates, fusion_depth)
     assert main(["index", "--jsonl", str(tmp_path / "none.jsonl"), "--rrf-k", "5"]) == 2
-    assert "--rrf-k and --fusion-depth apply to --backend hybrid, or elasticsearch with" in capsys.readouterr().err
+    assert "--rrf-k and --fusion-depth apply to --first-stage hybrid, or elasticsearch with" in capsys.readouterr().err

@@ -10,10 +10,8 @@ import pytest
 from haystack import Document
 
 from rerank_pipeline.cli import main
-from rerank_pipeline.cli.serve import FUSION_CHOICES
 from rerank_pipeline.components import CrossEncoderRanker
 from rerank_pipeline.components.rrf import RRF_K, ReciprocalRankFusion, reciprocal_rank_fusion
-from rerank_pipeline.components.score_fusion import FUSION_CHOICES as COMPONENT_FUSION_CHOICES
 from rerank_pipeline.components.score_fusion import RerankerScoreFusion, fuse_scores, save_fusion_settings
 from rerank_pipeline.datasets import load_beir
 from rerank_pipeline.eval import full_ranking_metrics, retrieve_rankings
@@ -70,10 +68,6 @@ def parts(index_dir, tiny_bert):
 
 def scored(documents):
     return [(doc.id, pytest.approx(doc.score)) for doc in documents]
-
-
-def test_the_cli_names_the_component_choices():
-    assert FUSION_CHOICES == COMPONENT_FUSION_CHOICES
 
 
 def test_pipeline_applies_the_model_folders_fusion_json(index_dir, fused_model, parts):
@@ -160,7 +154,7 @@ def toy_beir(tmp_path_factory):
 def run_eval(toy_beir, model, output, *flags) -> dict:
     assert main([
         "eval", "--beir-dir", str(toy_beir), "--first-stage", "bm25", "--model", str(model), "--rerank-k", "6",
-        "--top-k", "12", "--batch-size", "16", "--no-progress", "--output", str(output), *flags,
+        "--candidates", "12", "--batch-size", "16", "--no-progress", "--output", str(output), *flags,
     ]) == 0
     return json.loads((output / "metrics.json").read_text(encoding="utf-8"))
 

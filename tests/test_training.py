@@ -86,7 +86,7 @@ def tiny_config(model_dir, **changes) -> TrainingConfig:
     settings = dict(
         base_model=str(model_dir), first_stage="bm25", num_epochs=1, learning_rate=5e-4, batch_size=8, max_length=32,
         num_negatives=4, negative_rank_range=(1, 30), self_supervised_pairs=4, min_dev_queries=3, dev_fraction=0.25,
-        dev_rerank_depth=10, fusion_depth=20, warmup_ratio=0.0,
+        dev_rerank_depth=10, rerank_fusion_depth=20, warmup_ratio=0.0,
     )
     settings.update(changes)
     return TrainingConfig(**settings)
@@ -132,7 +132,7 @@ def test_loss_falls_on_a_learnable_toy_task(tiny_bert_words, tmp_path):
     candidates = CandidateSource.from_rankings(distractors_first(dataset))
     config = tiny_config(
         tiny_bert_words, num_epochs=8, num_negatives=3, num_random_negatives=0, self_supervised_pairs=0, learning_rate=1e-2,
-        graded_labels=False, evaluations_per_epoch=1, dev_rerank_depth=5, fusion_depth=10,
+        graded_labels=False, evaluations_per_epoch=1, dev_rerank_depth=5, rerank_fusion_depth=10,
     )
     result = train_reranker(dataset, tmp_path / "model", config, candidates=candidates, show_progress=False)
     losses = [entry["loss"] for entry in result.log_history if "loss" in entry]

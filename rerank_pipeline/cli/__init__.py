@@ -13,6 +13,7 @@ from contextlib import contextmanager
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 
 from rerank_pipeline import __version__  # noqa: E402
+from rerank_pipeline.options import positive_int  # noqa: E402, F401  (re-exported: argparse type)
 
 # Each module has ``register(subparsers)`` and imports only the standard library at its top (heavy imports live
 # in its handlers), so ``--help`` and ``--version`` start fast. A new subcommand module joins by adding its name.
@@ -47,17 +48,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def positive_int(text: str) -> int:
-    """argparse ``type``: an integer >= 1 (``--max-queries 0`` or ``-3`` is an error, not "all" or "all but 3")."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rerank-pipeline", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -74,28 +64,6 @@ def add_progress_flag(
 ) -> None:
     """``--no-progress`` (the same on every subcommand): no progress bar at all, ours or a library's."""
     parser.add_argument("--no-progress", *aliases, dest="no_progress", action="store_true", help=help)
-
-
-LONG_DOCUMENT_POLICIES = ("truncate", "max_passage")  # CrossEncoderRanker's (named here without loading torch)
-
-
-def add_long_document_options(parser: argparse.ArgumentParser) -> None:
-    """``--max-length``, ``--long-document``, ``--max-passages``: the ranker's window and long documents (search, eval)."""
-    parser.add_argument("--max-length", type=positive_int, default=None,
-                        help="token window of a pair (default: the checkpoint's own)")
-    parser.add_argument("--long-document", choices=LONG_DOCUMENT_POLICIES, default="truncate",
-                        help="documents longer than the window: truncate, or score overlapping passages and keep the best (MaxP)")
-    parser.add_argument("--max-passages", type=positive_int, default=None,
-                        help="max_passage: score at most this many passages of a document, its first ones "
-                             "(default: the ranker's, 32; a warning names each document cut)")
-
-
-def long_document_options(args: argparse.Namespace) -> dict:
-    """The ``CrossEncoderRanker`` arguments of :func:`add_long_document_options` (``max_passages`` only when given)."""
-    options = {"max_length": args.max_length, "long_document": args.long_document}
-    if args.max_passages is not None:
-        options["max_passages"] = args.max_passages
-    return options
 
 
 @contextmanager

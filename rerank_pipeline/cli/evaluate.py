@@ -9,11 +9,22 @@ import logging
 import shlex
 from pathlib import Path
 
-from rerank_pipeline.cli import (
-    add_long_document_options, add_progress_flag, long_document_options, positive_int, progress_bars,
+from rerank_pipeline.cli import add_progress_flag, progress_bars
+from rerank_pipeline.options import (
+    END_TO_END_MODES,
+    EVAL_FIRST_STAGES,
+    RERANKER_KINDS,
+    DeprecatedAlias,
+    FirstStageOptions,
+    RankerOptions,
+    add_candidates_option,
+    add_deprecated_alias,
+    add_first_stage_options,
+    add_fusion_option,
+    add_ranker_options,
+    positive_int,
+    renamed_option,
 )
-from rerank_pipeline.cli.serve import add_fusion_option
-from rerank_pipeline.eval.experiment import FIRST_STAGES, REPORT_MARKER
 
 logger = logging.getLogger(__name__)
 
@@ -54,30 +65,32 @@ def register(subparsers) -> None:
                        help="evaluate this Haystack pipeline YAML (query in, documents out; e.g. from `rerank-pipeline export`) "
                             "instead of --first-stage/--model: full-ranking metrics of its output, and of its first stage "
                             "when it holds a CrossEncoderRanker")
-    stage.add_argument("--first-stage", choices=FIRST_STAGES, default=None, help="candidates: the dataset's published lists (NanoBEIR default) or our own first stage (default bm25)")
-    stage.add_argument("--embedding-model", default=None, help="bi-encoder for dense/hybrid first stages; with elasticsearch, kNN on the cluster fused with its BM25")
+    add_first_stage_options(
+        stage, kinds=EVAL_FIRST_STAGES, default=None,
+        help="candidates: the dataset's published lists (NanoBEIR default) or our own first stage (default bm25)",
+        embedding_help="bi-encoder for dense/hybrid first stages; with elasticsearch, kNN on the cluster fused with its BM25",
+    )
     stage.add_argument("--index-dir", default=None, help="reuse / keep the first-stage index here (bm25 without it: "
                        "streamed into a temporary folder, removed at the end)")
     stage.add_argument("--first-stage-option", action="append", default=[], metavar="KEY=VALUE", help="extra build_first_stage option (e.g. url=http://localhost:9200)")
-    stage.add_argument("--top-k", type=int, default=None, help="first-stage depth (default max(100, rerank-k))")
+    candidates = add_candidates_option(stage, None, help="first-stage depth: candidates retrieved per query "
+                                                          "(default max(100, rerank-k))")
+    add_deprecated_alias(stage, "--top-k", candidates)
 
     rerank = parser.add_argument_group("reranker")
     rerank.add_argument("--model", default=None, help="cross-encoder (or bi-encoder with --reranker bi-encoder): Hub id or folder")
-    rerank.add_argument("--reranker", choices=("cross-encoder", "bi-encoder", "identity"), default="cross-encoder",
+    rerank.add_argument("--reranker", choices=RERANKER_KINDS, default="cross-encoder",
                         help="how --model scores a pair: cross-encoder logits, bi-encoder cosine, or identity (first-stage order)")
     rerank.add_argument("--no-rerank", action="store_true", help="no model: report the first stage (identity reranker)")
     rerank.add_argument("--batch-size", type=int, default=64, help="pairs scored per forward pass")
     rerank.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda when available)")
-    rerank.add_argument("--backend", choices=("torch", "openvino"), default="torch", help="CrossEncoderRanker backend")
-    rerank.add_argument("--quantize", action="store_true", help="int8 inference (CrossEncoderRanker quantize=True)")
-    add_long_document_options(rerank)
-    rerank.add_argument("--allow-untrained-head", action="store_true", help="accept a --model without a trained scoring head (it scores with a random head)")
+    add_ranker_options(rerank)
 
     protocol = parser.add_argument_group("protocol and reports")
     protocol.add_argument("--rerank-k", type=int, default=100, help="candidates reranked per query")
     protocol.add_argument("--at-k", type=int, default=10, help="cut-off of MRR@k and nDCG@k in the protocol")
     protocol.add_argument("--always-rerank-positives", choices=tuple(POSITIVE_SETTINGS), default="true", help="put every positive into the reranked set (the model-card protocol); 'both' runs the two")
-    protocol.add_argument("--end-to-end", choices=("auto", "on", "off"), default="auto", help="full-ranking metrics (ir_measures); auto = on for our own first stage")
+    protocol.add_argument("--end-to-end", choices=END_TO_END_MODES, default="auto", help="full-ranking metrics (ir_measures); auto = on for our own first stage")
     add_fusion_option(protocol)  # end to end only: the R-k protocol always measures the reranker alone
     protocol.add_argument("--output", default=None, help="write metrics.json, metrics.csv, per_query.csv, *.trec, chart.png, COMMAND.txt here (a new or empty folder, or a previous report, replaced as a whole)")
     protocol.add_argument("--overwrite", action="store_true", help="replace an --output folder that holds other files")
@@ -105,9 +118,9 @@ def _apply_config(args: argparse.Namespace) -> None:
     if systems is not None and (not isinstance(systems, list) or not systems):
         raise ValueError(f"{path}: 'systems' must be a non-empty list of option mappings")
     args.systems = systems
-    actions = {action.dest: action for action in _PARSER._actions}
+    actions = {action.dest: action for action in _PARSER._actions if not isinstance(action, DeprecatedAlias)}
     for key, value in config.items():
-        dest = key.replace("-", "_")
+        dest = renamed_option("eval", key)
         if not hasattr(args, dest) or dest in ("func", "command", "config"):
             raise ValueError(f"{path}: unknown option {key!r}")
         if getattr(args, dest) == _PARSER.get_default(dest):  # the command line wins
@@ -132,7 +145,7 @@ def command_line(args: argparse.Namespace) -> str:
     """The effective command (non-default options), as written to COMMAND.txt."""
     parts = ["rerank-pipeline", "eval"]
     for action in _PARSER._actions:
-        if not action.option_strings or action.dest in ("help", "config"):
+        if not action.option_strings or action.dest in ("help", "config") or isinstance(action, DeprecatedAlias):
             continue
         value = getattr(args, action.dest, None)
         always_shown = action.dest == "split" and not args.nanobeir
@@ -243,7 +256,7 @@ def _system_args(args: argparse.Namespace, options, index: int) -> argparse.Name
     for key, value in options.items():
         if key == "name":
             continue
-        dest = key.replace("-", "_")
+        dest = renamed_option("eval", key)
         if dest in COLLECTION_OPTIONS or not hasattr(args, dest) or dest in ("func", "command", "config", "output"):
             raise ValueError(f"systems[{index}] ({system.system_name}): {key!r} is not a system option")
         if dest == "first_stage_option" and not isinstance(value, list):
@@ -274,8 +287,8 @@ def evaluate_system(args: argparse.Namespace, timer):
     check_same_collections(earlier_runs, datasets)
     no_model = args.no_rerank or args.reranker == "identity"
     result = evaluate(
-        datasets, pipeline, first_stage=args.first_stage, model=None if no_model else args.model,
-        reranker=args.reranker, ranker_options=_ranker_options(args), fusion=args.fusion, candidates=args.top_k,
+        datasets, pipeline, first_stage=FirstStageOptions.from_args(args).kind, model=None if no_model else args.model,
+        reranker=args.reranker, ranker_options=RankerOptions.from_args(args).ranker_kwargs(), fusion=args.fusion, candidates=args.candidates,
         rerank_k=args.rerank_k, at_k=args.at_k,
         always_rerank_positives=POSITIVE_SETTINGS[str(args.always_rerank_positives).lower()],
         end_to_end={"auto": None, "on": True, "off": False}[args.end_to_end], embedding_model=args.embedding_model,
@@ -295,12 +308,6 @@ def evaluate_system(args: argparse.Namespace, timer):
         written = result.save(args.output, overwrite=args.overwrite, comparison=comparison)
         print(f"\nwrote {len(written)} files to {args.output}")
     return result
-
-
-def _ranker_options(args: argparse.Namespace) -> dict:
-    """``CrossEncoderRanker`` keywords from the reranker flags."""
-    return {"backend": args.backend, "quantize": args.quantize, **long_document_options(args),
-            "allow_untrained_head": args.allow_untrained_head}
 
 
 def _print_result(result, at_k: int) -> None:
@@ -362,6 +369,7 @@ def _print_and_write_summary(runs: list, args: argparse.Namespace) -> None:
 def _check_output_paths(args: argparse.Namespace) -> None:
     """Refuse an unusable ``--output`` or ``--index-dir`` before any work (see :mod:`rerank_pipeline.output_paths`)."""
     from rerank_pipeline.components.index_folder import check_index_dir
+    from rerank_pipeline.eval.experiment import REPORT_MARKER
     from rerank_pipeline.output_paths import check_replaceable_folder, check_writable_folder
 
     if args.output:

@@ -12,8 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rerank_pipeline.cli import add_long_document_options, add_progress_flag, long_document_options
-from rerank_pipeline.cli.serve import RANKER_BACKENDS, add_fusion_option, fusion_line
+from rerank_pipeline.cli import add_progress_flag
+from rerank_pipeline.cli.serve import fusion_line
+from rerank_pipeline.options import (
+    FirstStageOptions,
+    RankerOptions,
+    add_first_stage_options,
+    add_fusion_option,
+    add_index_settings,
+    add_ranker_options,
+    add_result_options,
+)
 
 if TYPE_CHECKING:  # haystack is imported by the handlers, so building the parser stays fast
     from haystack import Document
@@ -21,9 +30,6 @@ if TYPE_CHECKING:  # haystack is imported by the handlers, so building the parse
     from rerank_pipeline.datasets import ReadReport
 
 logger = logging.getLogger(__name__)
-
-BACKENDS = ("bm25", "faiss", "hybrid", "elasticsearch")
-
 
 def read_documents(
     path: Path, on_bad_line: str = "stop", on_duplicate: str = "last", encoding: str = "utf-8"
@@ -85,34 +91,12 @@ def _corpus_path(args: argparse.Namespace) -> tuple[Path, str]:
     return path, path.stem
 
 
-def _first_stage_options(args: argparse.Namespace) -> dict:
-    options: dict = {}
-    if args.backend in ("bm25", "hybrid", "elasticsearch"):
-        options.update({key: value for key, value in (("k1", args.k1), ("b", args.b)) if value is not None})
-    if args.backend in ("faiss", "hybrid") and args.index_type:
-        options["index_type"] = args.index_type
-    if args.backend == "hybrid" or (args.backend == "elasticsearch" and args.embedding_model):
-        options.update({key: value for key, value in (("rrf_k", args.rrf_k), ("fusion_depth", args.fusion_depth))
-                        if value is not None})
-    elif args.rrf_k is not None or args.fusion_depth is not None:
-        raise ValueError("--rrf-k and --fusion-depth apply to --backend hybrid, or elasticsearch with --embedding-model")
-    if args.backend == "elasticsearch":
-        options.update({key: value for key, value in (("url", args.es_url), ("index", args.es_index)) if value})
-        if args.es_bulk_size is not None:
-            if args.es_bulk_size <= 0:
-                raise ValueError(f"--es-bulk-size must be positive, got {args.es_bulk_size}")
-            options["bulk_size"] = args.es_bulk_size
-    elif args.es_bulk_size is not None:
-        raise ValueError("--es-bulk-size applies to --backend elasticsearch only")
-    return options
-
-
 def run_index(args: argparse.Namespace) -> int:
     """Index a corpus into the chosen backend; the folder is swapped in only when indexing succeeded."""
     from rerank_pipeline.components.index_folder import check_index_dir
     from rerank_pipeline.first_stage import build_first_stage
 
-    options = _first_stage_options(args)
+    first_stage = FirstStageOptions.from_args(args)
     corpus_path, name = _corpus_path(args)
     index_dir = check_index_dir(args.index_dir or Path("indexes") / name)  # before any work
     documents, report = stream_documents(corpus_path, args.on_bad_line, args.on_duplicate, args.encoding)
@@ -122,14 +106,14 @@ def run_index(args: argparse.Namespace) -> int:
         reopen_dir = index_dir
     started = time.perf_counter()
     stage = build_first_stage(
-        args.backend, index_dir=reopen_dir, embedding_model=args.embedding_model, **options
+        first_stage.kind, **{**first_stage.build_kwargs(), "index_dir": reopen_dir}
     )
     stage.index_dir = str(index_dir)  # index() saves there, swapping the folder in atomically
     count = stage.index(_not_empty(documents, corpus_path), total=count_lines(corpus_path))
     if report.summary():
         print(report.summary(), file=sys.stderr)
     elapsed = time.perf_counter() - started
-    print(f"indexed {count} documents from {corpus_path} into {index_dir} ({args.backend}, {elapsed:.1f} s)")
+    print(f"indexed {count} documents from {corpus_path} into {index_dir} ({first_stage.kind}, {elapsed:.1f} s)")
     return 0
 
 
@@ -171,18 +155,16 @@ def run_search(args: argparse.Namespace) -> int:
 
     if not args.model and not args.no_rerank:
         raise ValueError("pass --model (a cross-encoder folder or Hub id) or --no-rerank for the first stage only")
-    if args.top_k <= 0:
-        raise ValueError(f"--top-k must be positive, got {args.top_k}")
     model = None if args.no_rerank else args.model
-    if not model and (args.max_length is not None or args.long_document != "truncate" or args.max_passages is not None):
-        raise ValueError("--max-length, --long-document and --max-passages set the reranker: pass --model, or drop them")
+    ranker = RankerOptions.from_args(args)
+    if not model and ranker.flags_set():
+        raise ValueError(f"{', '.join(ranker.flags_set())} set the reranker: pass --model, or drop them")
     pipeline = build_pipeline(
         args.index_dir,
         ranker_model=model,
         top_k=args.top_k,
         candidates=max(args.candidates, args.top_k),
-        ranker_options={"backend": args.backend, "quantize": args.quantize, **long_document_options(args),
-                        "allow_untrained_head": args.allow_untrained_head},
+        ranker_options=ranker.ranker_kwargs(),
         fusion=args.fusion,
     )
     try:
@@ -212,19 +194,13 @@ def register(subparsers) -> None:
     source = index.add_mutually_exclusive_group(required=True)
     source.add_argument("--beir-dir", help="BEIR folder (its corpus.jsonl is indexed)")
     source.add_argument("--jsonl", help="JSONL of documents: _id (or id), text (or content), optional title and meta")
-    index.add_argument("--backend", choices=BACKENDS, default="bm25", help="first stage to build (bm25 is embedded, no server)")
+    add_first_stage_options(
+        index, help="first stage to build (bm25 is embedded, no server; faiss = dense)", deprecated_backend=True,
+        embedding_help="sentence-transformers model (folder or Hub id) for dense/hybrid; with elasticsearch, "
+                       "embeddings go into a dense_vector field and search fuses BM25 and kNN by RRF",
+    )
     index.add_argument("--index-dir", help="index folder (default: ./indexes/<corpus name>)")
-    index.add_argument("--embedding-model", help="sentence-transformers model (folder or Hub id) for faiss/hybrid; "
-                       "with elasticsearch, embeddings go into a dense_vector field and search fuses BM25 and kNN by RRF")
-    index.add_argument("--index-type", help="FAISS index: a faiss.index_factory string (Flat, HNSW32, IVF1024,Flat, "
-                       "IVF4096,PQ48, SQ8, ...) or flat/hnsw/ivf (default: flat, exact); recorded in index.json")
-    index.add_argument("--rrf-k", type=int, help="hybrid (or elasticsearch with --embedding-model): RRF's k (default 60), recorded in index.json and exported pipelines")
-    index.add_argument("--fusion-depth", type=int, help="hybrid (or elasticsearch with --embedding-model): documents of each side fused (default 100)")
-    index.add_argument("--k1", type=float, help="BM25 k1 (default 0.9)")
-    index.add_argument("--b", type=float, help="BM25 b (default 0.4)")
-    index.add_argument("--es-url", help="Elasticsearch URL (default: $ELASTICSEARCH_URL or http://localhost:9200)")
-    index.add_argument("--es-index", help="Elasticsearch index name (default: rerank-pipeline)")
-    index.add_argument("--es-bulk-size", type=int, help="Elasticsearch: documents per bulk request (default 500); a rerun skips those already indexed unchanged")
+    add_index_settings(index)
     index.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop", help="malformed JSONL line (or bytes not in --encoding): stop (default) or skip")
     index.add_argument("--on-duplicate", choices=("last", "first", "error"), default="last", help="an id seen again: keep the last line (default), the first, or stop (error); counted and reported")
     index.add_argument("--encoding", default="utf-8", help="text encoding of the corpus file (default utf-8; e.g. latin-1)")
@@ -237,14 +213,9 @@ def register(subparsers) -> None:
     search.add_argument("--index-dir", required=True, help="index folder written by `rerank-pipeline index`")
     search.add_argument("--model", help="cross-encoder (folder or Hub id) that reranks the candidates")
     search.add_argument("--no-rerank", action="store_true", help="show the first-stage ranking only")
-    search.add_argument("--top-k", type=int, default=10, help="results to show")
-    search.add_argument("--candidates", type=int, default=100, help="first-stage candidates to rerank")
-    search.add_argument("--backend", choices=RANKER_BACKENDS, default="torch",
-                        help="cross-encoder runtime; openvino conversions are cached on disk")
-    search.add_argument("--quantize", action="store_true", help="int8 inference (openvino: static int8, cached)")
+    add_result_options(search)
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    search.add_argument("--allow-untrained-head", action="store_true", help="accept a --model without a trained scoring head (it scores with a random head)")
-    add_long_document_options(search)
+    add_ranker_options(search)
     add_fusion_option(search)
     add_progress_flag(search)
     search.set_defaults(func=run_search)

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from rerank_pipeline.cli import add_progress_flag
+from rerank_pipeline.options import RankerOptions, add_fusion_option, add_ranker_options, add_result_options
 from rerank_pipeline.serving import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
@@ -18,19 +19,6 @@ from rerank_pipeline.serving import (
     DEFAULT_PORT,
     DEFAULT_REQUEST_TIMEOUT_S,
 )
-
-RANKER_BACKENDS = ("torch", "openvino")  # CrossEncoderRanker's backends (named here without loading torch)
-FUSION_CHOICES = ("model", "none", "rrf")  # score_fusion.FUSION_CHOICES (named here without loading haystack)
-
-
-def add_fusion_option(parser: argparse.ArgumentParser) -> None:
-    """``--fusion none|model|rrf``: what orders the reranked candidates (shared by export, serve, search, eval)."""
-    parser.add_argument(
-        "--fusion", choices=FUSION_CHOICES, default="model",
-        help="after the reranker: model = the model folder's dev-tuned fusion.json when it has one (default), "
-             "none = the reranker's order, rrf = reciprocal rank fusion with the first stage",
-    )
-
 
 def fusion_line(model: str | None, fusion: str) -> str:
     """The line saying which fusion follows the reranker, e.g. ``fusion: fusion.json of M, weight 0.3 (...)``."""
@@ -48,19 +36,15 @@ def _pipeline(args: argparse.Namespace):
     from rerank_pipeline.pipelines import build_pipeline
 
     _check_sizes(args)
-    if args.quantize and not args.model:
-        raise ValueError("--quantize needs --model")
-    options = (
-        {"backend": args.backend, "quantize": args.quantize, "allow_untrained_head": args.allow_untrained_head}
-        if args.model
-        else None
-    )
+    ranker = RankerOptions.from_args(args)
+    if ranker.flags_set() and not args.model:
+        raise ValueError(f"{', '.join(ranker.flags_set())} set the reranker: pass --model, or drop them")
     return build_pipeline(
         args.index_dir,
         ranker_model=args.model,
         top_k=args.top_k,
         candidates=max(args.candidates, args.top_k),
-        ranker_options=options,
+        ranker_options=ranker.ranker_kwargs() if args.model else None,
         fusion=args.fusion,
     )
 
@@ -117,19 +101,8 @@ def run_serve(args: argparse.Namespace) -> int:
 def _pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index-dir", required=True, help="index folder written by `rerank-pipeline index`")
     parser.add_argument("--model", help="cross-encoder (folder or Hub id) that reranks; without it, first stage only")
-    parser.add_argument("--top-k", type=int, default=10, help="documents returned per query (default: 10)")
-    parser.add_argument("--candidates", type=int, default=100, help="first-stage candidates reranked (default: 100)")
-    parser.add_argument(
-        "--backend", choices=RANKER_BACKENDS, default="torch", help="cross-encoder runtime (default: torch)"
-    )
-    parser.add_argument(
-        "--quantize", action="store_true",
-        help="int8 inference (with --backend openvino: static int8, calibrated on the first query's pairs, cached)",
-    )
-    parser.add_argument(
-        "--allow-untrained-head", action="store_true",
-        help="accept a --model without a trained scoring head (it scores with a random head)",
-    )
+    add_result_options(parser)
+    add_ranker_options(parser)
     add_fusion_option(parser)
     add_progress_flag(parser)
 

@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 
 from rerank_pipeline.cli import add_progress_flag
-from rerank_pipeline.training.config import DISTILLATION_MODES, FIRST_STAGES, LOSSES, TrainingConfig
+from rerank_pipeline.options import (
+    DISTILLATION_MODES,
+    LOSSES,
+    PRECISIONS,
+    TRAINING_FIRST_STAGES,
+    FirstStageOptions,
+    add_first_stage_options,
+)
+from rerank_pipeline.training.config import TrainingConfig
 
 DEFAULTS = TrainingConfig()
 
@@ -34,8 +42,8 @@ def register(subparsers) -> None:
     model.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
     model.add_argument("--keep-checkpoints", action="store_true", help="keep output/checkpoints after training finishes")
     mining = parser.add_argument_group("first stage and negatives")
-    mining.add_argument("--first-stage", choices=FIRST_STAGES, default=DEFAULTS.first_stage, help="first stage that mines negatives")
-    mining.add_argument("--embedding-model", help="sentence-transformers model of the dense/hybrid first stage")
+    add_first_stage_options(mining, kinds=TRAINING_FIRST_STAGES, default=DEFAULTS.first_stage,
+                            help="first stage that mines negatives")
     mining.add_argument("--num-negatives", type=int, default=DEFAULTS.num_negatives, help="hard negatives per judged query")
     mining.add_argument("--negative-ranks", type=int, nargs=2, metavar=("LOW", "HIGH"), default=list(DEFAULTS.negative_rank_range),
                         help="first-stage rank range (1-based, inclusive) negatives are drawn from")
@@ -59,7 +67,7 @@ def register(subparsers) -> None:
     training.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="training pairs per step and device")
     training.add_argument("--max-length", type=int, default=DEFAULTS.max_length, help="token window of a (query, document) pair")
     training.add_argument("--dev-fraction", type=float, default=DEFAULTS.dev_fraction, help="share of judged queries held out for model selection")
-    training.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=DEFAULTS.precision,
+    training.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision,
                           help="auto: bf16/fp16 on a GPU, fp32 on CPU")
     training.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seeds data order, negatives, pseudo-queries and initialisation")
     training.add_argument("--fusion-alpha", type=float, default=DEFAULTS.fusion_alpha,
@@ -72,8 +80,10 @@ def register(subparsers) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainingConfig:
     """The :class:`TrainingConfig` the command line asks for."""
+    first_stage = FirstStageOptions.from_args(args)
     return TrainingConfig(
-        base_model=args.base_model, first_stage=args.first_stage, embedding_model=args.embedding_model, loss=args.loss,
+        base_model=args.base_model, first_stage=first_stage.kind, embedding_model=first_stage.embedding_model,
+        loss=args.loss,
         num_epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size, max_length=args.max_length,
         num_negatives=args.num_negatives, negative_rank_range=tuple(args.negative_ranks),
         false_negative_margin=args.false_negative_margin, self_supervised_pairs=args.self_supervised_pairs,

@@ -19,9 +19,9 @@ import numpy as np
 from haystack import Document, component, default_from_dict, default_to_dict
 
 from rerank_pipeline.components.rrf import FUSION_DEPTH, RRF_K, ReciprocalRankFusion
+from rerank_pipeline.options import FUSION_METHODS
 
 FUSION_FILE = "fusion.json"
-FUSION_CHOICES = ("model", "none", "rrf")
 """After the ranker: the model folder's ``fusion.json`` (when it has one), nothing, or RRF with the first stage."""
 
 
@@ -105,12 +105,12 @@ class FusionChoice:
 
 
 def resolve_fusion(ranker_model: str | Path | None, fusion: str = "model") -> FusionChoice:
-    """The fusion to put after ``ranker_model`` for the ``--fusion`` choice (see :data:`FUSION_CHOICES`).
+    """The fusion to put after ``ranker_model`` for the ``--fusion`` choice (see :data:`~rerank_pipeline.options.FUSION_METHODS`).
 
     ``"model"`` uses the model folder's ``fusion.json`` and falls back to none (saying why) when there is none.
     """
-    if fusion not in FUSION_CHOICES:
-        raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSION_CHOICES)}")
+    if fusion not in FUSION_METHODS:
+        raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSION_METHODS)}")
     if not ranker_model:
         if fusion == "rrf":
             raise ValueError("fusion 'rrf' fuses the reranker's order with the first stage's: it needs a reranker model")

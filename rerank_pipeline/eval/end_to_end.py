@@ -35,10 +35,11 @@ def retrieve_rankings(
     :meth:`FirstStage.index` does, documents in memory). Dense and hybrid first stages hold the documents while
     they embed them.
     """
-    from rerank_pipeline.first_stage import _canonical_kind, build_first_stage
+    from rerank_pipeline.first_stage import build_first_stage
+    from rerank_pipeline.options import canonical_first_stage
 
     with ExitStack() as cleanup:
-        if index_dir is None and _canonical_kind(kind) == "bm25":
+        if index_dir is None and canonical_first_stage(kind) == "bm25":
             scratch = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="rerank-eval-bm25-"))
             index_dir = str(Path(scratch) / "index")
         first_stage = build_first_stage(kind, index_dir=index_dir, embedding_model=embedding_model, **options)

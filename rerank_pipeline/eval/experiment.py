@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from rerank_pipeline.datasets import NANOBEIR_NAMES, RetrievalDataset
+from rerank_pipeline.options import EVAL_FIRST_STAGES, RankerOptions
 
 logger = logging.getLogger(__name__)
 
-FIRST_STAGES = ("published", "bm25", "dense", "hybrid", "elasticsearch")
+FIRST_STAGES = EVAL_FIRST_STAGES
 """Where the candidates come from: the collection's published lists, or our own first stage of that kind."""
 NANOBEIR_SETS = {f"Nano{name}" for name in NANOBEIR_NAMES.values()}
 REPORT_MARKER = "metrics.json"
@@ -143,22 +144,6 @@ def limit_queries(dataset: RetrievalDataset, max_queries: int | None) -> Retriev
     return dataset
 
 
-def ranker_description(kind: str, model: str, options: Mapping[str, Any]) -> str:
-    """e.g. ``cross-encoder m (openvino, int8, max_length 128, max_passage)`` (defaults left out but the engine)."""
-    if not options:
-        return f"{kind} {model}"
-    parts = [options.get("backend", "torch")]
-    if options.get("quantize"):
-        parts.append("int8")
-    if options.get("max_length") is not None:
-        parts.append(f"max_length {options['max_length']}")
-    if options.get("long_document", "truncate") != "truncate":
-        parts.append(options["long_document"])
-    if "max_passages" in options:
-        parts.append(f"max_passages {options['max_passages']}")
-    return f"{kind} {model} ({', '.join(parts)})"
-
-
 def evaluate(
     datasets: RetrievalDataset | str | Path | Sequence[RetrievalDataset | str | Path],
     pipeline=None,
@@ -266,7 +251,7 @@ def evaluate(
         else:
             with timer.phase("load model"):  # the protocol and the full ranking score a pair once
                 scorer = CachedScorer(load_scorer(reranker, model, batch_size=batch_size, device=device, **options))
-            reranker_label = ranker_description(reranker, model, options)
+            reranker_label = f"{reranker} {model}" + (f" ({RankerOptions.from_kwargs(options).describe()})" if options else "")
         log(f"reranker: {reranker_label}; candidates: {first_stage}; rerank_k={rerank_k}")
         if fusion_choice:
             log(f"{fusion_choice.summary()} (end to end; the R{rerank_k} protocol measures the reranker alone)")

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rerank_pipeline.options import RERANKER_KINDS
+
 
 class IdentityScorer:
     """Keeps the order the pairs come in: the harness hands each query's pairs in first-stage order.
@@ -67,7 +69,6 @@ class BiEncoderScorer:
         return np.einsum("ij,ij->i", left, right)
 
 
-SCORER_KINDS = ("cross-encoder", "bi-encoder", "identity")
 
 
 def load_scorer(kind: str, model: str | None = None, batch_size: int = 64, device: str | None = None, **ranker_options):
@@ -77,8 +78,8 @@ def load_scorer(kind: str, model: str | None = None, batch_size: int = 64, devic
     ``ranker_options`` (e.g. ``backend="openvino", quantize=True``) go to :class:`CrossEncoderRanker`."""
     if kind == "identity":
         return IdentityScorer()
-    if kind not in SCORER_KINDS:
-        raise ValueError(f"unknown reranker kind {kind!r}; choose one of {SCORER_KINDS}")
+    if kind not in RERANKER_KINDS:
+        raise ValueError(f"unknown reranker kind {kind!r}; choose one of {RERANKER_KINDS}")
     if not model:
         raise ValueError(f"--model is required for the {kind} reranker")
     if kind == "bi-encoder":

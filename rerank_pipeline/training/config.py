@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-LOSSES = ("bce", "lambda")
-DISTILLATION_MODES = ("auto", "on", "off")
-FIRST_STAGES = ("bm25", "dense", "hybrid")
+from rerank_pipeline.options import DISTILLATION_MODES, LOSSES, PRECISIONS, TRAINING_FIRST_STAGES
+
+RENAMED_KEYS = {"fusion_depth": "rerank_fusion_depth"}
+"""Old key -> new key, for ``training_config.json`` files written before the rename."""
 
 
 @dataclass
@@ -20,7 +21,7 @@ class TrainingConfig:
 
     Data: ``num_negatives`` hard negatives per judged query, drawn from first-stage ranks
     ``negative_rank_range`` (1-based, inclusive), never a judged positive, plus ``num_random_negatives`` easy
-    ones from outside the first stage's top ``fusion_depth`` (they let a fresh scoring head start learning); a candidate whose first-stage
+    ones from outside the first stage's top ``rerank_fusion_depth`` (they let a fresh scoring head start learning); a candidate whose first-stage
     score is within ``false_negative_margin`` (relative, 0..1) of the query's lowest-scored positive is
     skipped as a likely unjudged positive (``None`` turns this off). ``self_supervised_pairs`` pseudo-queries
     (a document's title, else its first sentence) are paired with the rest of their document and
@@ -35,8 +36,9 @@ class TrainingConfig:
 
     Optimisation: BCE with ``pos_weight = negatives / positives`` (``loss="bce"``) or LambdaLoss
     (``loss="lambda"``), graded labels ``gain / max gain``, evaluation on the dev split every half epoch,
-    the best dev nDCG@10 checkpoint kept. Fusion guard: the dev-tuned fusion weight is served only when the fused
-    ranking beats the first stage on dev by a paired test at ``fusion_alpha`` (else ``fusion.json`` holds w = 0).
+    the best dev nDCG@10 checkpoint kept. Fusion: the first stage's top ``rerank_fusion_depth`` candidates are
+    reranked and fused with the first stage's scores (not RRF's per-side ``fusion_depth`` of a hybrid first stage).
+    Fusion guard: the dev-tuned fusion weight is served only when the fused ranking beats the first stage on dev by a paired test at ``fusion_alpha`` (else ``fusion.json`` holds w = 0).
     """
 
     base_model: str = "answerdotai/ModernBERT-base"
@@ -67,7 +69,7 @@ class TrainingConfig:
     min_dev_queries: int = 5
     dev_rerank_depth: int = 30
     evaluations_per_epoch: int = 4
-    fusion_depth: int = 100
+    rerank_fusion_depth: int = 100
     seed: int = 42
     precision: str = "auto"
     fusion_alpha: float = 0.05
@@ -82,8 +84,8 @@ class TrainingConfig:
         low, high = self.negative_rank_range
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.first_stage not in FIRST_STAGES:
-            raise ValueError(f"first_stage must be one of {FIRST_STAGES}, got {self.first_stage!r}")
+        if self.first_stage not in TRAINING_FIRST_STAGES:
+            raise ValueError(f"first_stage must be one of {TRAINING_FIRST_STAGES}, got {self.first_stage!r}")
         if not 1 <= low <= high:
             raise ValueError(f"negative_rank_range must be 1 <= low <= high, got {self.negative_rank_range}")
         counts = ("num_negatives", "num_random_negatives", "self_supervised_pairs", "self_supervised_negatives",
@@ -104,8 +106,8 @@ class TrainingConfig:
             raise ValueError(f"false_negative_margin must be in [0, 1), got {self.false_negative_margin}")
         if not 0 < self.fusion_alpha <= 1:
             raise ValueError(f"fusion_alpha must be in (0, 1], got {self.fusion_alpha}")
-        if self.precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy (tuples become lists)."""
@@ -115,7 +117,14 @@ class TrainingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        """Inverse of :meth:`to_dict`; a key of :data:`RENAMED_KEYS` is read under its new name.
+
+        :raises ValueError: An unknown key.
+        """
+        data = dict(data)
+        for old, new in RENAMED_KEYS.items():  # configs saved before a rename
+            if old in data and new not in data:
+                data[new] = data.pop(old)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -183,14 +183,14 @@ def evaluate_held_out(result, candidates, held_out: RetrievalDataset, split: str
     from rerank_pipeline.training.candidates import CandidateSource
 
     config = result.config
-    rankings = candidates.retrieve(held_out.judged_queries(), top_k=config.fusion_depth)
+    rankings = candidates.retrieve(held_out.judged_queries(), top_k=config.rerank_fusion_depth)
     extra = {}
     if config.first_stage != "bm25":
-        extra["BM25"] = CandidateSource.build(held_out, "bm25").retrieve(held_out.judged_queries(), top_k=config.fusion_depth)
+        extra["BM25"] = CandidateSource.build(held_out, "bm25").retrieve(held_out.judged_queries(), top_k=config.rerank_fusion_depth)
     trained = CrossEncoder(str(result.output_dir), device="cuda" if torch.cuda.is_available() else "cpu")
     evaluation = evaluate_before_after(
         trained, held_out, rankings, result.fusion_weight, first_stage_name=config.first_stage,
-        extra_first_stages=extra, depth=config.fusion_depth, protocol_k=config.fusion_depth, show_progress=show_progress,
+        extra_first_stages=extra, depth=config.rerank_fusion_depth, protocol_k=config.rerank_fusion_depth, show_progress=show_progress,
     )
     evaluation.split = f"{held_out.name}/{split}"
     return evaluation

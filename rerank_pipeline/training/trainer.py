@@ -277,7 +277,7 @@ def warm_start_by_distillation(
     pseudo = sample_pseudo_queries(dataset.corpus, config.distillation_queries, config.seed)
     queries = {qid: dataset.queries[qid] for qid in train_ids} | {f"pseudo:{p.doc_id}": p.query for p in pseudo}
     fused, per_retriever = candidates.retrieve_with_side_rankings(
-        queries, top_k=config.distillation_depth, side_top_k=config.fusion_depth
+        queries, top_k=config.distillation_depth, side_top_k=config.rerank_fusion_depth
     )
     pairs = build_distillation_pairs(
         queries, fused, per_retriever, dataset.document_text, sorted(dataset.corpus), config.distillation_depth,
@@ -350,7 +350,7 @@ def train_reranker(
     logger.info("training on %d judged queries, %d held out for dev", len(train_ids), len(dev_ids))
 
     candidates = candidates or CandidateSource.build(dataset, config.first_stage, config.embedding_model)
-    depth = max(config.fusion_depth, config.negative_rank_range[1], config.dev_rerank_depth)
+    depth = max(config.rerank_fusion_depth, config.negative_rank_range[1], config.dev_rerank_depth)
     rankings = candidates.retrieve({qid: dataset.queries[qid] for qid in judged}, top_k=depth)
     train_rankings = {qid: rankings[qid] for qid in train_ids}
     doc_ids = sorted(dataset.corpus)
@@ -427,7 +427,7 @@ def train_reranker(
 
     scorer = CachedScorer(model)  # the dev protocol below scores these pairs again: answered from the cache
     reranked = rerank(ScorerRanker(scorer, batch_size=64), dataset.queries, dev_rankings, dataset.document_text,
-                      config.fusion_depth)
+                      config.rerank_fusion_depth)
     dev_protocol = evaluator(scorer)
     curve = fusion_curve(reranked, dataset.qrels)
     guard = guard_fusion_weight(reranked, dataset.qrels, choose_fusion_weight(curve), alpha=config.fusion_alpha)
@@ -438,7 +438,7 @@ def train_reranker(
     if is_main_process():
         model.save_pretrained(str(output))
         save_fusion_settings(
-            output, weight, first_stage=config.first_stage, depth=config.fusion_depth,
+            output, weight, first_stage=config.first_stage, depth=config.rerank_fusion_depth,
             dev_ndcg_at_10={str(w): round(m["ndcg@10"], 4) for w, m in curve.items()}, guard=guard.to_dict(),
             collection=dataset.name,
         )

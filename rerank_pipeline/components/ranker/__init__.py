@@ -6,11 +6,12 @@ import asyncio
 import copy
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,6 @@ from rerank_pipeline.components.pair_ranking import rank_documents
 from rerank_pipeline.components.ranker.first_token_head import compute_last_layer_for_first_token_only
 from rerank_pipeline.components.ranker.passages import encode_passages
 from rerank_pipeline.components.ranker.scoring import (
-    PRECISIONS,
     PairScorer,
     TorchLogits,
     apply_activation,
@@ -33,12 +33,19 @@ from rerank_pipeline.components.ranker.scoring import (
     resolve_autocast_dtype,
     sample_features,
 )
+from rerank_pipeline.options import (
+    EMPTY_DOCUMENT_POLICIES,
+    LONG_DOCUMENT_POLICIES,
+    PRECISIONS,
+    RANKER_ENGINES,
+    EmptyDocumentPolicy,
+    LongDocumentPolicy,
+    Precision,
+    RankerEngine,
+)
 
 logger = logging.getLogger(__name__)
 
-LONG_DOCUMENT_POLICIES = ("truncate", "max_passage")
-EMPTY_DOCUMENT_POLICIES = ("skip", "score")
-BACKENDS = ("torch", "openvino")  # the ONNX Runtime engine was removed: slower than these on CPU (docs/ranker.md)
 # Pairs an int8 OpenVINO model is calibrated on when the caller gives none: the first pairs it is asked to score.
 CALIBRATION_PAIRS = 128
 # Measured with benchmarks/rerank_throughput.py: on CPU small batches stay in cache (2048 tokens: 1.2x the
@@ -71,6 +78,7 @@ class CrossEncoderRanker:
     def __init__(
         self,
         model: str | Path = DEFAULT_MODEL,
+        *,
         top_k: int | None = 10,
         device: str | ComponentDevice | None = None,
         batch_size: int = 32,
@@ -81,15 +89,15 @@ class CrossEncoderRanker:
         document_prefix: str = "",
         score_threshold: float | None = None,
         scale_score: bool = True,
-        long_document: Literal["truncate", "max_passage"] = "truncate",
+        long_document: LongDocumentPolicy = "truncate",
         trust_remote_code: bool = False,
         passage_overlap: int = 64,
         max_batch_tokens: int | None = None,
-        precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
-        backend: Literal["torch", "openvino"] = "torch",
+        precision: Precision = "auto",
+        backend: RankerEngine = "torch",
         quantize: bool = False,
         calibration_pairs: list[tuple[str, str]] | None = None,
-        empty_documents: Literal["skip", "score"] = "skip",
+        empty_documents: EmptyDocumentPolicy = "skip",
         allow_unsafe_weights: bool = False,
         max_passages: int | None = DEFAULT_MAX_PASSAGES,
         allow_untrained_head: bool = False,
@@ -166,7 +174,7 @@ class CrossEncoderRanker:
         for name, value, allowed in (
             ("long_document", long_document, LONG_DOCUMENT_POLICIES),
             ("empty_documents", empty_documents, EMPTY_DOCUMENT_POLICIES),
-            ("backend", backend, BACKENDS),
+            ("backend", backend, RANKER_ENGINES),
             ("precision", precision, PRECISIONS),
         ):
             if value not in allowed:
@@ -463,39 +471,11 @@ class CrossEncoderRanker:
 
     def to_dict(self) -> dict[str, Any]:
         """Serialize the init parameters (YAML-safe)."""
-        return default_to_dict(
-            self,
-            model=self.model,
-            top_k=self.top_k,
-            device=self.device,
-            batch_size=self.batch_size,
-            max_length=self.max_length,
-            meta_fields_to_embed=self.meta_fields_to_embed,
-            embedding_separator=self.embedding_separator,
-            query_prefix=self.query_prefix,
-            document_prefix=self.document_prefix,
-            score_threshold=self.score_threshold,
-            scale_score=self.scale_score,
-            long_document=self.long_document,
-            trust_remote_code=self.trust_remote_code,
-            passage_overlap=self.passage_overlap,
-            max_batch_tokens=self.max_batch_tokens,
-            precision=self.precision,
-            backend=self.backend,
-            quantize=self.quantize,
-            calibration_pairs=[list(pair) for pair in self.calibration_pairs] if self.calibration_pairs else None,
-            empty_documents=self.empty_documents,
-            allow_unsafe_weights=self.allow_unsafe_weights,
-            max_passages=self.max_passages,
-            allow_untrained_head=self.allow_untrained_head,
-            token=self.token,
-            query_suffix=self.query_suffix,
-            document_suffix=self.document_suffix,
-            model_kwargs=self._serialized_model_kwargs(),
-            tokenizer_kwargs=self.tokenizer_kwargs,
-            config_kwargs=self.config_kwargs,
-            revision=self.revision,
-        )
+        parameters = {name: getattr(self, name) for name in _init_parameter_names(type(self))}
+        if self.calibration_pairs:
+            parameters["calibration_pairs"] = [list(pair) for pair in self.calibration_pairs]
+        parameters["model_kwargs"] = self._serialized_model_kwargs()
+        return default_to_dict(self, **parameters)
 
     def _serialized_model_kwargs(self) -> dict[str, Any] | None:
         """``model_kwargs`` with torch dtypes as strings, as ``SentenceTransformersSimilarityRanker`` writes them."""
@@ -515,3 +495,10 @@ class CrossEncoderRanker:
         if init_parameters.get("model_kwargs") is not None:
             deserialize_hf_model_kwargs(init_parameters["model_kwargs"])
         return default_from_dict(cls, data)
+
+
+@functools.cache
+def _init_parameter_names(cls: type) -> tuple[str, ...]:
+    """``cls.__init__``'s parameter names, in order: what :meth:`CrossEncoderRanker.to_dict` serializes (each is
+    kept on the instance under its own name)."""
+    return tuple(name for name in inspect.signature(cls.__init__).parameters if name != "self")

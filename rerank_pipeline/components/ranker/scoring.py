@@ -21,10 +21,10 @@ import torch
 from tqdm.auto import tqdm
 
 from rerank_pipeline.components.ranker.batching import plan_token_budget_batches
+from rerank_pipeline.options import PRECISIONS
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 UNBOUNDED_TOKENIZER_LENGTH = 1_000_000
 
 
