@@ -195,4 +195,4 @@ def test_the_options_module_imports_only_the_standard_library():
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
-    assert imported <= {"__future__", "argparse", "sys", "warnings", "dataclasses", "typing"}, imported
+    assert imported <= {"__future__", "argparse", "collections", "sys", "warnings", "dataclasses", "typing"}, imported

@@ -28,8 +28,6 @@ from rerank_pipeline.options import EVAL_FIRST_STAGES, RankerOptions
 
 logger = logging.getLogger(__name__)
 
-FIRST_STAGES = EVAL_FIRST_STAGES
-"""Where the candidates come from: the collection's published lists, or our own first stage of that kind."""
 NANOBEIR_SETS = {f"Nano{name}" for name in NANOBEIR_NAMES.values()}
 REPORT_MARKER = "metrics.json"
 """A folder holding it is an earlier report, which :meth:`Evaluation.save` may replace as a whole."""
@@ -174,7 +172,7 @@ def evaluate(
 
     :param pipeline: A Haystack ``Pipeline`` or a YAML file of one (query in, documents out): its output is
         measured, and its first stage's when it holds a ``CrossEncoderRanker``. Without it, the system is
-        ``first_stage`` (:data:`FIRST_STAGES`; default ``published`` for a collection that publishes lists, else
+        ``first_stage`` (:data:`EVAL_FIRST_STAGES`; default ``published`` for a collection that publishes lists, else
         ``bm25``) + ``model`` scored as ``reranker`` (``cross-encoder``, ``bi-encoder``, ``identity``; no
         ``model``: the first stage alone) with ``ranker_options`` (``CrossEncoderRanker`` keywords) and the
         ``fusion`` a served pipeline puts after it (``model``: the model folder's ``fusion.json``; ``none``; ``rrf``).
@@ -196,8 +194,8 @@ def evaluate(
     timer = timer or PhaseTimer()
     if rerank_k < 1 or at_k < 1:
         raise ValueError("rerank_k and at_k must be >= 1")
-    if first_stage is not None and first_stage not in FIRST_STAGES:
-        raise ValueError(f"unknown first stage {first_stage!r}; choose one of {', '.join(FIRST_STAGES)}")
+    if first_stage is not None and first_stage not in EVAL_FIRST_STAGES:
+        raise ValueError(f"unknown first stage {first_stage!r}; choose one of {', '.join(EVAL_FIRST_STAGES)}")
     settings_for_positives = [always_rerank_positives] if isinstance(always_rerank_positives, bool) else list(always_rerank_positives)
     reranked = bool(model) and reranker != "identity"
     fusion_choice = None if pipeline is not None else resolve_fusion(model if reranked else None, fusion)
