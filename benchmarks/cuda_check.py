@@ -100,7 +100,7 @@ def _():
     for precision in ("fp32", "auto", "bf16", "fp16"):
         ranker = ours(MINI, precision=precision)
         scores = ranker.predict(PAIRS)
-        out[precision] = {"autocast": str(ranker._scorer.logits_fn.autocast_dtype),
+        out[precision] = {"autocast": str(ranker.engine.autocast_dtype),
                           "max_abs_vs_st_fp32": float(np.abs(scores - reference).max()),
                           "mean_abs_vs_st_fp32": float(np.abs(scores - reference).mean()),
                           **per_query_agreement(reference, scores)}
@@ -196,7 +196,7 @@ def _():
         t = time.perf_counter(); encoded, batches = s.plan_batches(PAIRS, 1024, 131072); out[f"{precision}_tokenize_s"] = time.perf_counter() - t
         t = time.perf_counter(); padded = [s.pad(encoded, b) for b in batches]; out[f"{precision}_pad_s"] = time.perf_counter() - t
         torch.cuda.synchronize(); t = time.perf_counter()
-        for p in padded: s.logits_fn(p)
+        for p in padded: s.engine(p)
         torch.cuda.synchronize(); out[f"{precision}_forward_s"] = time.perf_counter() - t
         t = time.perf_counter(); r.predict(PAIRS); torch.cuda.synchronize(); out[f"{precision}_predict_s"] = time.perf_counter() - t
         out[f"{precision}_batches"] = len(batches)

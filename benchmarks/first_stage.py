@@ -166,9 +166,9 @@ def bench_faiss(
 
 def write_report(path: str | Path, report: dict) -> None:
     """Write ``report`` as JSON to ``path``, replacing it atomically."""
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, path)
+    from rerank_pipeline.atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(report, indent=2))
 
 
 def main() -> None:

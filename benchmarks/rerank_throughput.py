@@ -31,6 +31,7 @@ import torch  # noqa: E402
 from haystack import Document  # noqa: E402
 from sentence_transformers import CrossEncoder  # noqa: E402
 
+from rerank_pipeline.atomic import write_text_atomic  # noqa: E402
 from rerank_pipeline.components import CrossEncoderRanker  # noqa: E402
 from rerank_pipeline.components.ranker.checkpoint import init_cross_encoder_from_encoder  # noqa: E402
 from rerank_pipeline.datasets import load_beir  # noqa: E402
@@ -173,9 +174,7 @@ def main() -> int:
         print(f"{row['ranker']:48} {row['pairs_per_s']:9.1f} {row['ratio_vs_sentence_transformers']:7.2f} "
               f"{row['max_abs_score_diff']:16.2e}")
     if args.json:
-        temporary = args.json.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"pairs": num_pairs, "rows": rows}, indent=2))
-        os.replace(temporary, args.json)
+        write_text_atomic(args.json, json.dumps({"pairs": num_pairs, "rows": rows}, indent=2))
     return 0
 
 

@@ -111,17 +111,18 @@ def corpus_lines(count: int, sentences: list[str], seed: int = 0) -> Iterator[st
 
 
 def write_corpus(path: str | Path, count: int, sentences: list[str], seed: int = 0) -> dict:
-    """Write the corpus line by line (into ``PATH.tmp``, then renamed); returns its size and sha256."""
+    """Write the corpus line by line, atomically (a temporary file beside it, then renamed); returns its size and
+    sha256."""
     path = Path(path)
-    partial = path.with_name(path.name + ".tmp")
+    from rerank_pipeline.atomic import atomic_write  # standard library only: nothing measured is loaded early
+
     digest, size = hashlib.sha256(), 0
-    with open(partial, "w", encoding="utf-8") as handle:
+    with atomic_write(path) as handle:
         for line in corpus_lines(count, sentences, seed):
             data = line.encode("utf-8")
             digest.update(data)
             size += len(data)
             handle.write(line)
-    os.replace(partial, path)
     return {"documents": count, "seed": seed, "bytes": size, "sha256": digest.hexdigest()}
 
 

@@ -192,7 +192,7 @@ def profile(work: Path, model: str, candidates: int, calibration: list[list[str]
     retriever.run = timed("bm25", retriever.run)
     scorer = pipeline.get_component("ranker")._scorer
     scorer.tokenize = timed("tokenization", scorer.tokenize)
-    scorer.logits_fn = timed("engine", scorer.logits_fn)
+    scorer.engine = timed("engine", scorer.engine)
     search(pipeline, queries[0])  # not counted: first-call effects
     spent = dict.fromkeys(spent, 0.0)
     started = time.perf_counter()

@@ -2,7 +2,8 @@
 
 Each component then runs once for all queries: through its ``run_batch`` (our BM25 and FAISS retrievers, the RRF
 joiner, the ranker, score fusion: the ``run`` inputs, each a list over queries) or, for Haystack's
-``SentenceTransformersTextEmbedder``, one ``embed`` call over all query texts. A pipeline holding any other
+``SentenceTransformersTextEmbedder``, one ``embed`` call over all query texts (through an equally configured
+``SentenceTransformersDocumentEmbedder``). A pipeline holding any other
 component runs query by query through Haystack's own ``Pipeline.run``: the same results, without the batching.
 """
 
@@ -28,19 +29,20 @@ def query_inputs(pipeline: Pipeline, query: str) -> dict[str, dict[str, Any]]:
 
 
 def _embed_texts(embedder, text: list[str]) -> dict[str, list]:
-    """``SentenceTransformersTextEmbedder.run`` for many texts in one ``embed`` call, with the embedder's settings."""
-    if embedder.embedding_backend is None:
-        embedder.warm_up()
-    embeddings = embedder.embedding_backend.embed(
-        [embedder.prefix + one + embedder.suffix for one in text],
-        batch_size=embedder.batch_size,
-        show_progress_bar=False,
-        normalize_embeddings=embedder.normalize_embeddings,
-        precision=embedder.precision,
-        quantization_ranges=embedder.quantization_ranges,
-        **(embedder.encode_kwargs or {}),
-    )
-    return {"embedding": list(embeddings)}
+    """``SentenceTransformersTextEmbedder.run`` for many texts at once, through public API only: a
+    ``SentenceTransformersDocumentEmbedder`` built from the text embedder's own ``to_dict`` parameters embeds them as
+    documents (the same ``prefix + text + suffix``, encode settings and model: Haystack's backend factory hands both
+    the same loaded model) in one ``embed`` call."""
+    from haystack import Document
+    from haystack.core.serialization import generate_qualified_class_name
+    from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersDocumentEmbedder
+
+    data = embedder.to_dict()
+    data["type"] = generate_qualified_class_name(SentenceTransformersDocumentEmbedder)
+    data["init_parameters"]["progress_bar"] = False
+    twin = SentenceTransformersDocumentEmbedder.from_dict(data)
+    documents = twin.run(documents=[Document(content=one) for one in text])["documents"]
+    return {"embedding": [document.embedding for document in documents]}
 
 
 def _batch_function(component: Any):

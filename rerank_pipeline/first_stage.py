@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from haystack import Document, Pipeline
 from haystack.document_stores.types import DuplicatePolicy
@@ -31,6 +31,35 @@ from rerank_pipeline.options import FIRST_STAGE_ALIASES, canonical_first_stage
 from rerank_pipeline.rankings import Rankings, from_documents
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@runtime_checkable
+class FirstStageSide(Protocol):
+    """One store of a :class:`FirstStage` and the retrievers that read it (:class:`BM25Side`, :class:`DenseSide`,
+    :class:`~rerank_pipeline.components.elasticsearch.ElasticsearchSide`); a hybrid first stage has two.
+
+    ``name`` names the side's sub-folder in a hybrid index folder; ``store`` is its Haystack document store.
+    """
+
+    name: str
+    store: Any
+
+    def write(self, documents: list[Document]) -> None:
+        """Add or replace ``documents`` in the store (embedding them first where the side embeds)."""
+        ...
+
+    def write_to(self, folder: Path) -> None:
+        """Write the store into the empty staging ``folder`` (the caller makes the swap atomic)."""
+        ...
+
+    def reopen(self, index_dir: str) -> None:
+        """Persist later changes into ``index_dir``, just written by the caller."""
+        ...
+
+    def add_to(self, pipeline: Pipeline, top_k: int, prefix: str = "") -> list[str]:
+        """Add the side's retrieval components to ``pipeline``, each retriever returning ``top_k`` documents a
+        query; returns the names of the components whose ``documents`` output is a ranking."""
+        ...
 
 
 class BM25Side:
@@ -149,10 +178,10 @@ class FirstStage:
     ``max(candidates, fusion_depth)`` documents.
     """
 
-    def __init__(self, name: str, sides: list, index_dir: str | None = None, rrf_k: int = RRF_K,
+    def __init__(self, name: str, sides: list[FirstStageSide], index_dir: str | None = None, rrf_k: int = RRF_K,
                  fusion_depth: int = FUSION_DEPTH, fused: bool | None = None):
         self.name = name
-        self.sides = sides
+        self.sides: list[FirstStageSide] = sides
         self.index_dir = index_dir
         self.rrf_k = rrf_k
         self.fusion_depth = fusion_depth
@@ -321,6 +350,7 @@ def build_first_stage(
         raise ValueError(f"{index_dir} holds a {_settings_kind(settings)!r} index, not {kind!r}")
     options = _coerce_numbers(options)
     fusion = {}
+    sides: list[FirstStageSide]
     if kind == "bm25":
         sides = [_bm25(index_dir, options)]
     elif kind == "dense":
@@ -333,9 +363,10 @@ def build_first_stage(
     else:
         from rerank_pipeline.components.elasticsearch import ElasticsearchSide
 
-        sides = [ElasticsearchSide.create(settings=settings, options=options, embedding_model=embedding_model)]
-        if sides[0].dense:  # hybrid on the cluster: BM25 and kNN retrievers joined by RRF
-            fusion = {"rrf_k": sides[0].settings["rrf_k"], "fusion_depth": sides[0].settings["fusion_depth"],
+        cluster = ElasticsearchSide.create(settings=settings, options=options, embedding_model=embedding_model)
+        sides = [cluster]
+        if cluster.dense:  # hybrid on the cluster: BM25 and kNN retrievers joined by RRF
+            fusion = {"rrf_k": cluster.settings["rrf_k"], "fusion_depth": cluster.settings["fusion_depth"],
                       "fused": True}
     if options:
         raise ValueError(f"unknown options for the {kind} first stage: {sorted(options)}")

@@ -20,12 +20,13 @@ import logging
 import os
 import re
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+
+from rerank_pipeline.atomic import write_text_atomic
 
 if TYPE_CHECKING:  # imported lazily: the CLI reads this module's defaults without loading Haystack
     from haystack import Pipeline
@@ -286,14 +287,5 @@ def serve(
 
 
 def export(pipeline: Pipeline, output: str | Path) -> Path:
-    """Write :func:`hayhooks_yaml` to ``output`` atomically (a temporary file, then ``os.replace``)."""
-    output = Path(output)
-    text = hayhooks_yaml(pipeline)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=output.parent, prefix=f".{output.name}.", delete=False
-    ) as handle:
-        handle.write(text)
-    os.chmod(handle.name, 0o644)  # a temporary file is private (0600); the export is an ordinary file
-    os.replace(handle.name, output)
-    return output
+    """Write :func:`hayhooks_yaml` to ``output`` atomically (:func:`~rerank_pipeline.atomic.write_text_atomic`)."""
+    return write_text_atomic(output, hayhooks_yaml(pipeline))

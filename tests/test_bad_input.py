@@ -143,7 +143,7 @@ def test_duplicate_ids_in_the_python_api(tmp_path, caplog):
 
 def test_a_checkpoint_without_a_trained_head_is_refused_unless_allowed(tiny_encoder):
     from rerank_pipeline.components import CrossEncoderRanker
-    from rerank_pipeline.components.ranker.scoring import ModelLoadError
+    from rerank_pipeline.components.ranker.loading import ModelLoadError
 
     with pytest.raises(ModelLoadError, match=r"has no trained scoring head \(its config.json names the architecture "
                                              r"BertModel.*rerank-pipeline train --base-model"):
@@ -158,7 +158,7 @@ def test_a_classifier_config_whose_weights_lack_the_head_is_refused(tmp_path):
     from safetensors.torch import load_file, save_file
 
     from rerank_pipeline.components import CrossEncoderRanker
-    from rerank_pipeline.components.ranker.scoring import ModelLoadError
+    from rerank_pipeline.components.ranker.loading import ModelLoadError
 
     folder = make_tiny_bert_cross_encoder(tmp_path / "headless")
     weights = load_file(folder / "model.safetensors")

@@ -227,24 +227,26 @@ class _FakeClient:
         self.mget_calls = 0
 
     def mget(self, index, ids, source_excludes=()):
+        assert index == "fake"  # the store's own index
         self.mget_calls += 1
         return {"docs": [{"_id": i, "found": True,
                           "_source": {k: v for k, v in self.source[i].items() if k not in source_excludes}}
                          if i in self.source else {"_id": i, "found": False} for i in ids]}
 
     def refresh(self, index):
-        pass
+        assert index == "fake"
 
 
 class _FakeStore:
     """A stand-in for ElasticsearchDocumentStore's bulk write: ``_source`` is ``Document.to_dict()`` keyed by id (an
     id written again replaces it, as the ``index`` action does); the write of batch ``fail_at`` fails once."""
 
-    _index = "fake"
-
     def __init__(self, fail_at=None):
         self.source, self.fail_at, self.writes = {}, fail_at, []
         self.client = _FakeClient(self.source)
+
+    def to_dict(self):  # the index name, read as from ElasticsearchDocumentStore.to_dict
+        return {"init_parameters": {"index": "fake"}}
 
     def write_documents(self, documents, policy, refresh):
         from haystack.document_stores.types import DuplicatePolicy

@@ -54,11 +54,11 @@ def test_other_architectures_are_left_alone(tiny_modernbert):
 def test_ranker_runs_the_bert_last_layer_for_the_first_token_only(tiny_bert):
     ranker = CrossEncoderRanker(str(tiny_bert), device="cpu")
     ranker.warm_up()
-    assert isinstance(ranker._scorer.logits_fn.model.bert.encoder.layer[-1], FirstTokenLastLayer)
+    assert isinstance(ranker.engine.model.bert.encoder.layer[-1], FirstTokenLastLayer)
 
 
 def test_ranker_matches_sentence_transformers_on_xlm_roberta(tiny_xlm_roberta):
     expected = CrossEncoder(str(tiny_xlm_roberta), device="cpu").predict(BACKEND_PAIRS)
     ranker = CrossEncoderRanker(str(tiny_xlm_roberta), device="cpu", batch_size=3, max_batch_tokens=120)
     np.testing.assert_allclose(ranker.predict(BACKEND_PAIRS), expected, atol=1e-4, rtol=0)
-    assert isinstance(ranker._scorer.logits_fn.model.roberta.encoder.layer[-1], FirstTokenLastLayer)
+    assert isinstance(ranker.engine.model.roberta.encoder.layer[-1], FirstTokenLastLayer)

@@ -16,7 +16,7 @@ from sentence_transformers import CrossEncoder
 from rerank_pipeline.components import CrossEncoderRanker
 from tiny_models import BACKEND_PAIRS
 from rerank_pipeline.components.ranker.batching import plan_token_budget_batches
-from rerank_pipeline.components.ranker.scoring import ModelLoadError
+from rerank_pipeline.components.ranker.loading import ModelLoadError
 
 QUERY = "supersonic boundary layer heat transfer"
 TEXTS = [
@@ -300,7 +300,7 @@ def test_torch_int8_quantization_stays_close(tiny_bert):
     expected = CrossEncoder(str(tiny_bert), device="cpu").predict(PAIRS)
     ranker = CrossEncoderRanker(str(tiny_bert), device="cpu", quantize=True)
     scores = ranker.predict(PAIRS)
-    linears = [module for module in ranker._scorer.logits_fn.model.modules() if type(module).__name__ == "Linear"]
+    linears = [module for module in ranker.engine.model.modules() if type(module).__name__ == "Linear"]
     assert linears and all("quantized.dynamic" in type(module).__module__ for module in linears)
     # The random tiny model is far more sensitive than real weights (~1e-3 on MiniLM); check it stays close.
     assert np.abs(scores - expected).max() < 0.25
@@ -393,7 +393,7 @@ def test_fast_padding_equals_the_tokenizers_own(tiny_bert, padding_side):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     tokenizer.padding_side = padding_side
-    scorer = PairScorer(tokenizer, logits_fn=None, max_length=64)
+    scorer = PairScorer(tokenizer, engine=None, max_length=64)
     encoded = scorer.tokenize(BACKEND_PAIRS)
     indices = [4, 0, 6, 2]
     expected = tokenizer.pad({name: [values[i] for i in indices] for name, values in encoded.items()},

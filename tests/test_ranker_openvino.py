@@ -52,9 +52,9 @@ def test_openvino_int8_calibrates_on_the_first_pairs_it_scores(minilm_cross_enco
     expected = minilm_expected
     ranker = CrossEncoderRanker(str(minilm_cross_encoder), backend="openvino", quantize=True)
     ranker.warm_up()
-    assert ranker._scorer.logits_fn.needs_calibration
+    assert ranker.engine.needs_calibration
     scores = ranker.predict(PAIRS)
-    assert not ranker._scorer.logits_fn.needs_calibration
+    assert not ranker.engine.needs_calibration
     assert scores.shape == expected.shape
     assert np.abs(scores - expected).max() < 0.1
     assert np.corrcoef(scores, expected)[0, 1] > 0.9
@@ -66,7 +66,7 @@ def test_openvino_int8_with_calibration_pairs_is_ready_after_warm_up(minilm_cros
     ranker = CrossEncoderRanker(str(minilm_cross_encoder), backend="openvino", quantize=True,
                                 calibration_pairs=CALIBRATION)
     ranker.warm_up()
-    assert not ranker._scorer.logits_fn.needs_calibration
+    assert not ranker.engine.needs_calibration
     scores = ranker.predict(PAIRS)
     assert np.corrcoef(scores, expected)[0, 1] > 0.9
     results: dict[int, np.ndarray] = {}
@@ -110,9 +110,9 @@ def test_openvino_bad_options_are_refused(tiny_bert, kwargs, message):
         CrossEncoderRanker(str(tiny_bert), **kwargs)
 
 
-def _logits_fn(ranker: CrossEncoderRanker):
+def _engine(ranker: CrossEncoderRanker):
     ranker.warm_up()
-    return ranker._scorer.logits_fn
+    return ranker.engine
 
 
 def _refuse_conversion(monkeypatch):
@@ -133,13 +133,13 @@ def test_openvino_conversion_and_calibration_are_cached_on_disk(tiny_bert, expec
 
     _refuse_conversion(monkeypatch)
     again = CrossEncoderRanker(str(tiny_bert), backend="openvino", quantize=True)
-    assert not _logits_fn(again).needs_calibration  # ready at warm-up: read, not recalibrated
+    assert not _engine(again).needs_calibration  # ready at warm-up: read, not recalibrated
     np.testing.assert_array_equal(again.predict(PAIRS), scores)
     np.testing.assert_allclose(CrossEncoderRanker(str(tiny_bert), backend="openvino").predict(PAIRS), fp32, atol=0)
     np.testing.assert_allclose(fp32, expected, atol=1e-4, rtol=0)  # saved without fp16 compression
 
     other = CrossEncoderRanker(str(tiny_bert), backend="openvino", quantize=True, calibration_pairs=CALIBRATION)
-    assert not _logits_fn(other).needs_calibration  # other calibration data: its own entry, calibrated at warm-up
+    assert not _engine(other).needs_calibration  # other calibration data: its own entry, calibrated at warm-up
     assert len(list((tmp_path / "model-cache" / "openvino").rglob("manifest.json"))) == 3
 
 
@@ -149,10 +149,10 @@ def test_openvino_cache_is_keyed_by_the_model_files(tiny_bert, tmp_path):
 
     model = shutil.copytree(tiny_bert, tmp_path / "model")
     CrossEncoderRanker(str(model), backend="openvino", quantize=True).predict(PAIRS)
-    assert not _logits_fn(CrossEncoderRanker(str(model), backend="openvino", quantize=True)).needs_calibration
+    assert not _engine(CrossEncoderRanker(str(model), backend="openvino", quantize=True)).needs_calibration
     weights = next(model.glob("*.safetensors"))
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # "retrained"
-    assert _logits_fn(CrossEncoderRanker(str(model), backend="openvino", quantize=True)).needs_calibration
+    assert _engine(CrossEncoderRanker(str(model), backend="openvino", quantize=True)).needs_calibration
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete manifest"])
@@ -165,7 +165,7 @@ def test_openvino_corrupt_cache_entry_is_rebuilt(tiny_bert, tmp_path, damage, ca
     else:
         (entry / "manifest.json").unlink()
     rebuilt = CrossEncoderRanker(str(tiny_bert), backend="openvino", quantize=True)
-    assert _logits_fn(rebuilt).needs_calibration  # not trusted: calibrated again on its first pairs
+    assert _engine(rebuilt).needs_calibration  # not trusted: calibrated again on its first pairs
     assert "Rebuilding the corrupt OpenVINO cache entry" in caplog.text
     np.testing.assert_array_equal(rebuilt.predict(PAIRS), scores)
     assert (entry / "manifest.json").is_file()

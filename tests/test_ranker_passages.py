@@ -170,12 +170,21 @@ def test_max_passage_keeps_the_maximum_over_passages(tiny_bert, tokenizer):
         found = [any(head[i:i + len(needle)] == needle for i in range(len(head))) for head in heads]
         return torch.tensor([[5.0 if hit else -1.0] for hit in found])
 
+    class FakeEngine:  # a Engine (components/ranker/engines) scoring with fake_logits
+        input_names, device, needs_calibration = None, torch.device("cpu"), False
+
+        def calibrate(self, batches) -> None:
+            pass
+
+        def __call__(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+            return fake_logits(features)
+
     results = {}
     for policy in ("truncate", "max_passage"):
         ranker = CrossEncoderRanker(str(tiny_bert), top_k=None, device="cpu", scale_score=False,
                                     long_document=policy)
         ranker.warm_up()
-        ranker._scorer.logits_fn = fake_logits
+        ranker._scorer.engine = FakeEngine()
         results[policy] = {
             d.id: d.score
             for d in ranker.run(query=QUERY, documents=[Document(id="long", content=LONG_TEXT),

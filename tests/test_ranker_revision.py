@@ -57,7 +57,7 @@ def test_revision_loads_that_snapshot(offline_hub, revision):
     _, sources = offline_hub
     pinned = CrossEncoderRanker(REPO, revision=revision, device="cpu")
     pinned.warm_up()
-    hf_model = pinned._scorer.logits_fn.model
+    hf_model = pinned.engine.model
     assert hf_model.config.snapshot_marker == "b"  # config of the pinned commit
     assert pinned._scorer.max_length == 48  # its tokenizer
     expected = CrossEncoder(str(sources[NEW]), device="cpu").predict(BACKEND_PAIRS)

@@ -35,6 +35,8 @@ from typing import Any, TypeVar
 
 from haystack import Document
 from haystack.document_stores.errors import DuplicateDocumentError
+# Private, kept on purpose: count_unique_metadata_by_filter counts values (lists, dicts) the way the
+# InMemoryDocumentStore we extend hashes them; Haystack has no public equivalent.
 from haystack.document_stores.in_memory.document_store import _make_metadata_value_hashable
 from haystack.document_stores.types import DuplicatePolicy
 

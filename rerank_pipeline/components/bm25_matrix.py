@@ -17,6 +17,8 @@ from itertools import chain
 
 import bm25s
 import numpy as np
+# Private, kept on purpose: bm25s's own IDF and term-frequency formulas, so the matrix scores equal bm25s's; bm25s
+# exposes them under no public name.
 from bm25s.scoring import _select_idf_scorer, _select_tfc_scorer
 
 METHOD = "lucene"

@@ -178,6 +178,8 @@ def open_document_store(
     mapping = index_mapping(meta_fields_to_index, embedding_dims)
     store = store_cls(hosts=url, index=index, custom_mapping=mapping, embedding_similarity_function=SIMILARITY,
                       request_timeout=request_timeout)
+    # The store's private _handle_auth resolves its API key secrets exactly as its own client does; the public
+    # store.client would create the index (with the integration's settings, not ours) before it is checked here.
     client = Elasticsearch(url, api_key=store._handle_auth(), request_timeout=request_timeout, max_retries=0)
     try:
         client.info()
@@ -193,12 +195,17 @@ def open_document_store(
     return store
 
 
+def index_name(store) -> str:
+    """The index an ``ElasticsearchDocumentStore`` reads and writes (from its public serialization)."""
+    return store.to_dict()["init_parameters"]["index"]
+
+
 def unchanged_ids(store, documents: list[Document]) -> set[str]:
     """The ids of ``documents`` the index already holds with the same content and meta: one ``mget`` (without the
     embeddings) for the batch, so a rerun after a failure neither re-embeds nor rewrites them."""
     if not documents:
         return set()
-    response = store.client.mget(index=store._index, ids=[doc.id for doc in documents],
+    response = store.client.mget(index=index_name(store), ids=[doc.id for doc in documents],
                                  source_excludes=[EMBEDDING_FIELD])
     stored = {hit["_id"]: Document.from_dict(hit["_source"]) for hit in response["docs"] if hit.get("found")}
     return {doc.id for doc in documents
@@ -228,7 +235,7 @@ def bulk_index(store, documents: list[Document], batch_size: int = DEFAULT_BULK_
             bar.update(len(batch))
             if skipped:
                 bar.set_postfix(unchanged=skipped)
-    store.client.indices.refresh(index=store._index)
+    store.client.indices.refresh(index=index_name(store))
     if skipped:
         logger.info("%d of %d documents were already indexed unchanged and were skipped", skipped, len(documents))
     return written

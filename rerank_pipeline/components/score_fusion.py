@@ -8,8 +8,6 @@ alone. A trained model folder stores its dev-tuned weight in ``fusion.json`` (se
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 import numpy as np
 from haystack import Document, component, default_from_dict, default_to_dict
 
+from rerank_pipeline.atomic import atomic_write
 from rerank_pipeline.components.rrf import FUSION_DEPTH, RRF_K, ReciprocalRankFusion
 from rerank_pipeline.options import FUSION_METHODS
 
@@ -51,14 +50,8 @@ def save_fusion_settings(model_dir: str | Path, weight: float, **details: Any) -
     """Write ``fusion.json`` (``{"method": "minmax", "weight": ...}`` plus ``details``) atomically into ``model_dir``."""
     path = Path(model_dir) / FUSION_FILE
     payload = {"method": "minmax", "weight": float(weight), **details}
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".fusion-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(payload, out, indent=2)
-        os.replace(temp, path)
-    except BaseException:  # e.g. details that are not JSON: leave no half-written temporary file behind
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as out:  # e.g. details that are not JSON: no half-written file, old one kept
+        json.dump(payload, out, indent=2)
     return path
 
 

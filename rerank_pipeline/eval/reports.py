@@ -7,10 +7,10 @@ import io
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from rerank_pipeline import atomic
 from rerank_pipeline.eval.end_to_end import EndToEndResult
 from rerank_pipeline.eval.protocol import ProtocolResult, SuiteResult, metric_names
 from rerank_pipeline.eval.significance import PairedTest, format_delta, paired_test
@@ -38,19 +38,8 @@ def portable_paths(value):
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path`` and move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    """Write ``text`` to ``path`` atomically, newlines as given (:func:`rerank_pipeline.atomic.write_text_atomic`)."""
+    return atomic.write_text_atomic(path, text, newline="")
 
 
 def write_json(path: str | Path, payload) -> Path:
@@ -201,12 +190,11 @@ def plot_base_vs_reranked(
     axis.legend(fontsize=8)
     figure.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(handle)
-    figure.savefig(temporary, dpi=120)
-    plt.close(figure)
-    os.replace(temporary, path)
+    try:
+        with atomic.atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=120)
+    finally:
+        plt.close(figure)
     return path
 
 

@@ -41,7 +41,7 @@ def teacher_labels(candidates: Sequence[str], retriever_rankings: Sequence[Ranki
 
 def is_trained_cross_encoder(model) -> bool:
     """True when ``model`` (a ``CrossEncoder``) was loaded with a trained one-label sequence-classification head."""
-    from rerank_pipeline.components.ranker.scoring import untrained_head_reason
+    from rerank_pipeline.components.ranker.loading import untrained_head_reason
 
     config = model.model.config
     architectures = getattr(config, "architectures", None) or []

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from rerank_pipeline.atomic import write_text_atomic
 from rerank_pipeline.components.pair_ranking import ScorerRanker
 from rerank_pipeline.components.score_fusion import save_fusion_settings
 from rerank_pipeline.datasets import RetrievalDataset
@@ -243,9 +244,7 @@ def merge_negatives(*sources: dict[str, list[str]]) -> dict[str, list[str]]:
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
-    os.replace(temp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2, default=str))
 
 
 def wants_distillation(config: TrainingConfig, model) -> bool:

@@ -20,19 +20,11 @@ from haystack.utils import ComponentDevice, Secret
 from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kwargs
 
 from rerank_pipeline.components.pair_ranking import rank_documents
+from rerank_pipeline.components.ranker.engines import Engine, create_engine
 from rerank_pipeline.components.ranker.first_token_head import compute_last_layer_for_first_token_only
+from rerank_pipeline.components.ranker.loading import effective_max_length, load_sentence_transformers_cross_encoder
 from rerank_pipeline.components.ranker.passages import encode_passages
-from rerank_pipeline.components.ranker.scoring import (
-    PairScorer,
-    TorchLogits,
-    apply_activation,
-    effective_max_length,
-    load_sentence_transformers_cross_encoder,
-    model_input_names,
-    quantize_linear_layers_int8,
-    resolve_autocast_dtype,
-    sample_features,
-)
+from rerank_pipeline.components.ranker.scoring import PairScorer, apply_activation
 from rerank_pipeline.options import (
     EMPTY_DOCUMENT_POLICIES,
     LONG_DOCUMENT_POLICIES,
@@ -275,26 +267,19 @@ class CrossEncoderRanker:
         compute_last_layer_for_first_token_only(hf_model)
         tokenizer = cross_encoder.tokenizer
         max_length = effective_max_length(tokenizer, hf_model.config)
-        input_names = model_input_names(hf_model)
-        if self.backend == "openvino":
-            from rerank_pipeline.components.ranker.openvino import OpenVinoLogits
-
-            logits_fn = OpenVinoLogits(
-                hf_model, sample_features(tokenizer, input_names), self.precision, self.quantize,
-                model_id=self.model, calibration=self._calibration_key(), revision=self.revision,
-            )
-            input_names = set(logits_fn.input_names)
-        else:
-            hf_model.eval()
-            if self.quantize:
-                hf_model = quantize_linear_layers_int8(hf_model.to("cpu"))
-                device = torch.device("cpu")
-            logits_fn = TorchLogits(hf_model, device, resolve_autocast_dtype(self.precision, device))
+        engine = create_engine(
+            self.backend, hf_model, tokenizer, device, precision=self.precision, quantize=self.quantize,
+            model_id=self.model, calibration=self._calibration_key(), revision=self.revision,
+        )
         self._activation_fn = cross_encoder.activation_fn
-        self._model_prompt = cross_encoder._resolve_prompt(None, None) or ""
+        # What CrossEncoder.predict puts before each query (its _resolve_prompt(None, None)), read from the public
+        # prompts / default_prompt_name attributes.
+        default_prompt = cross_encoder.default_prompt_name
+        self._model_prompt = (cross_encoder.prompts.get(default_prompt) if default_prompt is not None else None) or ""
         self._num_labels = int(getattr(hf_model.config, "num_labels", 1))
-        self._torch_device = device
-        self._scorer = PairScorer(tokenizer, logits_fn, max_length, input_names)
+        self._torch_device = engine.device
+        input_names = set(engine.input_names) if engine.input_names is not None else None
+        self._scorer = PairScorer(tokenizer, engine, max_length, input_names)
         if self.calibration_pairs:
             self._calibrate([(self._model_prompt + query, text) for query, text in self.calibration_pairs])
 
@@ -310,19 +295,24 @@ class CrossEncoderRanker:
         """Calibrate an int8 OpenVINO model on (up to ``CALIBRATION_PAIRS`` of) ``pairs`` (text pairs, or rows
         already tokenized); no-op otherwise."""
         assert self._scorer is not None
-        logits_fn = self._scorer.logits_fn
-        if not getattr(logits_fn, "needs_calibration", False):
+        engine = self._scorer.engine
+        if not engine.needs_calibration:
             return
         with self._calibration_lock:
-            if logits_fn.needs_calibration:
+            if engine.needs_calibration:
                 if isinstance(pairs, dict):
                     encoded = {name: rows[:CALIBRATION_PAIRS] for name, rows in pairs.items()}
                 else:
                     encoded = self._scorer.tokenize(pairs[:CALIBRATION_PAIRS])
-                logger.info("Calibrating the int8 OpenVINO model of '%s' on %d pairs", self.model,
+                logger.info("Calibrating the %s engine of '%s' on %d pairs", self.backend, self.model,
                             len(encoded["input_ids"]))
                 batches = self._scorer.batches(encoded, self.batch_size, self._max_batch_tokens())
-                logits_fn.calibrate([self._scorer.pad(encoded, indices) for indices in batches])
+                engine.calibrate([self._scorer.pad(encoded, indices) for indices in batches])
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine running the model's forward pass (see ``backend``), or ``None`` before :meth:`warm_up`."""
+        return self._scorer.engine if self._scorer is not None else None
 
     # ------------------------------------------------------------------ scoring
 
@@ -360,9 +350,9 @@ class CrossEncoderRanker:
             pairs = list(zip(queries, documents))
             self._calibrate(pairs)
             return self._scorer.logits(pairs, batch_size, max_batch_tokens, show_progress_bar)
-        with self._scorer._tokenizer_lock:  # each pair tokenized once, into its passage windows
+        with self._scorer.locked_tokenizer() as tokenizer:  # each pair tokenized once, into its passage windows
             encoded, owners = encode_passages(
-                self._scorer.tokenizer, queries, documents, self._scorer.max_length, self.passage_overlap
+                tokenizer, queries, documents, self._scorer.max_length, self.passage_overlap
             )
         encoded = self._scorer.select_inputs(encoded)
         counts = np.bincount(owners, minlength=len(queries))

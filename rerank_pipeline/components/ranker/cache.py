@@ -1,4 +1,4 @@
-"""Where and under which key converted models (OpenVINO) are cached.
+"""Where and under which key converted models (OpenVINO) are cached, and the lock under which an entry is built.
 
 The folder follows the Hugging Face assets-cache rules, with our own override:
 
@@ -13,10 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 
 CACHE_ENV_VAR = "RERANK_PIPELINE_CACHE"
 LIBRARY_NAME = "rerank_pipeline"
@@ -78,3 +81,15 @@ def model_fingerprint(
     else:
         parts["revision"] = hub_revision(model_id, hub_cache_dir, revision) or revision
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def cache_entry_lock(entry: Path) -> Iterator[None]:
+    """Hold the lock of one cache entry (``<entry>.lock`` beside it) while it is built.
+
+    Other threads and processes building the same entry wait here (as long as the build takes); the caller
+    checks again for the entry once it holds the lock, so only the first one builds it.
+    """
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(entry.with_name(entry.name + ".lock"))):
+        yield

@@ -57,6 +57,7 @@ def compute_last_layer_for_first_token_only(model: torch.nn.Module) -> bool:
     if (
         type(model).__name__ not in SUPPORTED_CLASSES
         or int(transformers.__version__.split(".")[0]) < 5
+        # transformers' own layers read the attention kind from this private config field (no public accessor)
         or getattr(config, "_attn_implementation", None) not in SUPPORTED_ATTENTION
         or getattr(config, "is_decoder", False)
         or getattr(config, "add_cross_attention", False)

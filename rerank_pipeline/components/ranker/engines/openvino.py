@@ -1,16 +1,19 @@
-"""Run a Hugging Face sequence classifier with OpenVINO on CPU: fp32, or static int8 by NNCF post-training quantization.
+"""The OpenVINO engine: a Hugging Face sequence classifier run by OpenVINO on CPU, fp32 or static int8 (NNCF
+post-training quantization).
 
 The torch model is converted (``openvino.convert_model``) when the ranker loads. With ``quantize`` the
 weights *and* the activations of the matrix products run in int8 (``nncf.quantize`` with
 ``ModelType.TRANSFORMER``, i.e. SmoothQuant plus per-tensor activation scales). Activation scales are fixed ahead of
 time, so they are calibrated on real feature batches: the caller hands over batches of the text the ranker will
-score (see :meth:`OpenVinoLogits.calibrate`).
+score (see :meth:`OpenVinoEngine.calibrate`).
 
 Given the model's id, the converted and the calibrated models are cached on disk (:class:`OpenVinoCache`, under
 ``openvino`` in :func:`~rerank_pipeline.components.ranker.cache.default_cache_dir`), keyed by
 :func:`~rerank_pipeline.components.ranker.cache.model_fingerprint` (the model's files or Hub revision, torch, OpenVINO
 and NNCF versions) plus the variant (fp32, or int8 and its calibration), so a later start skips conversion (~3 s) and
-calibration (~20 s).
+calibration (~20 s). An entry is built under its lock
+(:func:`~rerank_pipeline.components.ranker.cache.cache_entry_lock`): one worker converts or calibrates, the others
+wait and read its result.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ import logging
 import shutil
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from rerank_pipeline.components.ranker.cache import cache_entry_lock, default_cache_dir, model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +77,6 @@ class OpenVinoCache:
         import nncf
         import openvino as ov
 
-        from rerank_pipeline.components.ranker.cache import default_cache_dir, model_fingerprint
-
         versions = {"openvino": ov.__version__, "nncf": nncf.__version__}
         root = Path(cache_dir) if cache_dir else default_cache_dir("openvino")
         self.folder = root / model_fingerprint(model_id, sorted(input_names), extra=versions, revision=revision)
@@ -92,6 +96,13 @@ class OpenVinoCache:
             shutil.rmtree(entry, ignore_errors=True)
             return None
 
+    @contextmanager
+    def building(self, variant: str) -> Iterator[None]:
+        """Hold ``variant``'s build lock (other threads and processes building it wait); check :meth:`load` again
+        inside, since another worker may have built it meanwhile."""
+        with cache_entry_lock(self.folder / variant):
+            yield
+
     def save(self, model: Any, variant: str) -> None:
         """Write ``model`` as ``variant`` (weights kept in their precision, not compressed to fp16)."""
         import openvino as ov
@@ -104,8 +115,9 @@ class OpenVinoCache:
             (staging / MANIFEST_FILE).write_text(json.dumps({"files": files}, indent=2), encoding="utf-8")
 
 
-class OpenVinoLogits:
-    """Forward padded feature batches through an OpenVINO model; same call contract as the torch forward.
+class OpenVinoEngine:
+    """Forward padded feature batches through an OpenVINO model on the CPU (a
+    :class:`~rerank_pipeline.components.ranker.engines.Engine`).
 
     With ``quantize=True`` the model is usable only after :meth:`calibrate` (or once a calibrated model is read
     from the cache). Each thread gets its own infer request, so one instance can score from several threads.
@@ -135,6 +147,7 @@ class OpenVinoLogits:
         self._int8_variant = f"int8-{calibration}"
         self._config = {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
         self.quantize = quantize
+        self.device = torch.device("cpu")
         self._fp32: Any = None
         self._compiled: Any = None
         self._per_thread = threading.local()
@@ -150,18 +163,25 @@ class OpenVinoLogits:
         """The converted fp32 model: from the cache, else converted from torch (and cached)."""
         if self._fp32 is None:
             self._fp32 = self._cached("fp32")
-        if self._fp32 is None:
-            import openvino as ov
-
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tracer warnings about mask branches that are constant for encoders
-                self._fp32 = ov.convert_model(
-                    self._torch_model.eval().to("cpu").float(),
-                    example_input={name: tensor.cpu() for name, tensor in self._sample_features.items()},
-                )
-            if self._cache:
-                self._cache.save(self._fp32, "fp32")
+        if self._fp32 is None and self._cache:
+            with self._cache.building("fp32"):
+                self._fp32 = self._cached("fp32")  # converted by another worker while this one waited
+                if self._fp32 is None:
+                    self._fp32 = self._convert()
+                    self._cache.save(self._fp32, "fp32")
+        elif self._fp32 is None:
+            self._fp32 = self._convert()
         return self._fp32
+
+    def _convert(self) -> Any:
+        import openvino as ov
+
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about mask branches that are constant for encoders
+            return ov.convert_model(
+                self._torch_model.eval().to("cpu").float(),
+                example_input={name: tensor.cpu() for name, tensor in self._sample_features.items()},
+            )
 
     @property
     def needs_calibration(self) -> bool:
@@ -169,11 +189,28 @@ class OpenVinoLogits:
         return self._compiled is None
 
     def calibrate(self, batches: Sequence[dict[str, torch.Tensor]]) -> None:
-        """Quantize to int8 with activation ranges measured on ``batches`` (padded feature batches), then compile."""
-        import nncf
+        """Quantize to int8 with activation ranges measured on ``batches`` (padded feature batches), then compile.
 
+        With a cache, the int8 entry is built under its lock: when another worker built it while this one waited,
+        its model is read and compiled instead (the same calibration key names the same calibration data).
+
+        :raises ValueError: when ``batches`` is empty.
+        """
         if not batches:
             raise ValueError("int8 calibration needs at least one batch of (query, document) pairs")
+        if not self._cache:
+            self._compiled = self._core.compile_model(self._quantize(batches), "CPU", self._config)
+            return
+        with self._cache.building(self._int8_variant):
+            quantized = self._cached(self._int8_variant)
+            if quantized is None:
+                quantized = self._quantize(batches)
+                self._cache.save(quantized, self._int8_variant)
+        self._compiled = self._core.compile_model(quantized, "CPU", self._config)
+
+    def _quantize(self, batches: Sequence[dict[str, torch.Tensor]]) -> Any:
+        import nncf
+
         data = [{name: np.asarray(batch[name].cpu().numpy(), dtype=np.int64) for name in self.input_names}
                 for batch in batches]
         nncf_logger = logging.getLogger("nncf")
@@ -185,9 +222,7 @@ class OpenVinoLogits:
             )
         finally:
             nncf_logger.setLevel(level)
-        if self._cache:
-            self._cache.save(quantized, self._int8_variant)
-        self._compiled = self._core.compile_model(quantized, "CPU", self._config)
+        return quantized
 
     def _infer_request(self) -> Any:
         compiled, request = getattr(self._per_thread, "state", (None, None))
