@@ -8,11 +8,11 @@ import pytest
 from haystack import Pipeline
 
 from rerank_pipeline.components import CrossEncoderRanker
-from rerank_pipeline.components.ranker import BACKENDS
+from rerank_pipeline.options import RANKER_ENGINES
 
 
 def test_backend_onnx_is_refused_naming_the_removal():
-    assert BACKENDS == ("torch", "openvino")
+    assert RANKER_ENGINES == ("torch", "openvino")
     with pytest.raises(ValueError, match=r"backend must be one of \('torch', 'openvino'\), got 'onnx' \(the ONNX"):
         CrossEncoderRanker("x", backend="onnx")
     assert "onnx_cache_dir" not in CrossEncoderRanker("x").to_dict()["init_parameters"]
