@@ -83,3 +83,10 @@ def test_weight_zero_reproduces_the_first_stage_on_cranfield(cranfield_dir, tiny
                      ranker_options={"allow_untrained_head": True}, always_rerank_positives=(), max_queries=40,
                      candidates=25, rerank_k=25)
     assert alone.metrics["cranfield"]["reranked"] != alone.metrics["cranfield"]["first_stage"]
+
+
+def test_a_folder_that_is_not_a_beir_collection_is_one_error_naming_what_is_missing(tmp_path):
+    from rerank_pipeline.datasets import DatasetError
+
+    with pytest.raises(DatasetError, match="qrels/test.tsv missing"):
+        evaluate(str(tmp_path), first_stage="bm25")

@@ -123,7 +123,7 @@ def load_collection(source: RetrievalDataset | str | Path, split: str = "test", 
 
     if isinstance(source, RetrievalDataset):
         return source
-    if Path(source).expanduser().is_dir() and (Path(source).expanduser() / "corpus.jsonl").is_file():
+    if Path(source).expanduser().is_dir():  # a local folder is a BEIR folder: one missing a file says which
         return load_beir(Path(source).expanduser(), split=split, **options)
     if str(source).lower().removeprefix("nano") in NANOBEIR_NAMES:
         return load_nanobeir(str(source), **options)
