@@ -3,7 +3,7 @@
 The Python API at the top level (imported on first use, so ``import rerank_pipeline`` and the CLI stay cheap):
 the components (:class:`CrossEncoderRanker`, :class:`RerankerScoreFusion`, :class:`ReciprocalRankFusion`), the
 pipeline helpers (:func:`build_pipeline`, :func:`load_pipeline`, :func:`search`), the collections
-(:class:`RetrievalDataset`, :func:`load_beir`) and evaluation (:func:`evaluate`, its :class:`Evaluation`). The full sets are in :mod:`rerank_pipeline.components`,
+(:class:`RetrievalDataset`, :func:`load_beir`) and evaluation (:func:`evaluate`, its :class:`Evaluation`) and tuning (:func:`tune`, its :class:`TuneResult`). The full sets are in :mod:`rerank_pipeline.components`,
 :mod:`rerank_pipeline.eval` and :mod:`rerank_pipeline.training`.
 """
 
@@ -26,11 +26,14 @@ _EXPORTS = {
     "load_beir": "datasets",
     "evaluate": "eval.experiment",
     "Evaluation": "eval.experiment",
+    "tune": "tuning.tuner",
+    "TuneResult": "tuning.tuner",
 }
 # written out for static tools (a computed __all__ is invisible to them); kept equal to _EXPORTS by tests
 __all__ = [
     "__version__", "CrossEncoderRanker", "ReciprocalRankFusion", "RerankerScoreFusion", "build_pipeline",
     "load_pipeline", "search", "RetrievalDataset", "load_beir", "evaluate", "Evaluation",
+    "tune", "TuneResult",
 ]
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 
@@ -52,4 +55,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; the same names as _EXPORTS
         build_pipeline as build_pipeline,
         load_pipeline as load_pipeline,
         search as search,
+    )
+    from rerank_pipeline.tuning.tuner import (
+        TuneResult as TuneResult,
+        tune as tune,
     )

@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = (
     "rerank_pipeline.cli.evaluate",
     "rerank_pipeline.cli.train",
     "rerank_pipeline.cli.serve",
+    "rerank_pipeline.cli.tune",
 )
 
 

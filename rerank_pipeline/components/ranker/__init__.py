@@ -314,6 +314,12 @@ class CrossEncoderRanker:
         """The engine running the model's forward pass (see ``backend``), or ``None`` before :meth:`warm_up`."""
         return self._scorer.engine if self._scorer is not None else None
 
+    @property
+    def window(self) -> int | None:
+        """Tokens a (query, document) pair is cut to: ``max_length``, else the checkpoint's own; ``None`` before
+        :meth:`warm_up`."""
+        return self._scorer.max_length if self._scorer is not None else None
+
     # ------------------------------------------------------------------ scoring
 
     takes_pair_names = True  # predict(names=...): the evaluation harness passes each pair's document id
