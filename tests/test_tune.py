@@ -157,3 +157,42 @@ def test_an_index_of_another_collection_is_refused(beir_dir, tiny_bert, tmp_path
     assert main(["tune", "--beir-dir", str(beir_dir), "--index-dir", str(tmp_path / "index"), "--model",
                  str(tiny_bert), "--output", str(tmp_path / "out"), "--no-progress"]) == 2
     assert "holds 45 documents but" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def cranfield_small(cranfield_dir, tmp_path_factory) -> Path:
+    """Cranfield's corpus and queries with the judgements of its first 20 training queries (train) and its test split."""
+    folder = tmp_path_factory.mktemp("cranfield-small")
+    (folder / "qrels").mkdir()
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        (folder / name).symlink_to(cranfield_dir / name)
+    header, *rows = (cranfield_dir / "qrels" / "train.tsv").read_text().splitlines()
+    keep = list(dict.fromkeys(row.split("\t")[0] for row in rows))[:20]
+    (folder / "qrels" / "train.tsv").write_text("\n".join([header, *(r for r in rows if r.split("\t")[0] in keep)]) + "\n")
+    shutil.copy(cranfield_dir / "qrels" / "test.tsv", folder / "qrels" / "test.tsv")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained_on_cranfield(cranfield_small, tiny_bert, tmp_path_factory) -> Path:
+    """The test cross-encoder adapted to Cranfield by ``rerank-pipeline train`` (a few steps: a real model folder
+    with its ``fusion.json``, not a good one)."""
+    output = tmp_path_factory.mktemp("trained") / "model"
+    assert main(["train", "--beir-dir", str(cranfield_small), "--base-model", str(tiny_bert), "--output", str(output),
+                 "--first-stage", "bm25", "--max-steps", "2", "--max-length", "32", "--self-supervised-pairs", "4",
+                 "--dev-fraction", "0.3", "--no-progress"]) == 0
+    assert (output / "fusion.json").is_file()
+    return output
+
+
+@pytest.mark.parametrize("model", ["test cross-encoder", "trained by rerank-pipeline train"])
+def test_on_cranfield_eval_of_the_written_pipeline_reproduces_tune_json(model, cranfield_small, tiny_bert, request,
+                                                                         tmp_path):
+    folder = tiny_bert if model == "test cross-encoder" else request.getfixturevalue("trained_on_cranfield")
+    report = run_tune(cranfield_small, tmp_path / "index", folder, tmp_path / "tuned", "--max-queries", "6",
+                      "--depths", "5", "--windows", "16", "--candidates", "10", "--latency-queries", "2",
+                      "--engines", "torch fp32", "--calibration", "none")
+    assert report["queries"] == 6 and len(report["configurations"]) == 3  # depth 10 (reference), depth 5, window 16
+    measured = eval_pipeline(cranfield_small, tmp_path / "tuned" / "pipeline.yml", tmp_path / "eval",
+                             "--max-queries", "6")
+    assert_reproduced(report, measured)
