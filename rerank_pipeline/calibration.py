@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,12 @@ class Calibration:
 
     def __post_init__(self) -> None:
         _validate(self.to_dict())
+        for name in ("a", "b"):  # plain floats, so to_dict is JSON/YAML as it is (no NumPy scalars)
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
+        for name in ("x", "y"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(float(value) for value in getattr(self, name)))
 
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         """Probabilities in [0, 1] of the raw ``logits`` (any shape)."""
@@ -76,7 +83,8 @@ class Calibration:
         if self.method == "platt":
             return {"method": "platt", "a": self.a, "b": self.b}
         if self.method == "isotonic":
-            return {"method": "isotonic", "x": list(self.x or ()), "y": list(self.y or ())}
+            return {"method": "isotonic", "x": [] if self.x is None else list(self.x),
+                    "y": [] if self.y is None else list(self.y)}
         return {"method": self.method}
 
     @classmethod
@@ -116,7 +124,7 @@ class Calibration:
 
 
 def _finite_number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"calibration {name} must be a number, got {type(value).__name__} {value!r}")
     if not math.isfinite(value):
         raise ValueError(f"calibration {name} must be finite, got {value!r}")
@@ -295,6 +303,7 @@ class CalibrationResult:
         top.legend(fontsize=7, loc="upper left")
         bottom.set_xlabel(f"predicted probability ({RELIABILITY_BINS} equal-width bins)")
         bottom.set_ylabel("pairs")
+        bottom.margins(y=0.2)
         figure.tight_layout()
         path = Path(path)
         try:

@@ -231,6 +231,11 @@ def test_round_trip_through_dict_and_file(tmp_path, method):
     logits, labels, groups = synthetic_pairs(40, seed=5)
     calibration = fit_calibration(logits, labels, groups, method=method).calibration
     assert Calibration.from_dict(json.loads(json.dumps(calibration.to_dict()))) == calibration
+    from_numpy = (Calibration("platt", a=np.float32(2.0), b=np.float64(0.5)) if method == "platt"
+                  else Calibration("isotonic", x=np.array([0.0, 1.0]), y=np.array([0.5, 0.5], dtype=np.float32)))
+    for plain in (calibration.to_dict(), from_numpy.to_dict()):  # plain floats, not NumPy scalars
+        values = [value for key, value in plain.items() if key != "method"]
+        assert all(type(value) is float for value in (values if method == "platt" else values[0] + values[1]))
     path = calibration.save(tmp_path / "calibration.json")
     assert Calibration.load(path) == calibration
     probabilities = Calibration.load(path)(np.array([-1e6, -1.0, 0.0, 2.0, 1e6]))
