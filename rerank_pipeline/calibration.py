@@ -16,6 +16,7 @@ Usage:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import numbers
@@ -156,9 +157,9 @@ def _validate(data: Any) -> None:
     y = [_finite_number(v, f"y[{i}]") for i, v in enumerate(data["y"])]
     if len(x) != len(y):
         raise ValueError(f"isotonic calibration x and y must have the same length, got {len(x)} and {len(y)}")
-    if any(later <= earlier for earlier, later in zip(x, x[1:])):
+    if any(later <= earlier for earlier, later in itertools.pairwise(x)):
         raise ValueError("isotonic calibration x must be strictly increasing")
-    if any(later < earlier for earlier, later in zip(y, y[1:])):
+    if any(later < earlier for earlier, later in itertools.pairwise(y)):
         raise ValueError("isotonic calibration y must be non-decreasing (monotone)")
     if y[0] < 0 or y[-1] > 1:
         raise ValueError(f"isotonic calibration y must lie in [0, 1], got {y[0]!r} .. {y[-1]!r}")
