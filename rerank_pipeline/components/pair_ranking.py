@@ -50,12 +50,17 @@ def rank_documents(
     document_text: Callable[[Document], str | None] = lambda document: document.content,
     top_k: int | None = None,
     score_threshold: float | None = None,
+    shown_score: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[list[Document]]:
     """Each query's candidates scored (all pairs in one ``score_pairs`` call) and sorted best first.
 
     Candidates are de-duplicated by id first (the copy with the highest incoming score is kept); a document whose
     ``document_text`` is None is skipped (logged). Equal scores keep the input order. Returns copies with ``score``
     set, at most ``top_k`` a query, those below ``score_threshold`` dropped.
+
+    ``shown_score`` (a non-decreasing map, e.g. a :class:`~rerank_pipeline.calibration.Calibration`) turns the
+    scores into the ``Document.score`` returned and compared with ``score_threshold``; documents are still ordered
+    by the scores ``score_pairs`` gave, so ties the map creates never reorder them.
 
     :raises ValueError: a blank query or ``top_k <= 0``.
     """
@@ -76,16 +81,18 @@ def rank_documents(
     skipped = sum(map(len, candidates)) - len(kept)
     if skipped:
         logger.warning("skipped %d document(s) without text", skipped)
-    ranked: list[list[Document]] = [[] for _ in queries]
+    ranked: list[list[tuple[float, Document]]] = [[] for _ in queries]
     if kept:
         scores = np.asarray(score_pairs([queries[index] for index, _ in kept], texts, [document.id for _, document in kept]))
         if scores.shape[0] != len(kept):
             raise RuntimeError(f"the scorer returned {scores.shape[0]} scores for {len(kept)} pairs")
-        for (index, document), score in zip(kept, scores):
-            ranked[index].append(replace(document, score=float(score)))
+        shown = np.asarray(shown_score(scores)) if shown_score is not None else scores
+        for (index, document), score, order in zip(kept, shown, scores):
+            ranked[index].append((float(order), replace(document, score=float(score))))
     results = []
-    for documents in ranked:
-        documents.sort(key=lambda document: document.score, reverse=True)
+    for scored in ranked:
+        scored.sort(key=lambda item: item[0], reverse=True)
+        documents = [document for _, document in scored]
         if score_threshold is not None:
             documents = [document for document in documents if document.score >= score_threshold]
         results.append(documents[:top_k] if top_k is not None else documents)

@@ -19,6 +19,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils import ComponentDevice, Secret
 from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kwargs
 
+from rerank_pipeline.calibration import Calibration
 from rerank_pipeline.components.pair_ranking import rank_documents
 from rerank_pipeline.components.ranker.engines import Engine, create_engine
 from rerank_pipeline.components.ranker.first_token_head import compute_last_layer_for_first_token_only
@@ -100,6 +101,7 @@ class CrossEncoderRanker:
         tokenizer_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
         revision: str | None = None,
+        calibration: dict[str, Any] | None = None,
     ) -> None:
         """Create the ranker; nothing is loaded until :meth:`warm_up` (or the first ``run``/``predict``).
 
@@ -145,9 +147,14 @@ class CrossEncoderRanker:
         :param revision: Hub revision (commit hash, branch or tag) of ``model`` to load, so a Hub model is pinned;
             ``None`` loads the default branch. Passed to every loader (config, tokenizer, weights) and used in the
             OpenVINO cache key. Ignored for a local folder.
+        :param calibration: A fitted logit -> probability map (:meth:`rerank_pipeline.calibration.Calibration.to_dict`,
+            e.g. from ``fit_calibration``): ``run`` then returns each document's calibrated probability of relevance
+            as ``Document.score`` (whatever ``scale_score`` says), so ``score_threshold`` is a probability; the order
+            stays that of the raw logits. ``predict`` still returns uncalibrated scores. ``None``: no calibration.
         :raises ValueError: If an argument is out of range or not one of its choices (the message names it and the
             value), or two arguments conflict (``quantize`` with bf16/fp16, ``backend="openvino"`` on CUDA,
-            ``calibration_pairs`` outside ``backend="openvino", quantize=True``).
+            ``calibration_pairs`` outside ``backend="openvino", quantize=True``), or ``calibration`` is not a valid
+            calibration.
         """
         if not str(model).strip():
             raise ValueError("model must be a Hub id or a local folder, got an empty string")
@@ -184,6 +191,7 @@ class CrossEncoderRanker:
             or any(not isinstance(pair, (list, tuple)) or len(pair) != 2 for pair in calibration_pairs)
         ):
             raise ValueError("calibration_pairs must be a non-empty list of (query, document) pairs, or None")
+        self._score_calibration = Calibration.from_dict(calibration) if calibration is not None else None
 
         self.model = str(model)
         self.top_k = top_k
@@ -215,6 +223,7 @@ class CrossEncoderRanker:
         self.tokenizer_kwargs = tokenizer_kwargs
         self.config_kwargs = config_kwargs
         self.revision = revision
+        self.calibration = self._score_calibration.to_dict() if self._score_calibration is not None else None
 
         self._scorer: PairScorer | None = None
         self._activation_fn: Any = None
@@ -412,8 +421,9 @@ class CrossEncoderRanker:
             documents without text are skipped or scored per ``empty_documents``.
         :param top_k: Overrides the init ``top_k`` for this call.
         :param score_threshold: Overrides the init ``score_threshold`` for this call.
-        :param scale_score: Overrides the init ``scale_score`` for this call.
-        :returns: ``{"documents": [...]}``, copies of the inputs with ``score`` set, sorted by descending score.
+        :param scale_score: Overrides the init ``scale_score`` for this call (ignored with ``calibration``).
+        :returns: ``{"documents": [...]}``, copies of the inputs with ``score`` set, sorted by descending score
+            (with ``calibration``: by descending raw logit, the score being its calibrated probability).
         :raises ValueError: If ``query`` is empty, ``top_k`` is not positive, or the model has more than one label.
         """
         return {"documents": self._rank([query], [documents], top_k, score_threshold, scale_score)[0]}
@@ -436,6 +446,8 @@ class CrossEncoderRanker:
         """Each query's documents scored (all pairs in one ``_pair_logits`` call) and sorted by
         :func:`~rerank_pipeline.components.pair_ranking.rank_documents`, best first."""
         scale_score = self.scale_score if scale_score is None else scale_score
+        if self._score_calibration is not None:  # calibrated from the raw logit
+            scale_score = False
 
         def scores(pair_queries: list[str], texts: list[str], names: list[str]) -> np.ndarray:
             self.warm_up()
@@ -448,6 +460,7 @@ class CrossEncoderRanker:
         return rank_documents(
             queries, candidates, scores, self._document_text, top_k=self.top_k if top_k is None else top_k,
             score_threshold=self.score_threshold if score_threshold is None else score_threshold,
+            shown_score=self._score_calibration,
         )
 
     @component.output_types(documents=list[Document])
