@@ -3,14 +3,14 @@
 :func:`fit_calibration` fits it on judged (query, candidate) pairs (Platt scaling or isotonic regression, with
 scikit-learn), cross-validated by query so the figures it reports (Brier score, expected calibration error, the
 threshold reaching a target precision) come from queries the fit did not see. The result, a :class:`Calibration`,
-is plain numbers (JSON, no pickle): ``CrossEncoderRanker(calibration=calibration.to_dict())`` then returns
+is plain numbers (JSON, no pickle): ``CrossEncoderRanker(score_calibration=calibration.to_dict())`` then returns
 calibrated probabilities as ``Document.score``, so ``score_threshold`` is a probability of relevance.
 
 Usage:
     result = fit_calibration(logits, labels, query_ids, method="platt", target_precision=0.7)
     result.calibration.save("calibration.json")
     result.reliability_diagram("reliability.png")
-    ranker = CrossEncoderRanker(model, calibration=result.calibration.to_dict(),
+    ranker = CrossEncoderRanker(model, score_calibration=result.calibration.to_dict(),
                                 score_threshold=result.threshold)
 """
 

@@ -277,7 +277,7 @@ def raw_ranking(tiny_bert):
 def test_the_ranker_returns_calibrated_probabilities_in_the_raw_order(tiny_bert, raw_ranking):
     logits = np.array([document.score for document in raw_ranking])
     platt = Calibration("platt", a=2.0, b=-float(np.median(logits)))
-    ranker = CrossEncoderRanker(str(tiny_bert), device="cpu", top_k=None, calibration=platt.to_dict())
+    ranker = CrossEncoderRanker(str(tiny_bert), device="cpu", top_k=None, score_calibration=platt.to_dict())
     for scale_score in (None, False, True):  # scale_score does not change calibrated scores
         ranked = ranker.run(QUERY, list(reversed(DOCUMENTS)), scale_score=scale_score)["documents"]
         assert [document.id for document in ranked] == [document.id for document in raw_ranking]
@@ -291,7 +291,7 @@ def test_isotonic_ties_never_reorder_documents(tiny_bert, raw_ranking):
     logits = sorted(document.score for document in raw_ranking)
     # everything up to the second-highest logit on one step (0.3), the top logit above it
     flat = Calibration("isotonic", x=(logits[0] - 1, logits[-2], logits[-1]), y=(0.3, 0.3, 0.9))
-    ranker = CrossEncoderRanker(str(tiny_bert), device="cpu", top_k=None, calibration=flat.to_dict())
+    ranker = CrossEncoderRanker(str(tiny_bert), device="cpu", top_k=None, score_calibration=flat.to_dict())
     for documents in (DOCUMENTS, list(reversed(DOCUMENTS))):
         ranked = ranker.run(QUERY, documents)["documents"]
         assert [document.id for document in ranked] == [document.id for document in raw_ranking]
@@ -303,7 +303,7 @@ def test_score_threshold_is_a_probability(tiny_bert, raw_ranking):
     platt = Calibration("platt", a=3.0, b=-float(np.median(logits)) * 3.0)
     expected = [document.id for document, p in zip(raw_ranking, platt(logits)) if p >= 0.5]
     assert 0 < len(expected) < len(DOCUMENTS)
-    ranker = CrossEncoderRanker(str(tiny_bert), device="cpu", top_k=None, calibration=platt.to_dict(),
+    ranker = CrossEncoderRanker(str(tiny_bert), device="cpu", top_k=None, score_calibration=platt.to_dict(),
                                 score_threshold=0.5)
     ranked = ranker.run(QUERY, DOCUMENTS)["documents"]
     assert [document.id for document in ranked] == expected
@@ -314,27 +314,27 @@ def test_score_threshold_is_a_probability(tiny_bert, raw_ranking):
 
 def test_the_ranker_refuses_a_bad_calibration_at_init():
     with pytest.raises(ValueError, match="calibration method must be one of"):
-        CrossEncoderRanker("some/model", calibration={"method": "temperature", "t": 2.0})
+        CrossEncoderRanker("some/model", score_calibration={"method": "temperature", "t": 2.0})
     with pytest.raises(ValueError, match="y must be non-decreasing"):
-        CrossEncoderRanker("some/model", calibration={"method": "isotonic", "x": [0.0, 1.0], "y": [0.9, 0.1]})
+        CrossEncoderRanker("some/model", score_calibration={"method": "isotonic", "x": [0.0, 1.0], "y": [0.9, 0.1]})
 
 
 def test_a_pipeline_yaml_carries_the_calibration(tiny_bert, raw_ranking):
     calibration = Calibration("isotonic", x=(-1.0, 0.0, 1.0), y=(0.1, 0.4, 0.8))
     pipeline = Pipeline()
     pipeline.add_component("ranker", CrossEncoderRanker(str(tiny_bert), device="cpu", top_k=3,
-                                                        calibration=calibration.to_dict()))
+                                                        score_calibration=calibration.to_dict()))
     text = pipeline.dumps()
     assert "isotonic" in text and "calibration:" in text
     loaded = load_pipeline(text)
     ranker = loaded.get_component("ranker")
-    assert ranker.calibration == calibration.to_dict()
+    assert ranker.score_calibration == calibration.to_dict()
     assert loaded.to_dict() == pipeline.to_dict()
     ranked = loaded.run({"ranker": {"query": QUERY, "documents": DOCUMENTS}})["ranker"]["documents"]
     assert [document.id for document in ranked] == [document.id for document in raw_ranking[:3]]
     assert [document.score for document in ranked] == pytest.approx(
         calibration(np.array([document.score for document in raw_ranking[:3]])).tolist(), abs=1e-6)
     plain = CrossEncoderRanker(str(tiny_bert)).to_dict()["init_parameters"]
-    assert plain["calibration"] is None
+    assert plain["score_calibration"] is None
     with pytest.raises(Exception, match="y must be non-decreasing"):
         load_pipeline(text.replace("- 0.8", "- 0.05"))

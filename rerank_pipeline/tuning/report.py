@@ -85,10 +85,11 @@ def calibration_markdown(calibration: Any) -> str:
     text = (f"Calibration ({data['calibration']['method']}, cross-validated by query, held-out figures): Brier "
             f"{before['brier']:.4f} -> {after['brier']:.4f}, ECE {before['ece']:.4f} -> {after['ece']:.4f} "
             "(before: the model's own sigmoid). ![reliability](reliability.png)")
-    threshold = data.get("threshold")
-    if threshold:
-        text += (f" A calibrated score_threshold of {threshold['threshold']:.4f} kept {threshold['pairs']} pairs at "
-                 f"precision {threshold['precision']:.3f} (target {threshold['target_precision']:g}).")
+    if data["threshold"] is not None:
+        text += (f" A calibrated score_threshold of {data['threshold']:.4f} kept {data['above']} held-out pairs at "
+                 f"precision {data['precision']:.3f} (target {data['target_precision']:g}).")
+    elif data["target_precision"] is not None:
+        text += f" No threshold reaches precision {data['target_precision']:g} on these judgements."
     return text
 
 

@@ -211,7 +211,7 @@ def tune(
     if calibration:
         calibration_result = measurer.calibrate(chosen.configuration, calibration, target_precision)
         if calibrated_scores:
-            options["calibration"] = calibration_result.calibration.to_dict()
+            options["score_calibration"] = calibration_result.calibration.to_dict()
     from rerank_pipeline.pipelines import build_pipeline
 
     pipeline = build_pipeline(index_dir, ranker_model=model, top_k=top_k, candidates=chosen.configuration.depth,
@@ -223,7 +223,7 @@ def tune(
                 "latency_queries": min(latency_queries, queries), "top_k": top_k, "fusion": fusion,
                 "full_grid": full, "depths": depths, "windows": windows,
                 "engines": [engine.label for engine in engines], "first_stage": first_stage,
-                "ranker_options": {key: value for key, value in base_options.items() if key != "calibration"},
+                "ranker_options": base_options,
                 "calibration": calibration, "target_precision": target_precision,
                 "calibrated_scores": calibrated_scores}
     return TuneResult(dataset=dataset.name, split=split, queries=queries, model=model, index_dir=str(index_dir),

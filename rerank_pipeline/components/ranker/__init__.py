@@ -101,7 +101,7 @@ class CrossEncoderRanker:
         tokenizer_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
         revision: str | None = None,
-        calibration: dict[str, Any] | None = None,
+        score_calibration: dict[str, Any] | None = None,
     ) -> None:
         """Create the ranker; nothing is loaded until :meth:`warm_up` (or the first ``run``/``predict``).
 
@@ -147,13 +147,13 @@ class CrossEncoderRanker:
         :param revision: Hub revision (commit hash, branch or tag) of ``model`` to load, so a Hub model is pinned;
             ``None`` loads the default branch. Passed to every loader (config, tokenizer, weights) and used in the
             OpenVINO cache key. Ignored for a local folder.
-        :param calibration: A fitted logit -> probability map (:meth:`rerank_pipeline.calibration.Calibration.to_dict`,
+        :param score_calibration: A fitted logit -> probability map (:meth:`rerank_pipeline.calibration.Calibration.to_dict`,
             e.g. from ``fit_calibration``): ``run`` then returns each document's calibrated probability of relevance
             as ``Document.score`` (whatever ``scale_score`` says), so ``score_threshold`` is a probability; the order
             stays that of the raw logits. ``predict`` still returns uncalibrated scores. ``None``: no calibration.
         :raises ValueError: If an argument is out of range or not one of its choices (the message names it and the
             value), or two arguments conflict (``quantize`` with bf16/fp16, ``backend="openvino"`` on CUDA,
-            ``calibration_pairs`` outside ``backend="openvino", quantize=True``), or ``calibration`` is not a valid
+            ``calibration_pairs`` outside ``backend="openvino", quantize=True``), or ``score_calibration`` is not a valid
             calibration.
         """
         if not str(model).strip():
@@ -191,7 +191,7 @@ class CrossEncoderRanker:
             or any(not isinstance(pair, (list, tuple)) or len(pair) != 2 for pair in calibration_pairs)
         ):
             raise ValueError("calibration_pairs must be a non-empty list of (query, document) pairs, or None")
-        self._score_calibration = Calibration.from_dict(calibration) if calibration is not None else None
+        self._score_calibration = Calibration.from_dict(score_calibration) if score_calibration is not None else None
 
         self.model = str(model)
         self.top_k = top_k
@@ -223,7 +223,7 @@ class CrossEncoderRanker:
         self.tokenizer_kwargs = tokenizer_kwargs
         self.config_kwargs = config_kwargs
         self.revision = revision
-        self.calibration = self._score_calibration.to_dict() if self._score_calibration is not None else None
+        self.score_calibration = self._score_calibration.to_dict() if self._score_calibration is not None else None
 
         self._scorer: PairScorer | None = None
         self._activation_fn: Any = None
@@ -421,9 +421,9 @@ class CrossEncoderRanker:
             documents without text are skipped or scored per ``empty_documents``.
         :param top_k: Overrides the init ``top_k`` for this call.
         :param score_threshold: Overrides the init ``score_threshold`` for this call.
-        :param scale_score: Overrides the init ``scale_score`` for this call (ignored with ``calibration``).
+        :param scale_score: Overrides the init ``scale_score`` for this call (ignored with ``score_calibration``).
         :returns: ``{"documents": [...]}``, copies of the inputs with ``score`` set, sorted by descending score
-            (with ``calibration``: by descending raw logit, the score being its calibrated probability).
+            (with ``score_calibration``: by descending raw logit, the score being its calibrated probability).
         :raises ValueError: If ``query`` is empty, ``top_k`` is not positive, or the model has more than one label.
         """
         return {"documents": self._rank([query], [documents], top_k, score_threshold, scale_score)[0]}
