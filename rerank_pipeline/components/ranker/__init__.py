@@ -21,6 +21,7 @@ from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kw
 
 from rerank_pipeline.components.pair_ranking import rank_documents
 from rerank_pipeline.components.ranker.engines import Engine, create_engine
+from rerank_pipeline.components.ranker.engines.torch import CPU_FP16_REFUSED
 from rerank_pipeline.components.ranker.first_token_head import compute_last_layer_for_first_token_only
 from rerank_pipeline.components.ranker.loading import effective_max_length, load_sentence_transformers_cross_encoder
 from rerank_pipeline.components.ranker.passages import encode_passages
@@ -119,7 +120,9 @@ class CrossEncoderRanker:
         :param trust_remote_code: Allow checkpoints that ship their own modelling code (e.g. gte-multilingual).
         :param passage_overlap: Tokens shared by consecutive passages under ``max_passage``.
         :param max_batch_tokens: Padded-token budget of one batch (``None``: 2048 on CPU, 65536 on CUDA).
-        :param precision: ``"auto"`` (fp32 on CPU; bf16, else fp16, on CUDA), ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        :param precision: ``"auto"`` (fp32 on CPU; bf16, else fp16, on CUDA), ``"fp32"``, ``"bf16"`` (autocast on
+            CUDA and on CPU, where it is fast with AVX512_BF16 or AMX: ``rerank_pipeline.hardware``) or ``"fp16"``
+            (CUDA only with ``backend="torch"``: refused on the CPU). Logits come back fp32 whatever the precision.
         :param backend: ``"torch"`` or ``"openvino"`` (CPU only; converted at warm-up and cached;
             ``pip install 'rerank-pipeline[openvino]'``).
         :param quantize: Int8 inference (faster on CPU, scores move by ~1e-3): ``torch.ao`` dynamic quantization of
@@ -147,7 +150,8 @@ class CrossEncoderRanker:
             OpenVINO cache key. Ignored for a local folder.
         :raises ValueError: If an argument is out of range or not one of its choices (the message names it and the
             value), or two arguments conflict (``quantize`` with bf16/fp16, ``backend="openvino"`` on CUDA,
-            ``calibration_pairs`` outside ``backend="openvino", quantize=True``).
+            ``precision="fp16"`` with ``backend="torch"`` on the CPU (at warm-up when ``device`` is ``None`` and
+            there is no CUDA), ``calibration_pairs`` outside ``backend="openvino", quantize=True``).
         """
         if not str(model).strip():
             raise ValueError("model must be a Hub id or a local folder, got an empty string")
@@ -175,6 +179,8 @@ class CrossEncoderRanker:
         if quantize and precision in ("bf16", "fp16"):
             raise ValueError("quantize=True runs int8 weights; it cannot be combined with precision bf16/fp16")
         device_name = device.to_torch_str() if isinstance(device, ComponentDevice) else device
+        if backend == "torch" and precision == "fp16" and device_name is not None and str(device_name).startswith("cpu"):
+            raise ValueError(CPU_FP16_REFUSED)
         if backend == "openvino" and device_name is not None and not str(device_name).startswith("cpu"):
             raise ValueError(f"backend='openvino' runs on the CPU; got device {device_name!r}")
         if calibration_pairs is not None and not (backend == "openvino" and quantize):
