@@ -10,6 +10,7 @@ import inspect
 import json
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from rerank_pipeline.components.ranker.engines import Engine, create_engine
 from rerank_pipeline.components.ranker.engines.torch import CPU_FP16_REFUSED
 from rerank_pipeline.components.ranker.first_token_head import compute_last_layer_for_first_token_only
 from rerank_pipeline.components.ranker.loading import effective_max_length, load_sentence_transformers_cross_encoder
-from rerank_pipeline.components.ranker.passages import encode_passages
+from rerank_pipeline.components.ranker.passages import encode_passages, tokens_beyond_passages
 from rerank_pipeline.components.ranker.scoring import PairScorer, apply_activation
 from rerank_pipeline.options import (
     EMPTY_DOCUMENT_POLICIES,
@@ -50,6 +51,8 @@ DEFAULT_MAX_PASSAGES = 32
 # SentenceTransformersSimilarityRanker's defaults, so a pipeline written for it loads unchanged.
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
 DEFAULT_TOKEN = Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False)
+TRUNCATED_TOKENS = "truncated_tokens"
+"""The ``Document.meta`` key ``report_truncation=True`` sets: document tokens the window left unscored."""
 
 
 @component
@@ -101,6 +104,7 @@ class CrossEncoderRanker:
         tokenizer_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
         revision: str | None = None,
+        report_truncation: bool = False,
     ) -> None:
         """Create the ranker; nothing is loaded until :meth:`warm_up` (or the first ``run``/``predict``).
 
@@ -148,6 +152,10 @@ class CrossEncoderRanker:
         :param revision: Hub revision (commit hash, branch or tag) of ``model`` to load, so a Hub model is pinned;
             ``None`` loads the default branch. Passed to every loader (config, tokenizer, weights) and used in the
             OpenVINO cache key. Ignored for a local folder.
+        :param report_truncation: Set ``meta["truncated_tokens"]`` on every returned document: how many of its
+            document tokens the window left unscored (0 when none). Under ``long_document="truncate"`` the tokens
+            the ``longest_first`` window cut; under ``"max_passage"`` the tokens after the first ``max_passages``
+            passages (usually 0). Off by default: nothing extra is computed then.
         :raises ValueError: If an argument is out of range or not one of its choices (the message names it and the
             value), or two arguments conflict (``quantize`` with bf16/fp16, ``backend="openvino"`` on CUDA,
             ``precision="fp16"`` with ``backend="torch"`` on the CPU (at warm-up when ``device`` is ``None`` and
@@ -221,6 +229,7 @@ class CrossEncoderRanker:
         self.tokenizer_kwargs = tokenizer_kwargs
         self.config_kwargs = config_kwargs
         self.revision = revision
+        self.report_truncation = report_truncation
 
         self._scorer: PairScorer | None = None
         self._activation_fn: Any = None
@@ -348,14 +357,21 @@ class CrossEncoderRanker:
 
     def _pair_logits(
         self, queries: list[str], documents: list[str], batch_size: int, show_progress_bar: bool = False,
-        names: list[str] | None = None,
+        names: list[str] | None = None, truncated: list[int] | None = None,
     ) -> torch.Tensor:
+        """Each pair's logits (``long_document`` applied); ``truncated``, when given, is filled with each pair's
+        document tokens left unscored (see ``report_truncation``)."""
         assert self._scorer is not None
         max_batch_tokens = self._max_batch_tokens()
         if self.long_document == "truncate":
             pairs = list(zip(queries, documents))
             self._calibrate(pairs)
-            return self._scorer.logits(pairs, batch_size, max_batch_tokens, show_progress_bar)
+            if truncated is None or not pairs:
+                return self._scorer.logits(pairs, batch_size, max_batch_tokens, show_progress_bar)
+            encoded = self._scorer.encode(pairs)  # tokenized once, for the counts and the scores
+            truncated.extend(self._scorer.truncated_tokens(pairs, encoded))
+            return self._scorer.encoded_logits(self._scorer.select_inputs(encoded), batch_size, max_batch_tokens,
+                                               show_progress_bar)
         with self._scorer.locked_tokenizer() as tokenizer:  # each pair tokenized once, into its passage windows
             encoded, owners = encode_passages(
                 tokenizer, queries, documents, self._scorer.max_length, self.passage_overlap
@@ -370,6 +386,8 @@ class CrossEncoderRanker:
             owners = [owners[row] for row in keep]
             capped = [f"{names[owner] if names else f'pair {owner}'!r} ({count} passages)"
                       for owner, count in enumerate(counts) if count > self.max_passages]
+        if truncated is not None:
+            truncated.extend(self._passages_left(queries, documents, counts))
         if capped:
             logger.warning(
                 "CrossEncoderRanker scored only the first %d passages (max_passages) of %d document(s): %s",
@@ -380,6 +398,43 @@ class CrossEncoderRanker:
         index = torch.tensor(owners).unsqueeze(-1).expand_as(passage_logits)
         best = torch.full((len(queries), passage_logits.shape[-1]), float("-inf"))
         return best.scatter_reduce_(0, index, passage_logits, reduce="amax", include_self=False)
+
+    def _passages_left(self, queries: list[str], documents: list[str], counts: np.ndarray) -> list[int]:
+        """Document tokens after the first ``max_passages`` passages of each pair (only capped pairs tokenized)."""
+        assert self._scorer is not None
+        left = [0] * len(queries)
+        if self.max_passages is None:
+            return left
+        capped = [index for index, count in enumerate(counts) if count > self.max_passages]
+        if capped:
+            with self._scorer.locked_tokenizer() as tokenizer:
+                beyond = tokens_beyond_passages(
+                    tokenizer, [queries[index] for index in capped], [documents[index] for index in capped],
+                    self._scorer.max_length, self.passage_overlap, self.max_passages)
+            for index, count in zip(capped, beyond):
+                left[index] = count
+        return left
+
+    def truncated_tokens(self, pairs: list[tuple[str, str]]) -> list[int]:
+        """Document tokens the window leaves unscored in each (query, document) pair as :meth:`predict` scores it
+        (the model's prompt before the query), without running the model: under ``long_document="truncate"``
+        what ``longest_first`` truncation cuts, under ``"max_passage"`` the tokens after ``max_passages``
+        passages. The figure ``report_truncation`` puts in ``meta["truncated_tokens"]``; loads the tokenizer."""
+        self.warm_up()
+        assert self._scorer is not None
+        queries = [self._model_prompt + str(query) for query, _ in pairs]
+        documents = [str(document) for _, document in pairs]
+        if self.long_document == "truncate":
+            return self._scorer.truncated_tokens(list(zip(queries, documents)))
+        with self._scorer.locked_tokenizer() as tokenizer:
+            _, owners = encode_passages(tokenizer, queries, documents, self._scorer.max_length, self.passage_overlap)
+        return self._passages_left(queries, documents, np.bincount(owners, minlength=len(queries)))
+
+    @property
+    def window(self) -> int | None:
+        """The token window of a (query, document) pair in use (``max_length`` or the checkpoint's), or ``None``
+        before :meth:`warm_up`."""
+        return self._scorer.max_length if self._scorer is not None else None
 
     def _max_batch_tokens(self) -> int:
         assert self._torch_device is not None
@@ -436,19 +491,28 @@ class CrossEncoderRanker:
         """Each query's documents scored (all pairs in one ``_pair_logits`` call) and sorted by
         :func:`~rerank_pipeline.components.pair_ranking.rank_documents`, best first."""
         scale_score = self.scale_score if scale_score is None else scale_score
+        cut: dict[tuple[str, str], int] | None = {} if self.report_truncation else None  # (query, text) -> tokens
 
         def scores(pair_queries: list[str], texts: list[str], names: list[str]) -> np.ndarray:
             self.warm_up()
             if self._num_labels != 1:
                 raise ValueError(f"'{self.model}' has {self._num_labels} labels; ranking needs a one-label cross-encoder")
             full = [self._model_prompt + self.query_prefix + query + self.query_suffix for query in pair_queries]
-            logits = self._pair_logits(full, texts, self.batch_size, names=names)
+            truncated: list[int] | None = [] if cut is not None else None
+            logits = self._pair_logits(full, texts, self.batch_size, names=names, truncated=truncated)
+            if cut is not None:
+                cut.update(zip(zip(pair_queries, texts), truncated))
             return apply_activation(logits, self._activation_fn if scale_score else None)
 
-        return rank_documents(
+        ranked = rank_documents(
             queries, candidates, scores, self._document_text, top_k=self.top_k if top_k is None else top_k,
             score_threshold=self.score_threshold if score_threshold is None else score_threshold,
         )
+        if cut is None:
+            return ranked
+        return [[replace(document, meta={**document.meta,
+                                         TRUNCATED_TOKENS: cut[(query, self._document_text(document))]})
+                 for document in documents] for query, documents in zip(queries, ranked)]
 
     @component.output_types(documents=list[Document])
     async def run_async(
