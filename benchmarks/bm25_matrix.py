@@ -148,9 +148,9 @@ def main() -> None:
     parser.add_argument("--b", type=float, default=0.4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown")
-    print(f"CPU: {cpu}; {mp.cpu_count()} cores", flush=True)
+    from rerank_pipeline.hardware import cpu_description
+
+    print(f"CPU: {cpu_description()}", flush=True)
     print("uptime before:", uptime(), flush=True)
     words = vocabulary(args.vocabulary)
     results = {side: run(side, args, words) for side in ("bm25s", "ours")}

@@ -33,6 +33,7 @@ import numpy as np
 import psutil
 
 from rerank_pipeline.components.faiss_store import build_faiss_index, read_faiss_index, set_search_parameters
+from rerank_pipeline.hardware import cpu_flags as hardware_cpu_flags
 
 
 def rss_mb() -> float:
@@ -52,15 +53,8 @@ def uptime() -> str:
 
 
 def cpu_flags() -> str:
-    flags = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    return ",".join(sorted(flags & {"avx2", "avx512f", "avx512bw", "fma", "sse4_2", "neon"})) or "unknown"
+    """The SIMD flags FAISS's kernels use, from :func:`rerank_pipeline.hardware.cpu_flags`."""
+    return ",".join(sorted(hardware_cpu_flags() & {"avx2", "avx512f", "avx512bw", "fma", "sse4_2", "neon"})) or "unknown"
 
 
 def bench_type(factory: str, vectors: np.ndarray, queries: np.ndarray, folder: Path, *, top_k: int, nprobe: int,

@@ -52,6 +52,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from rerank_pipeline.hardware import cpu_description  # standard library only: nothing measured is loaded early
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BEIR = REPO.parent / "shared" / "datasets" / "cranfield"
 
@@ -457,22 +459,6 @@ def link_copy(source: Path, target: Path) -> None:
 
 def folder_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
-
-
-def cpu_description() -> str:
-    flags, model = set(), "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    shown = [f"{name} {'yes' if name in flags else 'no'}" for name in ("avx2", "avx512f", "avx512_vnni")]
-    amx = sorted(flag for flag in flags if flag.startswith("amx"))
-    shown.append(f"amx {' '.join(amx) if amx else 'no'}")
-    return f"{model}, {os.cpu_count()} CPUs; flags: {', '.join(shown)}"
 
 
 def uptime() -> str:

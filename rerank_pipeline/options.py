@@ -165,9 +165,11 @@ def add_candidates_option(parser, default: int | None = 100,
 
 @dataclass(frozen=True)
 class RankerOptions:
-    """The cross-encoder settings the CLI exposes (``--engine``, ``--quantize``, the long-document flags).
+    """The cross-encoder settings the CLI exposes (``--engine``, ``--precision``, ``--quantize``, the long-document
+    flags).
 
     :param engine: Runtime, one of :data:`RANKER_ENGINES` (``CrossEncoderRanker``'s ``backend``).
+    :param precision: One of :data:`PRECISIONS` (``CrossEncoderRanker``'s ``precision``).
     :param quantize: Int8 inference.
     :param max_length: Token window of a pair (``None``: the checkpoint's own).
     :param long_document: One of :data:`LONG_DOCUMENT_POLICIES`.
@@ -177,6 +179,7 @@ class RankerOptions:
     """
 
     engine: str = "torch"
+    precision: str = "auto"
     quantize: bool = False
     max_length: int | None = None
     long_document: str = "truncate"
@@ -186,6 +189,8 @@ class RankerOptions:
     def __post_init__(self) -> None:
         if self.engine not in RANKER_ENGINES:
             raise ValueError(f"engine must be one of {RANKER_ENGINES}, got {self.engine!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.long_document not in LONG_DOCUMENT_POLICIES:
             raise ValueError(f"long_document must be one of {LONG_DOCUMENT_POLICIES}, got {self.long_document!r}")
         for name in ("max_length", "max_passages"):
@@ -205,7 +210,8 @@ class RankerOptions:
 
     def ranker_kwargs(self) -> dict[str, Any]:
         """``CrossEncoderRanker`` keyword arguments (``max_passages`` only when set, else the ranker's default)."""
-        kwargs = {"backend": self.engine, "quantize": self.quantize, "max_length": self.max_length,
+        kwargs = {"backend": self.engine, "precision": self.precision, "quantize": self.quantize,
+                  "max_length": self.max_length,
                   "long_document": self.long_document, "allow_untrained_head": self.allow_untrained_head}
         if self.max_passages is not None:
             kwargs["max_passages"] = self.max_passages
@@ -219,6 +225,8 @@ class RankerOptions:
     def describe(self) -> str:
         """e.g. ``openvino, int8, max_length 128, max_passage`` (defaults left out but the engine)."""
         parts = [self.engine]
+        if self.precision != "auto":
+            parts.append(self.precision)
         if self.quantize:
             parts.append("int8")
         if self.max_length is not None:
@@ -231,13 +239,16 @@ class RankerOptions:
 
 
 def add_ranker_options(parser, *, deprecated_backend: bool = True) -> None:
-    """``--engine``, ``--quantize``, ``--max-length``, ``--long-document``, ``--max-passages``,
+    """``--engine``, ``--precision``, ``--quantize``, ``--max-length``, ``--long-document``, ``--max-passages``,
     ``--allow-untrained-head``: :class:`RankerOptions` (search, serve, export, eval). ``--backend`` stays a
     deprecated alias of ``--engine`` when ``deprecated_backend``."""
     engine = parser.add_argument("--engine", choices=RANKER_ENGINES, default="torch",
                                  help="cross-encoder runtime; OpenVINO conversions are cached on disk")
     if deprecated_backend:
         add_deprecated_alias(parser, "--backend", engine)
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="inference precision: auto = fp32 on CPU, bf16 (else fp16) on CUDA; bf16 also on CPU "
+                             "(fast with AVX512_BF16 or AMX); fp16 on CUDA only (torch engine)")
     parser.add_argument("--quantize", action="store_true",
                         help="int8 inference (openvino: static int8, calibrated on the first pairs scored, cached)")
     parser.add_argument("--max-length", type=positive_int, default=None,

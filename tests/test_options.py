@@ -157,13 +157,29 @@ def test_ranker_options_from_args_give_the_rankers_keyword_arguments():
     args = parser.parse_args(["--engine", "openvino", "--quantize", "--long-document", "max_passage",
                               "--max-passages", "4"])
     ranker = RankerOptions.from_args(args)
-    assert ranker.ranker_kwargs() == {"backend": "openvino", "quantize": True, "max_length": None,
+    assert ranker.ranker_kwargs() == {"backend": "openvino", "precision": "auto", "quantize": True, "max_length": None,
                                       "long_document": "max_passage", "allow_untrained_head": False, "max_passages": 4}
     assert ranker.flags_set() == ["--engine", "--quantize", "--long-document", "--max-passages"]
     assert ranker.describe() == "openvino, int8, max_passage, max_passages 4"
     assert RankerOptions().flags_set() == [] and "max_passages" not in RankerOptions().ranker_kwargs()
     with pytest.raises(ValueError, match="engine must be one of"):
         RankerOptions(engine="tensorrt")
+
+
+@pytest.mark.parametrize("command", ["search", "serve", "export", "eval"])
+def test_precision_flag_reaches_the_rankers_keywords_on_every_ranker_subcommand(command):
+    required = {"search": ["q", "--index-dir", "x"], "serve": ["--index-dir", "x"],
+                "export": ["--index-dir", "x", "--output", "x.yml"], "eval": []}[command]
+    args = build_parser().parse_args([command, *required, "--precision", "bf16"])
+    ranker = RankerOptions.from_args(args)
+    assert ranker.precision == "bf16" and ranker.ranker_kwargs()["precision"] == "bf16"
+    assert ranker.flags_set() == ["--precision"] and ranker.describe() == "torch, bf16"
+    assert RankerOptions.from_kwargs(ranker.ranker_kwargs()) == ranker  # the inverse of ranker_kwargs
+    assert RankerOptions.from_args(build_parser().parse_args([command, *required])).precision == "auto"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, *required, "--precision", "int4"])
+    with pytest.raises(ValueError, match="precision must be one of .*got 'int4'"):
+        RankerOptions(precision="int4")
 
 
 def test_first_stage_options_from_index_flags():

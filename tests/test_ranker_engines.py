@@ -134,3 +134,37 @@ def test_the_checkpoints_default_prompt_goes_before_each_query(tiny_bert, tmp_pa
     expected = reference.predict(PAIRS)
     assert np.abs(expected - CrossEncoder(str(tiny_bert), device="cpu").predict(PAIRS)).max() > 1e-3
     np.testing.assert_allclose(CrossEncoderRanker(str(saved), device="cpu").predict(PAIRS), expected, atol=1e-4)
+
+
+def test_bf16_on_cpu_autocasts_and_scores_close_to_fp32(tiny_bert):
+    fp32 = CrossEncoderRanker(str(tiny_bert), device="cpu", precision="fp32", scale_score=False)
+    bf16 = CrossEncoderRanker(str(tiny_bert), device="cpu", precision="bf16", scale_score=False)
+    expected, scores = fp32.predict(PAIRS), bf16.predict(PAIRS)
+    assert fp32.engine.autocast_dtype is None and bf16.engine.autocast_dtype == torch.bfloat16
+    seen = []  # the linear layers really run in bf16, and the logits still come back fp32
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, output: seen.append(output.dtype) if isinstance(module, torch.nn.Linear) else None)
+    try:
+        logits = bf16.engine(sample_features(bf16._scorer.tokenizer, bf16.engine.input_names))
+    finally:
+        hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}
+    assert logits.dtype == torch.float32 and scores.dtype == np.float32
+    assert not np.array_equal(scores, expected)  # bf16 rounding moved them ...
+    assert np.corrcoef(scores, expected)[0, 1] > 0.99  # ... but only a little
+    assert np.abs(scores - expected).max() < 0.05 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
+def test_auto_and_fp32_stay_fp32_on_cpu(tiny_bert, precision, expected):
+    ranker = CrossEncoderRanker(str(tiny_bert), device="cpu", precision=precision)
+    np.testing.assert_allclose(ranker.predict(PAIRS), expected, atol=1e-4, rtol=0)
+    assert ranker.engine.autocast_dtype is None
+
+
+def test_fp16_on_cpu_is_refused(tiny_bert):
+    with pytest.raises(ValueError, match="precision='fp16' runs on CUDA only .* use 'bf16' or 'fp32'"):
+        CrossEncoderRanker(str(tiny_bert), device="cpu", precision="fp16")
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert))
+    with pytest.raises(ValueError, match="precision='fp16' runs on CUDA only"):  # device None without CUDA: warm-up
+        create_engine("torch", model, None, torch.device("cpu"), precision="fp16")

@@ -346,6 +346,9 @@ def _print_result(result, at_k: int) -> None:
         print(end_to_end_table(result.end_to_end))
         if reranked:
             print(SIGNIFICANCE_NOTE)
+        for end_to_end in result.end_to_end:
+            if end_to_end.truncation is not None:
+                print(("" if len(datasets) == 1 else f"{end_to_end.name}: ") + end_to_end.truncation.line())
     if result.pairs_scored is not None:
         print(f"\nscored {result.pairs_scored} distinct (query, document) pairs once; {result.pairs_reused} repeats "
               f"answered from those scores (the protocol and the full ranking share their pairs)")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rerank_pipeline.components.score_fusion import FusionChoice
@@ -77,6 +77,43 @@ def as_ranker(scorer, batch_size: int | None = None, show_progress_bar: bool = F
     return ScorerRanker(scorer, batch_size=batch_size, show_progress_bar=show_progress_bar)
 
 
+@dataclass(frozen=True)
+class Truncation:
+    """How many reranked candidates a cross-encoder's window cut (``long_document="truncate"``), and by how many
+    document tokens (:meth:`CrossEncoderRanker.truncated_tokens`)."""
+
+    window: int
+    candidates: int
+    truncated: int
+    tokens_cut_mean: float
+    """Mean over the truncated candidates (0 when none is)."""
+    tokens_cut_max: int
+    tokens_cut_total: int
+
+    @classmethod
+    def from_counts(cls, counts: Sequence[int], window: int) -> Truncation:
+        """The figures of one count a candidate (document tokens cut; 0: it fit)."""
+        cut = [count for count in counts if count > 0]
+        return cls(window=window, candidates=len(counts), truncated=len(cut),
+                   tokens_cut_mean=sum(cut) / len(cut) if cut else 0.0, tokens_cut_max=max(cut, default=0),
+                   tokens_cut_total=sum(cut))
+
+    @property
+    def share(self) -> float:
+        """Truncated candidates over all (0 when there are none)."""
+        return self.truncated / self.candidates if self.candidates else 0.0
+
+    def to_dict(self) -> dict[str, float | int]:
+        """The figures, ``share`` included (``metrics.json``'s ``end_to_end.<collection>.truncation``)."""
+        return {**asdict(self), "share": self.share}
+
+    def line(self) -> str:
+        """e.g. ``truncation: 812 of 2,250 candidates (36.1%) cut by the 512-token window; tokens cut mean 143,
+        max 2,011``."""
+        return (f"truncation: {self.truncated:,} of {self.candidates:,} candidates ({self.share:.1%}) cut by the "
+                f"{self.window}-token window; tokens cut mean {self.tokens_cut_mean:,.0f}, max {self.tokens_cut_max:,}")
+
+
 @dataclass
 class EndToEndResult:
     """Full-ranking metrics of the first stage alone and after reranking its top ``rerank_k``."""
@@ -93,6 +130,7 @@ class EndToEndResult:
     timings: dict[str, float] = field(default_factory=dict)
     relevance: str = "graded"
     fusion_weight: float | None = None
+    truncation: Truncation | None = None
 
     @property
     def fusion_label(self) -> str | None:

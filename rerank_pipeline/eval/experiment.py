@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,31 @@ def limit_queries(dataset: RetrievalDataset, max_queries: int | None) -> Retriev
     return dataset
 
 
+def truncating_ranker(scorer):
+    """The ``CrossEncoderRanker`` behind ``scorer`` (a :class:`~rerank_pipeline.eval.scorers.CachedScorer`) when
+    it truncates long documents (``long_document="truncate"``), else None: whose cuts :func:`evaluate` reports."""
+    from rerank_pipeline.eval.scorers import CachedScorer
+
+    if not isinstance(scorer, CachedScorer):
+        return None
+    try:
+        from rerank_pipeline.components import CrossEncoderRanker
+    except ImportError:
+        return None
+    ranker = scorer.scorer
+    return ranker if isinstance(ranker, CrossEncoderRanker) and ranker.long_document == "truncate" else None
+
+
+def truncation_of(ranker, pairs: Sequence[tuple[str, str]]):
+    """:class:`~rerank_pipeline.eval.end_to_end.Truncation` of the (query, document) ``pairs`` ``ranker`` scored
+    (each distinct pair tokenized once; no model run)."""
+    from rerank_pipeline.eval.end_to_end import Truncation
+
+    distinct = list(dict.fromkeys(pairs))
+    counts = dict(zip(distinct, ranker.truncated_tokens(distinct)))
+    return Truncation.from_counts([counts[pair] for pair in pairs], ranker.window)
+
+
 def evaluate(
     datasets: RetrievalDataset | str | Path | Sequence[RetrievalDataset | str | Path],
     pipeline=None,
@@ -181,7 +207,9 @@ def evaluate(
     :param end_to_end: Full-ranking metrics; default: on unless the candidates are published lists.
     :param index_dir: Keep (or reuse) the first-stage index here (one subfolder a collection when several).
     :param log: Where progress lines go (``rerank-pipeline eval`` prints them).
-    :returns: An :class:`Evaluation`; the pairs the protocol and the full ranking share are scored once.
+    :returns: An :class:`Evaluation`; the pairs the protocol and the full ranking share are scored once. For a
+        cross-encoder with ``long_document="truncate"`` each full ranking also says how many of the candidates it
+        reranked the window cut, and by how many tokens (``EndToEndResult.truncation``; a tokenizer pass).
     :raises ValueError: an unknown choice, a collection without what the system needs.
     """
     from rerank_pipeline.components.score_fusion import resolve_fusion
@@ -269,13 +297,18 @@ def evaluate(
                     always_rerank_positives=always, batch_size=batch_size, show_progress_bar=progress,
                     with_aggregate=nanobeir or len(datasets) > 1)
         full = []
+        window_of = truncating_ranker(scorer) if reranked else None
         if end_to_end or (end_to_end is None and first_stage != "published"):
             for dataset in datasets:
-                with timer.phase("full ranking (score + metrics)"):
+                with timer.phase("full ranking (score + metrics)"), \
+                        (scorer.recording() if window_of is not None else nullcontext()) as asked:
                     full.append(evaluate_end_to_end(
                         dataset, rankings[dataset.name], scorer if reranked else None, rerank_k=rerank_k,
                         reranked_rankings=pipeline_output.get(dataset.name), fusion=fusion_choice,
                         batch_size=batch_size, show_progress_bar=progress))
+                if window_of is not None:
+                    with timer.phase("truncation count (tokenizer only)"):
+                        full[-1].truncation = truncation_of(window_of, asked)
     except KeyboardInterrupt:
         if not kept_indexes:
             raise

@@ -241,6 +241,7 @@ def end_to_end_payload(results: Sequence[EndToEndResult], comparisons: int = 1) 
             "rerank_k": result.rerank_k, "fusion": result.fusion, "fusion_weight": result.fusion_weight,
             "first_stage": result.first_stage, "reranked": result.reranked,
             "paired_tests": tests.get(result.name), "timings": result.timings,
+            **({"truncation": result.truncation.to_dict()} if result.truncation is not None else {}),
         }
         for result in results
     }

@@ -7,7 +7,8 @@ A sentence-transformers ``CrossEncoder``, our :class:`~rerank_pipeline.component
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -112,11 +113,24 @@ class CachedScorer:
         self._scores: dict[tuple[str, str], float] = {}
         self.scored = 0
         self.reused = 0
+        self._recording: list[tuple[str, str]] | None = None
+
+    @contextmanager
+    def recording(self) -> Iterator[list[tuple[str, str]]]:
+        """Collect every (query, document) pair asked for inside the ``with`` block, repeats included, in order."""
+        asked: list[tuple[str, str]] = []
+        self._recording = asked
+        try:
+            yield asked
+        finally:
+            self._recording = None
 
     def predict(self, pairs, batch_size: int | None = None, show_progress_bar: bool = False,
                 names: Sequence[str] | None = None, **kwargs) -> np.ndarray:
         """Scores of ``pairs``; only the pairs never seen before reach the wrapped scorer (with their ``names``)."""
         keys = [(str(query), str(document)) for query, document in pairs]
+        if self._recording is not None:
+            self._recording.extend(keys)
         new = list(dict.fromkeys(key for key in keys if key not in self._scores))
         if new:
             options = {"show_progress_bar": show_progress_bar, **kwargs}

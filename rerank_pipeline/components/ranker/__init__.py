@@ -10,6 +10,7 @@ import inspect
 import json
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,10 @@ from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kw
 from rerank_pipeline.calibration import Calibration
 from rerank_pipeline.components.pair_ranking import rank_documents
 from rerank_pipeline.components.ranker.engines import Engine, create_engine
+from rerank_pipeline.components.ranker.engines.torch import CPU_FP16_REFUSED
 from rerank_pipeline.components.ranker.first_token_head import compute_last_layer_for_first_token_only
 from rerank_pipeline.components.ranker.loading import effective_max_length, load_sentence_transformers_cross_encoder
-from rerank_pipeline.components.ranker.passages import encode_passages
+from rerank_pipeline.components.ranker.passages import encode_passages, tokens_beyond_passages
 from rerank_pipeline.components.ranker.scoring import PairScorer, apply_activation
 from rerank_pipeline.options import (
     EMPTY_DOCUMENT_POLICIES,
@@ -50,6 +52,8 @@ DEFAULT_MAX_PASSAGES = 32
 # SentenceTransformersSimilarityRanker's defaults, so a pipeline written for it loads unchanged.
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
 DEFAULT_TOKEN = Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False)
+TRUNCATED_TOKENS = "truncated_tokens"
+"""The ``Document.meta`` key ``report_truncation=True`` sets: document tokens the window left unscored."""
 
 
 @component
@@ -101,6 +105,7 @@ class CrossEncoderRanker:
         tokenizer_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
         revision: str | None = None,
+        report_truncation: bool = False,
         score_calibration: dict[str, Any] | None = None,
     ) -> None:
         """Create the ranker; nothing is loaded until :meth:`warm_up` (or the first ``run``/``predict``).
@@ -121,7 +126,9 @@ class CrossEncoderRanker:
         :param trust_remote_code: Allow checkpoints that ship their own modelling code (e.g. gte-multilingual).
         :param passage_overlap: Tokens shared by consecutive passages under ``max_passage``.
         :param max_batch_tokens: Padded-token budget of one batch (``None``: 2048 on CPU, 65536 on CUDA).
-        :param precision: ``"auto"`` (fp32 on CPU; bf16, else fp16, on CUDA), ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        :param precision: ``"auto"`` (fp32 on CPU; bf16, else fp16, on CUDA), ``"fp32"``, ``"bf16"`` (autocast on
+            CUDA and on CPU, where it is fast with AVX512_BF16 or AMX: ``rerank_pipeline.hardware``) or ``"fp16"``
+            (CUDA only with ``backend="torch"``: refused on the CPU). Logits come back fp32 whatever the precision.
         :param backend: ``"torch"`` or ``"openvino"`` (CPU only; converted at warm-up and cached;
             ``pip install 'rerank-pipeline[openvino]'``).
         :param quantize: Int8 inference (faster on CPU, scores move by ~1e-3): ``torch.ao`` dynamic quantization of
@@ -147,14 +154,19 @@ class CrossEncoderRanker:
         :param revision: Hub revision (commit hash, branch or tag) of ``model`` to load, so a Hub model is pinned;
             ``None`` loads the default branch. Passed to every loader (config, tokenizer, weights) and used in the
             OpenVINO cache key. Ignored for a local folder.
+        :param report_truncation: Set ``meta["truncated_tokens"]`` on every returned document: how many of its
+            document tokens the window left unscored (0 when none). Under ``long_document="truncate"`` the tokens
+            the ``longest_first`` window cut; under ``"max_passage"`` the tokens after the first ``max_passages``
+            passages (usually 0). Off by default: nothing extra is computed then.
         :param score_calibration: A fitted logit -> probability map (:meth:`rerank_pipeline.calibration.Calibration.to_dict`,
             e.g. from ``fit_calibration``): ``run`` then returns each document's calibrated probability of relevance
             as ``Document.score`` (whatever ``scale_score`` says), so ``score_threshold`` is a probability; the order
             stays that of the raw logits. ``predict`` still returns uncalibrated scores. ``None``: no calibration.
         :raises ValueError: If an argument is out of range or not one of its choices (the message names it and the
             value), or two arguments conflict (``quantize`` with bf16/fp16, ``backend="openvino"`` on CUDA,
-            ``calibration_pairs`` outside ``backend="openvino", quantize=True``), or ``score_calibration`` is not a valid
-            calibration.
+            ``precision="fp16"`` with ``backend="torch"`` on the CPU (at warm-up when ``device`` is ``None`` and
+            there is no CUDA), ``calibration_pairs`` outside ``backend="openvino", quantize=True``), or
+            ``score_calibration`` is not a valid calibration.
         """
         if not str(model).strip():
             raise ValueError("model must be a Hub id or a local folder, got an empty string")
@@ -182,6 +194,8 @@ class CrossEncoderRanker:
         if quantize and precision in ("bf16", "fp16"):
             raise ValueError("quantize=True runs int8 weights; it cannot be combined with precision bf16/fp16")
         device_name = device.to_torch_str() if isinstance(device, ComponentDevice) else device
+        if backend == "torch" and precision == "fp16" and device_name is not None and str(device_name).startswith("cpu"):
+            raise ValueError(CPU_FP16_REFUSED)
         if backend == "openvino" and device_name is not None and not str(device_name).startswith("cpu"):
             raise ValueError(f"backend='openvino' runs on the CPU; got device {device_name!r}")
         if calibration_pairs is not None and not (backend == "openvino" and quantize):
@@ -223,6 +237,7 @@ class CrossEncoderRanker:
         self.tokenizer_kwargs = tokenizer_kwargs
         self.config_kwargs = config_kwargs
         self.revision = revision
+        self.report_truncation = report_truncation
         self.score_calibration = self._score_calibration.to_dict() if self._score_calibration is not None else None
 
         self._scorer: PairScorer | None = None
@@ -323,12 +338,6 @@ class CrossEncoderRanker:
         """The engine running the model's forward pass (see ``backend``), or ``None`` before :meth:`warm_up`."""
         return self._scorer.engine if self._scorer is not None else None
 
-    @property
-    def window(self) -> int | None:
-        """Tokens a (query, document) pair is cut to: ``max_length``, else the checkpoint's own; ``None`` before
-        :meth:`warm_up`."""
-        return self._scorer.max_length if self._scorer is not None else None
-
     # ------------------------------------------------------------------ scoring
 
     takes_pair_names = True  # predict(names=...): the evaluation harness passes each pair's document id
@@ -357,14 +366,21 @@ class CrossEncoderRanker:
 
     def _pair_logits(
         self, queries: list[str], documents: list[str], batch_size: int, show_progress_bar: bool = False,
-        names: list[str] | None = None,
+        names: list[str] | None = None, truncated: list[int] | None = None,
     ) -> torch.Tensor:
+        """Each pair's logits (``long_document`` applied); ``truncated``, when given, is filled with each pair's
+        document tokens left unscored (see ``report_truncation``)."""
         assert self._scorer is not None
         max_batch_tokens = self._max_batch_tokens()
         if self.long_document == "truncate":
             pairs = list(zip(queries, documents))
             self._calibrate(pairs)
-            return self._scorer.logits(pairs, batch_size, max_batch_tokens, show_progress_bar)
+            if truncated is None or not pairs:
+                return self._scorer.logits(pairs, batch_size, max_batch_tokens, show_progress_bar)
+            encoded = self._scorer.encode(pairs)  # tokenized once, for the counts and the scores
+            truncated.extend(self._scorer.truncated_tokens(pairs, encoded))
+            return self._scorer.encoded_logits(self._scorer.select_inputs(encoded), batch_size, max_batch_tokens,
+                                               show_progress_bar)
         with self._scorer.locked_tokenizer() as tokenizer:  # each pair tokenized once, into its passage windows
             encoded, owners = encode_passages(
                 tokenizer, queries, documents, self._scorer.max_length, self.passage_overlap
@@ -379,6 +395,8 @@ class CrossEncoderRanker:
             owners = [owners[row] for row in keep]
             capped = [f"{names[owner] if names else f'pair {owner}'!r} ({count} passages)"
                       for owner, count in enumerate(counts) if count > self.max_passages]
+        if truncated is not None:
+            truncated.extend(self._passages_left(queries, documents, counts))
         if capped:
             logger.warning(
                 "CrossEncoderRanker scored only the first %d passages (max_passages) of %d document(s): %s",
@@ -389,6 +407,43 @@ class CrossEncoderRanker:
         index = torch.tensor(owners).unsqueeze(-1).expand_as(passage_logits)
         best = torch.full((len(queries), passage_logits.shape[-1]), float("-inf"))
         return best.scatter_reduce_(0, index, passage_logits, reduce="amax", include_self=False)
+
+    def _passages_left(self, queries: list[str], documents: list[str], counts: np.ndarray) -> list[int]:
+        """Document tokens after the first ``max_passages`` passages of each pair (only capped pairs tokenized)."""
+        assert self._scorer is not None
+        left = [0] * len(queries)
+        if self.max_passages is None:
+            return left
+        capped = [index for index, count in enumerate(counts) if count > self.max_passages]
+        if capped:
+            with self._scorer.locked_tokenizer() as tokenizer:
+                beyond = tokens_beyond_passages(
+                    tokenizer, [queries[index] for index in capped], [documents[index] for index in capped],
+                    self._scorer.max_length, self.passage_overlap, self.max_passages)
+            for index, count in zip(capped, beyond):
+                left[index] = count
+        return left
+
+    def truncated_tokens(self, pairs: list[tuple[str, str]]) -> list[int]:
+        """Document tokens the window leaves unscored in each (query, document) pair as :meth:`predict` scores it
+        (the model's prompt before the query), without running the model: under ``long_document="truncate"``
+        what ``longest_first`` truncation cuts, under ``"max_passage"`` the tokens after ``max_passages``
+        passages. The figure ``report_truncation`` puts in ``meta["truncated_tokens"]``; loads the tokenizer."""
+        self.warm_up()
+        assert self._scorer is not None
+        queries = [self._model_prompt + str(query) for query, _ in pairs]
+        documents = [str(document) for _, document in pairs]
+        if self.long_document == "truncate":
+            return self._scorer.truncated_tokens(list(zip(queries, documents)))
+        with self._scorer.locked_tokenizer() as tokenizer:
+            _, owners = encode_passages(tokenizer, queries, documents, self._scorer.max_length, self.passage_overlap)
+        return self._passages_left(queries, documents, np.bincount(owners, minlength=len(queries)))
+
+    @property
+    def window(self) -> int | None:
+        """The token window of a (query, document) pair in use (``max_length`` or the checkpoint's), or ``None``
+        before :meth:`warm_up`."""
+        return self._scorer.max_length if self._scorer is not None else None
 
     def _max_batch_tokens(self) -> int:
         assert self._torch_device is not None
@@ -446,6 +501,7 @@ class CrossEncoderRanker:
         """Each query's documents scored (all pairs in one ``_pair_logits`` call) and sorted by
         :func:`~rerank_pipeline.components.pair_ranking.rank_documents`, best first."""
         scale_score = self.scale_score if scale_score is None else scale_score
+        cut: dict[tuple[str, str], int] | None = {} if self.report_truncation else None  # (query, text) -> tokens
         if self._score_calibration is not None:  # calibrated from the raw logit
             scale_score = False
 
@@ -454,14 +510,22 @@ class CrossEncoderRanker:
             if self._num_labels != 1:
                 raise ValueError(f"'{self.model}' has {self._num_labels} labels; ranking needs a one-label cross-encoder")
             full = [self._model_prompt + self.query_prefix + query + self.query_suffix for query in pair_queries]
-            logits = self._pair_logits(full, texts, self.batch_size, names=names)
+            truncated: list[int] | None = [] if cut is not None else None
+            logits = self._pair_logits(full, texts, self.batch_size, names=names, truncated=truncated)
+            if cut is not None:
+                cut.update(zip(zip(pair_queries, texts), truncated))
             return apply_activation(logits, self._activation_fn if scale_score else None)
 
-        return rank_documents(
+        ranked = rank_documents(
             queries, candidates, scores, self._document_text, top_k=self.top_k if top_k is None else top_k,
             score_threshold=self.score_threshold if score_threshold is None else score_threshold,
             shown_score=self._score_calibration,
         )
+        if cut is None:
+            return ranked
+        return [[replace(document, meta={**document.meta,
+                                         TRUNCATED_TOKENS: cut[(query, self._document_text(document))]})
+                 for document in documents] for query, documents in zip(queries, ranked)]
 
     @component.output_types(documents=list[Document])
     async def run_async(

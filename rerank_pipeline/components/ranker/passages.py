@@ -25,6 +25,29 @@ def passage_budget(max_length: int, special: int, query_tokens: int) -> int:
     return budget
 
 
+def passage_window(max_length: int, special: int, query_tokens: int, overlap: int) -> tuple[int, int]:
+    """``(document tokens a passage holds, tokens consecutive passages share)`` next to a fitted query of
+    ``query_tokens`` tokens (:func:`fit_query`): the window's rest, and ``overlap`` capped at half a passage."""
+    budget = max_length - special - query_tokens
+    return budget, min(overlap, budget // 2)
+
+
+def tokens_beyond_passages(
+    tokenizer: Any, queries: Sequence[str], documents: Sequence[str], max_length: int, overlap: int,
+    max_passages: int,
+) -> list[int]:
+    """Document tokens after the first ``max_passages`` passages of each pair (:func:`encode_passages`'s windows):
+    what a cap on passages leaves unscored; 0 for a document those passages cover."""
+    special = tokenizer.num_special_tokens_to_add(pair=True)
+    fitted = {query: fit_query(tokenizer, query, max_length)[1] for query in dict.fromkeys(queries)}
+    lengths = tokenizer(list(documents), add_special_tokens=False, verbose=False)["input_ids"] if documents else []
+    counts = []
+    for query, ids in zip(queries, lengths):
+        budget, stride = passage_window(max_length, special, fitted[query], overlap)
+        counts.append(max(0, len(ids) - budget - (max_passages - 1) * (budget - stride)))
+    return counts
+
+
 def fit_query(tokenizer: Any, query: str, max_length: int) -> tuple[str, int]:
     """``query`` (cut to the tokens :func:`passage_budget` leaves it when it is long) and its token count.
 
@@ -65,8 +88,7 @@ def encode_passages(
     # The stride (overlap) depends on the passage size, so pairs are tokenized in one call per distinct stride.
     groups: dict[int, list[int]] = {}
     for index, query in enumerate(queries):
-        budget = max_length - special - fitted[query][1]
-        groups.setdefault(min(overlap, budget // 2), []).append(index)
+        groups.setdefault(passage_window(max_length, special, fitted[query][1], overlap)[1], []).append(index)
     rows: dict[int, list[dict[str, list[int]]]] = {}
     for stride, indices in groups.items():
         encoded = tokenizer(

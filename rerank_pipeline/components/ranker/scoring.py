@@ -51,6 +51,48 @@ def cut_long_queries(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_lengt
     return [(cuts.get(query, query), document) for query, document in pairs]
 
 
+def truncated_document_tokens(
+    tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int, encoded: Any = None
+) -> list[int]:
+    """How many of each document's tokens the ``longest_first`` window cuts, as :meth:`PairScorer.tokenize` scores
+    the pair: the document's own token count (alone, without special tokens) minus the document tokens the truncated
+    pair keeps; 0 for a pair that fits. A long query may be cut too; only document tokens count.
+
+    Only pairs that fill the window can be cut, so only their documents are tokenized alone.
+
+    :param encoded: The pairs' truncated tokenization when already done (:meth:`PairScorer.encode`); else computed.
+    :returns: One count a pair, in order.
+    """
+    pairs = list(pairs)
+    if not pairs:
+        return []
+    if not getattr(tokenizer, "is_fast", False):  # a slow tokenizer truncates in Python, by this very function
+        return [_slow_truncated_document_tokens(tokenizer, query, document, max_length) for query, document in pairs]
+    if encoded is None:
+        fitted = cut_long_queries(tokenizer, pairs, max_length)
+        encoded = tokenizer([query for query, _ in fitted], [document for _, document in fitted],
+                            truncation="longest_first", max_length=max_length, padding=False, verbose=False)
+    full = [index for index, ids in enumerate(encoded["input_ids"]) if len(ids) >= max_length]
+    counts = [0] * len(pairs)
+    if full:
+        lengths = tokenizer([pairs[index][1] for index in full], add_special_tokens=False, verbose=False)["input_ids"]
+        for index, ids in zip(full, lengths):
+            counts[index] = len(ids) - encoded.sequence_ids(index).count(1)
+    return counts
+
+
+def _slow_truncated_document_tokens(tokenizer: Any, query: str, document: str, max_length: int) -> int:
+    """:func:`truncated_document_tokens` of one pair for a Python tokenizer (its own ``truncate_sequences``)."""
+    query_ids = tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"]
+    document_ids = tokenizer(document, add_special_tokens=False, verbose=False)["input_ids"]
+    excess = len(query_ids) + len(document_ids) + tokenizer.num_special_tokens_to_add(pair=True) - max_length
+    if excess <= 0:
+        return 0
+    _, kept, _ = tokenizer.truncate_sequences(query_ids, pair_ids=document_ids, num_tokens_to_remove=excess,
+                                              truncation_strategy="longest_first")
+    return len(document_ids) - len(kept)
+
+
 def _cut_after_tokens(tokenizer: Any, text: str, keep: int) -> str | None:
     """``text`` cut at the first word boundary after its first ``keep`` tokens, or None when it has no more.
 
@@ -110,14 +152,22 @@ class PairScorer:
 
         A query longer than the window is tokenized once and cut first (:func:`cut_long_queries`): same ids.
         """
+        return self.select_inputs(self.encode(pairs))
+
+    def encode(self, pairs: Sequence[tuple[str, str]]) -> Any:
+        """The tokenizer's own output (a ``BatchEncoding``) of :meth:`tokenize`, every output kept."""
         with self._tokenizer_lock:
             pairs = cut_long_queries(self.tokenizer, pairs, self.max_length)
             queries = [pair[0] for pair in pairs]
             documents = [pair[1] for pair in pairs]
-            encoded = self.tokenizer(
+            return self.tokenizer(
                 queries, documents, truncation="longest_first", max_length=self.max_length, padding=False
             )
-        return self.select_inputs(encoded)
+
+    def truncated_tokens(self, pairs: Sequence[tuple[str, str]], encoded: Any = None) -> list[int]:
+        """:func:`truncated_document_tokens` of ``pairs`` at this scorer's window (``encoded``: from :meth:`encode`)."""
+        with self._tokenizer_lock:
+            return truncated_document_tokens(self.tokenizer, pairs, self.max_length, encoded)
 
     def select_inputs(self, encoded: Any) -> dict[str, list[list[int]]]:
         """The tokenizer outputs the model takes (all of them when ``input_names`` is ``None``)."""

@@ -1,5 +1,5 @@
-"""The PyTorch engine: the Hugging Face sequence classifier run as it is (fp32, autocast bf16/fp16 on CUDA, or int8
-dynamic quantization of its linear layers on CPU)."""
+"""The PyTorch engine: the Hugging Face sequence classifier run as it is (fp32, autocast bf16/fp16 on CUDA, autocast
+bf16 on CPU, or int8 dynamic quantization of its linear layers on CPU)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,23 @@ import torch
 from rerank_pipeline.components.ranker.loading import model_input_names
 from rerank_pipeline.options import PRECISIONS
 
+CPU_FP16_REFUSED = "precision='fp16' runs on CUDA only with the torch engine; on the CPU use 'bf16' or 'fp32'"
+
 
 def resolve_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``: ``None`` means plain fp32 (always the case on CPU)."""
+    """The autocast dtype for ``precision`` on ``device``: ``None`` means plain fp32.
+
+    On CPU only ``bf16`` autocasts (``auto`` stays fp32 there: bf16 is fast only on CPUs with AVX512_BF16 or AMX,
+    see :func:`rerank_pipeline.hardware.engine_configurations`); on CUDA ``auto`` is bf16 where supported, else fp16.
+
+    :raises ValueError: an unknown ``precision``, or ``fp16`` on the CPU (torch has no fast CPU fp16 path).
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if device.type == "cpu" and precision == "fp16":
+        raise ValueError(CPU_FP16_REFUSED)
+    if device.type == "cpu" and precision == "bf16":
+        return torch.bfloat16
     if device.type != "cuda" or precision == "fp32":
         return None
     if precision == "fp16":
@@ -39,9 +51,9 @@ def quantize_linear_layers_int8(model: torch.nn.Module) -> torch.nn.Module:
 class TorchEngine:
     """Forward a padded batch through a Hugging Face sequence classifier; returns fp32 logits ``[batch, labels]``.
 
-    A :class:`~rerank_pipeline.components.ranker.engines.Engine`. ``precision`` picks the autocast dtype on
-    CUDA (:func:`resolve_autocast_dtype`); ``quantize`` runs the linear layers int8 (on the CPU, whatever
-    ``device`` asked). Needs no calibration.
+    A :class:`~rerank_pipeline.components.ranker.engines.Engine`. ``precision`` picks the autocast dtype
+    (:func:`resolve_autocast_dtype`: bf16/fp16 on CUDA, bf16 on CPU); ``quantize`` runs the linear layers int8 (on
+    the CPU, whatever ``device`` asked). Needs no calibration.
     """
 
     def __init__(
