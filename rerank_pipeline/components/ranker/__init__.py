@@ -21,9 +21,11 @@ from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kw
 
 from rerank_pipeline.components.pair_ranking import rank_documents
 from rerank_pipeline.components.ranker.engines import Engine, create_engine
+from rerank_pipeline.components.ranker.cache import model_fingerprint
 from rerank_pipeline.components.ranker.first_token_head import compute_last_layer_for_first_token_only
 from rerank_pipeline.components.ranker.loading import effective_max_length, load_sentence_transformers_cross_encoder
 from rerank_pipeline.components.ranker.passages import encode_passages
+from rerank_pipeline.components.ranker.score_cache import ScoreCache, disabled_info
 from rerank_pipeline.components.ranker.scoring import PairScorer, apply_activation
 from rerank_pipeline.options import (
     EMPTY_DOCUMENT_POLICIES,
@@ -100,6 +102,7 @@ class CrossEncoderRanker:
         tokenizer_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
         revision: str | None = None,
+        score_cache: int = 0,
     ) -> None:
         """Create the ranker; nothing is loaded until :meth:`warm_up` (or the first ``run``/``predict``).
 
@@ -145,6 +148,9 @@ class CrossEncoderRanker:
         :param revision: Hub revision (commit hash, branch or tag) of ``model`` to load, so a Hub model is pinned;
             ``None`` loads the default branch. Passed to every loader (config, tokenizer, weights) and used in the
             OpenVINO cache key. Ignored for a local folder.
+        :param score_cache: Most (query, document) scores ``run``/``run_batch`` keep in memory (an LRU keyed by the
+            model's fingerprint, the query, the document id and its text as scored, so an edited document is
+            rescored); ``0`` (default) turns the cache off. ``predict`` is never cached. See :meth:`score_cache_info`.
         :raises ValueError: If an argument is out of range or not one of its choices (the message names it and the
             value), or two arguments conflict (``quantize`` with bf16/fp16, ``backend="openvino"`` on CUDA,
             ``calibration_pairs`` outside ``backend="openvino", quantize=True``).
@@ -184,6 +190,8 @@ class CrossEncoderRanker:
             or any(not isinstance(pair, (list, tuple)) or len(pair) != 2 for pair in calibration_pairs)
         ):
             raise ValueError("calibration_pairs must be a non-empty list of (query, document) pairs, or None")
+        if isinstance(score_cache, bool) or not isinstance(score_cache, int) or score_cache < 0:
+            raise ValueError(f"score_cache must be an integer >= 0 (0: off), got {score_cache!r}")
 
         self.model = str(model)
         self.top_k = top_k
@@ -215,6 +223,7 @@ class CrossEncoderRanker:
         self.tokenizer_kwargs = tokenizer_kwargs
         self.config_kwargs = config_kwargs
         self.revision = revision
+        self.score_cache = score_cache
 
         self._scorer: PairScorer | None = None
         self._activation_fn: Any = None
@@ -222,6 +231,8 @@ class CrossEncoderRanker:
         self._torch_device: torch.device | None = None
         self._warm_up_lock = threading.Lock()
         self._calibration_lock = threading.Lock()
+        self._score_cache = ScoreCache(score_cache) if score_cache else None
+        self._score_fingerprint: str | None = None
 
     # ------------------------------------------------------------------ loading
 
@@ -436,13 +447,59 @@ class CrossEncoderRanker:
             if self._num_labels != 1:
                 raise ValueError(f"'{self.model}' has {self._num_labels} labels; ranking needs a one-label cross-encoder")
             full = [self._model_prompt + self.query_prefix + query + self.query_suffix for query in pair_queries]
-            logits = self._pair_logits(full, texts, self.batch_size, names=names)
+            logits = self._cached_pair_logits(full, texts, names)
             return apply_activation(logits, self._activation_fn if scale_score else None)
 
         return rank_documents(
             queries, candidates, scores, self._document_text, top_k=self.top_k if top_k is None else top_k,
             score_threshold=self.score_threshold if score_threshold is None else score_threshold,
         )
+
+    def _cached_pair_logits(self, queries: list[str], texts: list[str], names: list[str]) -> torch.Tensor:
+        """:meth:`_pair_logits` through the score cache (when on): only the pairs it misses are scored, together."""
+        cache = self._score_cache
+        if cache is None:
+            return self._pair_logits(queries, texts, self.batch_size, names=names)
+        fingerprint = self._score_cache_fingerprint()
+        keys = [cache.key(fingerprint, query, name, text) for query, name, text in zip(queries, names, texts)]
+        rows = cache.get_many(keys)
+        first_miss: dict[bytes, int] = {}  # a pair asked twice in one call is scored once
+        for index, (key, row) in enumerate(zip(keys, rows)):
+            if row is None:
+                first_miss.setdefault(key, index)
+        missing = list(first_miss.values())
+        if missing:
+            logits = self._pair_logits([queries[index] for index in missing], [texts[index] for index in missing],
+                                       self.batch_size, names=[names[index] for index in missing])
+            fresh = {keys[index]: tuple(row) for index, row in zip(missing, logits.tolist())}
+            cache.put_many(list(fresh), list(fresh.values()))
+            rows = [row if row is not None else fresh[key] for key, row in zip(keys, rows)]
+        return torch.tensor(rows, dtype=torch.float32)
+
+    def _score_cache_fingerprint(self) -> str:
+        """Everything that changes a pair's logit, hashed (the model's files or Hub commit, the window, engine,
+        precision, device, int8 calibration, long-document settings, prompt, prefixes and suffixes); after warm-up."""
+        if self._score_fingerprint is None:  # idempotent: a race computes the same value twice
+            assert self._scorer is not None and self._torch_device is not None
+            settings = {
+                "revision": self.revision, "max_length": self._scorer.max_length, "backend": self.backend,
+                "precision": self.precision, "device": self._torch_device.type, "quantize": self.quantize,
+                "calibration": self._calibration_key(), "long_document": self.long_document,
+                "passage_overlap": self.passage_overlap, "max_passages": self.max_passages,
+                "model_prompt": self._model_prompt, "query_prefix": self.query_prefix,
+                "query_suffix": self.query_suffix, "document_prefix": self.document_prefix,
+                "document_suffix": self.document_suffix, "meta_fields_to_embed": self.meta_fields_to_embed,
+                "embedding_separator": self.embedding_separator, "trust_remote_code": self.trust_remote_code,
+                "model_kwargs": repr(self.model_kwargs), "tokenizer_kwargs": repr(self.tokenizer_kwargs),
+                "config_kwargs": repr(self.config_kwargs),
+            }
+            inputs = sorted(self._scorer.input_names or [])
+            self._score_fingerprint = model_fingerprint(self.model, inputs, extra=settings, revision=self.revision)
+        return self._score_fingerprint
+
+    def score_cache_info(self) -> dict[str, int]:
+        """The score cache's ``{"max_entries", "entries", "hits", "misses", "evictions"}`` (all 0 when it is off)."""
+        return self._score_cache.info() if self._score_cache is not None else disabled_info()
 
     @component.output_types(documents=list[Document])
     async def run_async(
