@@ -190,8 +190,6 @@ class CrossEncoderRanker:
             or any(not isinstance(pair, (list, tuple)) or len(pair) != 2 for pair in calibration_pairs)
         ):
             raise ValueError("calibration_pairs must be a non-empty list of (query, document) pairs, or None")
-        if isinstance(score_cache, bool) or not isinstance(score_cache, int) or score_cache < 0:
-            raise ValueError(f"score_cache must be an integer >= 0 (0: off), got {score_cache!r}")
 
         self.model = str(model)
         self.top_k = top_k
@@ -223,16 +221,14 @@ class CrossEncoderRanker:
         self.tokenizer_kwargs = tokenizer_kwargs
         self.config_kwargs = config_kwargs
         self.revision = revision
-        self.score_cache = score_cache
-
         self._scorer: PairScorer | None = None
         self._activation_fn: Any = None
         self._model_prompt = ""
         self._torch_device: torch.device | None = None
         self._warm_up_lock = threading.Lock()
         self._calibration_lock = threading.Lock()
-        self._score_cache = ScoreCache(score_cache) if score_cache else None
         self._score_fingerprint: str | None = None
+        self.set_score_cache(score_cache)
 
     # ------------------------------------------------------------------ loading
 
@@ -496,6 +492,16 @@ class CrossEncoderRanker:
             inputs = sorted(self._scorer.input_names or [])
             self._score_fingerprint = model_fingerprint(self.model, inputs, extra=settings, revision=self.revision)
         return self._score_fingerprint
+
+    def set_score_cache(self, max_entries: int) -> None:
+        """Start an empty score cache of ``max_entries`` pairs (``0``: off), e.g. to measure the engine itself.
+
+        :raises ValueError: ``max_entries`` is not an integer >= 0.
+        """
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 0:
+            raise ValueError(f"score_cache must be an integer >= 0 (0: off), got {max_entries!r}")
+        self.score_cache = max_entries
+        self._score_cache = ScoreCache(max_entries) if max_entries else None
 
     def score_cache_info(self) -> dict[str, int]:
         """The score cache's ``{"max_entries", "entries", "hits", "misses", "evictions"}`` (all 0 when it is off)."""
