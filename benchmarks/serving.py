@@ -338,7 +338,7 @@ def main() -> int:
 
     results: dict = {"configs": {}, "load_before": os.getloadavg()[0], "uptime_before": uptime(),
                      "cpu": cpu_description(), "cpus": os.cpu_count()}
-    print(f"uptime before: {results['uptime_before']}\nCPU: {results['cpu']}, {results['cpus']} CPUs", flush=True)
+    print(f"uptime before: {results['uptime_before']}\nCPU: {results['cpu']}", flush=True)
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as scratch:
         work = Path(scratch)
         queries = prepare(args, work)

@@ -20,8 +20,8 @@ from haystack.utils import ComponentDevice, Secret
 from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kwargs
 
 from rerank_pipeline.components.pair_ranking import rank_documents
-from rerank_pipeline.components.ranker.engines import Engine, create_engine
 from rerank_pipeline.components.ranker.cache import model_fingerprint
+from rerank_pipeline.components.ranker.engines import Engine, create_engine
 from rerank_pipeline.components.ranker.first_token_head import compute_last_layer_for_first_token_only
 from rerank_pipeline.components.ranker.loading import effective_max_length, load_sentence_transformers_cross_encoder
 from rerank_pipeline.components.ranker.passages import encode_passages
@@ -221,6 +221,7 @@ class CrossEncoderRanker:
         self.tokenizer_kwargs = tokenizer_kwargs
         self.config_kwargs = config_kwargs
         self.revision = revision
+
         self._scorer: PairScorer | None = None
         self._activation_fn: Any = None
         self._model_prompt = ""
