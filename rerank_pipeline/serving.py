@@ -181,7 +181,12 @@ def _search_wrapper(yaml_text: str, max_top_k: int) -> Any:
     from hayhooks.server.logger import log
     from hayhooks.server.utils.base_pipeline_wrapper import BasePipelineWrapper
 
-    from rerank_pipeline.pipelines import load_pipeline, output_component, query_inputs, score_cache_infos
+    from rerank_pipeline.pipelines import (
+        load_pipeline,
+        output_component,
+        query_inputs,
+        score_cache_infos,
+    )
 
     class SearchPipelineWrapper(BasePipelineWrapper):
         def __init__(self) -> None:

@@ -6,12 +6,17 @@ import asyncio
 
 import pytest
 import yaml
+from test_pipelines import DOCS
 
 from rerank_pipeline.cli import build_parser, main
 from rerank_pipeline.first_stage import build_first_stage
-from rerank_pipeline.pipelines import build_pipeline, score_cache_infos, score_caches_off, search
+from rerank_pipeline.pipelines import (
+    build_pipeline,
+    score_cache_infos,
+    score_caches_off,
+    search,
+)
 from rerank_pipeline.serving import DEFAULT_SCORE_CACHE
-from test_pipelines import DOCS
 
 QUERY = "wing flutter"  # three of the six documents match
 
@@ -47,7 +52,7 @@ def test_status_shows_the_cache_and_the_server_logs_it(bm25_index, tiny_bert, mo
     pytest.importorskip("hayhooks", reason="pip install 'rerank-pipeline[serve]' for serving")
     from hayhooks.server.logger import log
 
-    import rerank_pipeline.serving as serving
+    from rerank_pipeline import serving
 
     monkeypatch.setattr(serving, "SCORE_CACHE_LOG_EVERY", 2)
     pipeline = build_pipeline(bm25_index, ranker_model=str(tiny_bert), top_k=2, candidates=3,
