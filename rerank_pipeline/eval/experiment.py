@@ -197,7 +197,8 @@ def evaluate(
     """Evaluate one system on one or more collections (see :func:`load_collection` for what ``datasets`` takes).
 
     :param pipeline: A Haystack ``Pipeline`` or a YAML file of one (query in, documents out): its output is
-        measured, and its first stage's when it holds a ``CrossEncoderRanker``. Without it, the system is
+        measured, and its first stage's when it holds a ``CrossEncoderRanker`` (whose score cache is off meanwhile:
+        every pair is scored). Without it, the system is
         ``first_stage`` (:data:`EVAL_FIRST_STAGES`; default ``published`` for a collection that publishes lists, else
         ``bm25``) + ``model`` scored as ``reranker`` (``cross-encoder``, ``bi-encoder``, ``identity``; no
         ``model``: the first stage alone) with ``ranker_options`` (``CrossEncoderRanker`` keywords) and the
@@ -217,6 +218,7 @@ def evaluate(
     from rerank_pipeline.eval.protocol import rerank_protocol_suite
     from rerank_pipeline.eval.scorers import CachedScorer, IdentityScorer, load_scorer
     from rerank_pipeline.eval.significance import FEWER_THAN_TWO, MIN_QUERIES
+    from rerank_pipeline.pipelines import score_caches_off
     from rerank_pipeline.provenance import PhaseTimer, collect
 
     timer = timer or PhaseTimer()
@@ -250,7 +252,7 @@ def evaluate(
         for dataset in datasets:
             if pipeline is not None:
                 log(f"{dataset.name}: running {first_stage} on {len(dataset.judged_queries())} queries ...")
-                with timer.phase("pipeline (retrieve + score)"):
+                with timer.phase("pipeline (retrieve + score)"), score_caches_off(pipeline):  # measure the engine
                     final, fed_to_ranker = pipeline_rankings(pipeline, dataset, progress)
                 rankings[dataset.name] = fed_to_ranker or final
                 pipeline_output[dataset.name] = final if fed_to_ranker else None

@@ -22,11 +22,13 @@ from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kw
 
 from rerank_pipeline.calibration import Calibration
 from rerank_pipeline.components.pair_ranking import rank_documents
+from rerank_pipeline.components.ranker.cache import model_fingerprint
 from rerank_pipeline.components.ranker.engines import Engine, create_engine
 from rerank_pipeline.components.ranker.engines.torch import CPU_FP16_REFUSED
 from rerank_pipeline.components.ranker.first_token_head import compute_last_layer_for_first_token_only
 from rerank_pipeline.components.ranker.loading import effective_max_length, load_sentence_transformers_cross_encoder
 from rerank_pipeline.components.ranker.passages import encode_passages, tokens_beyond_passages
+from rerank_pipeline.components.ranker.score_cache import ScoreCache, disabled_info
 from rerank_pipeline.components.ranker.scoring import PairScorer, apply_activation
 from rerank_pipeline.options import (
     EMPTY_DOCUMENT_POLICIES,
@@ -107,6 +109,7 @@ class CrossEncoderRanker:
         revision: str | None = None,
         report_truncation: bool = False,
         score_calibration: dict[str, Any] | None = None,
+        score_cache: int = 0,
     ) -> None:
         """Create the ranker; nothing is loaded until :meth:`warm_up` (or the first ``run``/``predict``).
 
@@ -162,6 +165,9 @@ class CrossEncoderRanker:
             e.g. from ``fit_calibration``): ``run`` then returns each document's calibrated probability of relevance
             as ``Document.score`` (whatever ``scale_score`` says), so ``score_threshold`` is a probability; the order
             stays that of the raw logits. ``predict`` still returns uncalibrated scores. ``None``: no calibration.
+        :param score_cache: Most (query, document) scores ``run``/``run_batch`` keep in memory (an LRU keyed by the
+            model's fingerprint, the query, the document id and its text as scored, so an edited document is
+            rescored); ``0`` (default) turns the cache off. ``predict`` is never cached. See :meth:`score_cache_info`.
         :raises ValueError: If an argument is out of range or not one of its choices (the message names it and the
             value), or two arguments conflict (``quantize`` with bf16/fp16, ``backend="openvino"`` on CUDA,
             ``precision="fp16"`` with ``backend="torch"`` on the CPU (at warm-up when ``device`` is ``None`` and
@@ -246,6 +252,8 @@ class CrossEncoderRanker:
         self._torch_device: torch.device | None = None
         self._warm_up_lock = threading.Lock()
         self._calibration_lock = threading.Lock()
+        self._score_fingerprint: str | None = None
+        self.set_score_cache(score_cache)
 
     # ------------------------------------------------------------------ loading
 
@@ -430,9 +438,12 @@ class CrossEncoderRanker:
         what ``longest_first`` truncation cuts, under ``"max_passage"`` the tokens after ``max_passages``
         passages. The figure ``report_truncation`` puts in ``meta["truncated_tokens"]``; loads the tokenizer."""
         self.warm_up()
+        return self._truncated_tokens([self._model_prompt + str(query) for query, _ in pairs],
+                                      [str(document) for _, document in pairs])
+
+    def _truncated_tokens(self, queries: list[str], documents: list[str]) -> list[int]:
+        """:meth:`truncated_tokens` of queries already prompted, as :meth:`_pair_logits` takes them."""
         assert self._scorer is not None
-        queries = [self._model_prompt + str(query) for query, _ in pairs]
-        documents = [str(document) for _, document in pairs]
         if self.long_document == "truncate":
             return self._scorer.truncated_tokens(list(zip(queries, documents)))
         with self._scorer.locked_tokenizer() as tokenizer:
@@ -511,7 +522,7 @@ class CrossEncoderRanker:
                 raise ValueError(f"'{self.model}' has {self._num_labels} labels; ranking needs a one-label cross-encoder")
             full = [self._model_prompt + self.query_prefix + query + self.query_suffix for query in pair_queries]
             truncated: list[int] | None = [] if cut is not None else None
-            logits = self._pair_logits(full, texts, self.batch_size, names=names, truncated=truncated)
+            logits = self._cached_pair_logits(full, texts, names, truncated)
             if cut is not None:
                 cut.update(zip(zip(pair_queries, texts), truncated))
             return apply_activation(logits, self._activation_fn if scale_score else None)
@@ -526,6 +537,66 @@ class CrossEncoderRanker:
         return [[replace(document, meta={**document.meta,
                                          TRUNCATED_TOKENS: cut[(query, self._document_text(document))]})
                  for document in documents] for query, documents in zip(queries, ranked)]
+
+    def _cached_pair_logits(self, queries: list[str], texts: list[str], names: list[str],
+                            truncated: list[int] | None = None) -> torch.Tensor:
+        """:meth:`_pair_logits` through the score cache (when on): only the pairs it misses are scored, together.
+        ``truncated`` is filled as :meth:`_pair_logits` does (with the cache on, by the tokenizer alone)."""
+        cache = self._score_cache
+        if cache is None:
+            return self._pair_logits(queries, texts, self.batch_size, names=names, truncated=truncated)
+        if truncated is not None:  # a hit is not tokenized again: every pair counted by the tokenizer alone
+            truncated.extend(self._truncated_tokens(queries, texts))
+        fingerprint = self._score_cache_fingerprint()
+        keys = [cache.key(fingerprint, query, name, text) for query, name, text in zip(queries, names, texts)]
+        rows = cache.get_many(keys)
+        first_miss: dict[bytes, int] = {}  # a pair asked twice in one call is scored once
+        for index, (key, row) in enumerate(zip(keys, rows)):
+            if row is None:
+                first_miss.setdefault(key, index)
+        missing = list(first_miss.values())
+        if missing:
+            logits = self._pair_logits([queries[index] for index in missing], [texts[index] for index in missing],
+                                       self.batch_size, names=[names[index] for index in missing])
+            fresh = {keys[index]: tuple(row) for index, row in zip(missing, logits.tolist())}
+            cache.put_many(list(fresh), list(fresh.values()))
+            rows = [row if row is not None else fresh[key] for key, row in zip(keys, rows)]
+        return torch.tensor(rows, dtype=torch.float32)
+
+    def _score_cache_fingerprint(self) -> str:
+        """Everything that changes a pair's logit, hashed (the model's files or Hub commit, the window, engine,
+        precision, device, int8 calibration, long-document settings, prompt, prefixes and suffixes); after warm-up."""
+        if self._score_fingerprint is None:  # idempotent: a race computes the same value twice
+            assert self._scorer is not None and self._torch_device is not None
+            settings = {
+                "revision": self.revision, "max_length": self._scorer.max_length, "backend": self.backend,
+                "precision": self.precision, "device": self._torch_device.type, "quantize": self.quantize,
+                "calibration": self._calibration_key(), "long_document": self.long_document,
+                "passage_overlap": self.passage_overlap, "max_passages": self.max_passages,
+                "model_prompt": self._model_prompt, "query_prefix": self.query_prefix,
+                "query_suffix": self.query_suffix, "document_prefix": self.document_prefix,
+                "document_suffix": self.document_suffix, "meta_fields_to_embed": self.meta_fields_to_embed,
+                "embedding_separator": self.embedding_separator, "trust_remote_code": self.trust_remote_code,
+                "model_kwargs": repr(self.model_kwargs), "tokenizer_kwargs": repr(self.tokenizer_kwargs),
+                "config_kwargs": repr(self.config_kwargs),
+            }
+            inputs = sorted(self._scorer.input_names or [])
+            self._score_fingerprint = model_fingerprint(self.model, inputs, extra=settings, revision=self.revision)
+        return self._score_fingerprint
+
+    def set_score_cache(self, max_entries: int) -> None:
+        """Start an empty score cache of ``max_entries`` pairs (``0``: off), e.g. to measure the engine itself.
+
+        :raises ValueError: ``max_entries`` is not an integer >= 0.
+        """
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 0:
+            raise ValueError(f"score_cache must be an integer >= 0 (0: off), got {max_entries!r}")
+        self.score_cache = max_entries
+        self._score_cache = ScoreCache(max_entries) if max_entries else None
+
+    def score_cache_info(self) -> dict[str, int]:
+        """The score cache's ``{"max_entries", "entries", "hits", "misses", "evictions"}`` (all 0 when it is off)."""
+        return self._score_cache.info() if self._score_cache is not None else disabled_info()
 
     @component.output_types(documents=list[Document])
     async def run_async(
