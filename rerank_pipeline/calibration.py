@@ -23,14 +23,13 @@ import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from rerank_pipeline import atomic
+from rerank_pipeline.options import CALIBRATION_METHODS, CalibrationMethod
 
-CalibrationMethod = Literal["platt", "isotonic"]
-CALIBRATION_METHODS: tuple[str, ...] = ("platt", "isotonic")
 RELIABILITY_BINS = 10
 """Equal-width probability bins of the expected calibration error and the reliability diagram."""
 PLATT_C = 1e6

@@ -57,6 +57,9 @@ TRAINING_FIRST_STAGES = ("bm25", "dense", "hybrid")
 RERANKER_KINDS = ("cross-encoder", "bi-encoder", "identity")
 """How ``eval --model`` scores a pair."""
 LOSSES = ("bce", "lambda")
+CalibrationMethod = Literal["platt", "isotonic"]
+CALIBRATION_METHODS: tuple[str, ...] = get_args(CalibrationMethod)
+"""Score calibrations (:mod:`rerank_pipeline.calibration`); ``tune --calibration`` adds ``none``."""
 AUTO_ON_OFF = ("auto", "on", "off")
 DISTILLATION_MODES = AUTO_ON_OFF
 """``train --distillation``: auto = only for a base without a trained cross-encoder head."""

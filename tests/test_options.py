@@ -55,7 +55,8 @@ def test_every_choices_of_the_cli_is_one_of_options_lists():
         first_stage = parser._option_string_actions.get("--first-stage")
         if first_stage is not None:
             kinds = {"index": options.FIRST_STAGE_KINDS, "eval": options.EVAL_FIRST_STAGES,
-                     "train": options.TRAINING_FIRST_STAGES}[name]
+                     "train": options.TRAINING_FIRST_STAGES,
+                     "tune": options.TRAINING_FIRST_STAGES}[name]
             aliases = [alias for alias, kind in options.FIRST_STAGE_ALIASES.items() if kind in kinds]
             assert tuple(first_stage.choices) == (*kinds, *aliases), name
             seen.add("--first-stage")

@@ -7,7 +7,13 @@ from __future__ import annotations
 import argparse
 
 from rerank_pipeline.cli import add_progress_flag
-from rerank_pipeline.options import add_first_stage_options, add_fusion_option, positive_int
+from rerank_pipeline.options import (
+    CALIBRATION_METHODS,
+    TRAINING_FIRST_STAGES,
+    add_first_stage_options,
+    add_fusion_option,
+    positive_int,
+)
 
 
 def _numbers(text: str) -> list[int]:
@@ -78,7 +84,7 @@ def register(subparsers) -> None:
                         help="only the first N judged queries")
     parser.add_argument("--index-dir", required=True,
                         help="first-stage index of the collection (built there with --first-stage when missing)")
-    add_first_stage_options(parser, kinds=("bm25", "dense", "hybrid"), default=None,
+    add_first_stage_options(parser, kinds=TRAINING_FIRST_STAGES, default=None,
                             help="first stage to build when --index-dir holds no index (default bm25)")
     parser.add_argument("--model", required=True, help="cross-encoder (folder or Hub id)")
     parser.add_argument("--output", required=True, help="folder for pipeline.yml and the tune.* report")
@@ -110,7 +116,7 @@ def register(subparsers) -> None:
     choice.add_argument("--budget-ms", type=float, default=None,
                         help="choose the best nDCG@10 within this p50 latency instead")
     calibration = parser.add_argument_group("calibration")
-    calibration.add_argument("--calibration", choices=("platt", "isotonic", "none"), default="platt",
+    calibration.add_argument("--calibration", choices=(*CALIBRATION_METHODS, "none"), default="platt",
                              help="fit score -> probability of relevance for the chosen configuration")
     calibration.add_argument("--target-precision", type=_probability, default=0.5,
                              help="report the calibrated score_threshold reaching this precision")
