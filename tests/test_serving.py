@@ -128,6 +128,20 @@ def test_serve_command_answers_with_models_loaded_at_start(bm25_index, tiny_bert
     assert not (tmp_path / "pipelines").exists()  # Hayhooks' default ./pipelines folder is not created
 
 
+def test_serve_pipeline_serves_a_yaml_file_as_written(bm25_index, tiny_bert, tmp_path, capsys):
+    yaml_file = tmp_path / "search.yml"  # as `tune` writes pipeline.yml: the export format
+    assert main(["export", "--index-dir", str(bm25_index), "--model", str(tiny_bert), "--top-k", "2",
+                 "--output", str(yaml_file)]) == 0
+    assert main(["serve", "--pipeline", str(yaml_file), "--model", str(tiny_bert), "--port", str(free_port())]) == 2
+    assert "--model: --pipeline" in capsys.readouterr().err  # its settings are the file's, not flags
+    port = free_port()
+    command = [sys.executable, "-m", "rerank_pipeline", "serve", "--pipeline", str(yaml_file), "--port", str(port)]
+    with Server(command, port, tmp_path) as server:
+        response = post(f"{server.base}/search/run", {"query": QUERY})
+    expected = in_process(yaml_file.read_text())
+    assert len(expected) == 2 and served(response) == expected
+
+
 def test_moved_index_folder_fails_at_load_naming_it(bm25_index, tmp_path):
     output = tmp_path / "search.yml"
     assert main(["export", "--index-dir", str(bm25_index), "--output", str(output)]) == 0

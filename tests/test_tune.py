@@ -108,14 +108,25 @@ def eval_pipeline(beir: Path, pipeline: Path, output: Path, *extra: str) -> dict
 def assert_reproduced(report: dict, measured: dict) -> None:
     for metric in ("ndcg@10", "mrr@10", "recall@100", "map"):
         assert report["chosen"][metric] == pytest.approx(measured[metric], abs=1e-6), metric
+        assert report["chosen"]["pipeline_figures"][metric] == pytest.approx(measured[metric], abs=1e-6), metric
 
 
 def test_tune_writes_a_pipeline_that_eval_measures_as_tune_json_says(beir_dir, tiny_bert, tmp_path, capsys):  # noqa: F811
     output = tmp_path / "tuned"
     report = run_tune(beir_dir, tmp_path / "index", tiny_bert, output, "--depths", "5,10", "--windows", "16,32",
-                      "--candidates", "20", "--latency-queries", "3", "--calibration", "none")
+                      "--candidates", "20", "--latency-queries", "3", "--calibration", "isotonic",
+                      "--calibrated-scores")
     printed = capsys.readouterr().out
-    assert {"pipeline.yml", "tune.json", "tune.csv", "tune.md", "tune.png"} <= {p.name for p in output.iterdir()}
+    assert {"pipeline.yml", "tune.json", "tune.csv", "tune.md", "tune.png", "calibration.json",
+            "reliability.png"} <= {p.name for p in output.iterdir()}
+    # the written ranker returns calibrated probabilities, fitted on the chosen configuration's scores
+    calibration = json.loads((output / "calibration.json").read_text())
+    assert calibration == report["calibration"]["calibration"] and calibration["method"] == "isotonic"
+    assert "score_calibration:" in (output / "pipeline.yml").read_text() and "Calibration (isotonic" in printed
+    assert report["calibration"]["queries"] == report["queries"]
+    # each configuration says what its window cut (the 16-token window cuts more than the model's 64)
+    cut = {row["window"]: row["truncated_share"] for row in report["configurations"] if row["depth"] == 20}
+    assert cut[16] >= cut[64] and cut[16] > 0
     for side in ("reference", "chosen"):
         assert {"ndcg@10", "p50_s", "depth", "window", "engine", "precision", "quantize"} <= set(report[side])
     assert report["reference"]["depth"] == 20 and report["reference"]["window"] == 64  # the model's own window

@@ -56,6 +56,20 @@ def _pipeline(args: argparse.Namespace):
     )
 
 
+def _served_pipeline(args: argparse.Namespace):
+    """``--pipeline``'s YAML (e.g. ``tune``'s ``pipeline.yml``), checked as ``eval --pipeline`` loads it; else the
+    pipeline of ``--index-dir`` and ``--model``."""
+    if not args.pipeline:
+        return _pipeline(args)
+    from rerank_pipeline.pipelines import load_pipeline_file
+
+    given = [*RankerOptions.from_args(args).flags_set(), *(["--model"] if args.model else [])]
+    if given:
+        raise ValueError(f"{', '.join(given)}: --pipeline {args.pipeline} holds the reranker's settings; drop them "
+                         "or serve --index-dir with --model")
+    return load_pipeline_file(args.pipeline)
+
+
 def run_export(args: argparse.Namespace) -> int:
     """Write the pipeline YAML that ``hayhooks pipeline deploy-yaml`` accepts."""
     from rerank_pipeline.serving import export
@@ -88,7 +102,7 @@ def run_serve(args: argparse.Namespace) -> int:
         api_key=api_key,
     )
     sock = listen(args.host, args.port)  # a busy port fails here, before anything loads
-    yaml_text = hayhooks_yaml(_pipeline(args))
+    yaml_text = hayhooks_yaml(_served_pipeline(args))
 
     def ready(seconds: float) -> None:
         if args.model:
@@ -105,8 +119,16 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pipeline_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--index-dir", required=True, help="index folder written by `rerank-pipeline index`")
+def _pipeline_options(parser: argparse.ArgumentParser, from_yaml: bool = False) -> None:
+    """The pipeline's options; ``from_yaml`` (``serve``) adds ``--pipeline FILE.yml`` instead of ``--index-dir``."""
+    if from_yaml:
+        source = parser.add_mutually_exclusive_group(required=True)
+        source.add_argument("--index-dir", help="index folder written by `rerank-pipeline index`")
+        source.add_argument("--pipeline", metavar="FILE.yml",
+                            help="serve this pipeline YAML (`tune`'s pipeline.yml, or `export`'s) instead of "
+                                 "--index-dir and --model")
+    else:
+        parser.add_argument("--index-dir", required=True, help="index folder written by `rerank-pipeline index`")
     parser.add_argument("--model", help="cross-encoder (folder or Hub id) that reranks; without it, first stage only")
     add_result_options(parser)
     add_ranker_options(parser)
@@ -122,7 +144,7 @@ def register(subparsers) -> None:
     serve = subparsers.add_parser(
         "serve", help="serve first stage -> cross-encoder as a Hayhooks HTTP endpoint (POST /NAME/run)"
     )
-    _pipeline_options(serve)
+    _pipeline_options(serve, from_yaml=True)
     serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default: {DEFAULT_HOST})")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default: {DEFAULT_PORT})")
     serve.add_argument(

@@ -23,6 +23,7 @@ METRICS = ("ndcg@10", "mrr@10", "recall@100", "map")
 def measurement_row(measurement: Measurement, result: TuneResult) -> dict[str, Any]:
     """One configuration as ``tune.json``/``tune.csv`` record it: settings, figures, its test against the reference."""
     test = measurement.test
+    truncation = measurement.details.get("truncation")
     front = {id(m) for m in result.pareto}
     return {
         **measurement.configuration.settings(), "stage": measurement.stage,
@@ -33,6 +34,8 @@ def measurement_row(measurement: Measurement, result: TuneResult) -> dict[str, A
         "randomization_p": round(test.permutation_p, 6) if test else None,
         "passes": measurement.passes, "pareto": id(measurement) in front,
         "reference": measurement is result.reference, "chosen": measurement is result.chosen,
+        "truncated_share": round(truncation["share"], 4) if truncation else None,
+        "tokens_cut_mean": round(truncation["tokens_cut_mean"], 1) if truncation else None,
         "load_before": round(measurement.load[0], 2), "load_after": round(measurement.load[1], 2),
         "verdict": measurement.verdict,
     }
@@ -60,22 +63,29 @@ def tune_markdown(result: TuneResult) -> str:
              f"A configuration passes when its mean {metric} is no more than epsilon = {result.settings['epsilon']:g} "
              f"below the reference's and neither the paired t-test nor the randomization test finds it worse at "
              f"alpha = {result.settings['alpha']:g}. Latency: single queries through the served pipeline "
-             f"(first stage, reranker, fusion), warm, {result.settings['latency_queries']} queries.", "",
+             f"(first stage, reranker, fusion), warm, {result.settings['latency_queries']} queries. Cut by the "
+             "window: the share of reranked candidates the token window truncated, and the mean tokens cut from those.",
+             "",
              "| configuration | stage | nDCG@10 | MRR@10 | Δ " + metric + " | t-test p | randomization p | p50 s | p95 s | "
-             "passes | Pareto |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "cut by the window | passes | Pareto |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in (measurement_row(m, result) for m in result.measurements):
         mark = " (reference)" if row["reference"] else " (**chosen**)" if row["chosen"] else ""
-        fmt = lambda value, spec: "n/a" if value is None else format(value, spec)  # noqa: E731
+        cut = "n/a" if row["truncated_share"] is None else (
+            f"{row['truncated_share']:.1%} (mean {row['tokens_cut_mean']:g} tokens)")
         lines.append(f"| {row['label']}{mark} | {row['stage']} | {row['ndcg@10']:.4f} | {row['mrr@10']:.4f} | "
-                     f"{fmt(row['delta'], '+.4f')} | {fmt(row['t_test_p'], '.3f')} | {fmt(row['randomization_p'], '.3f')} | "
-                     f"{row['p50_s']:.3f} | {row['p95_s']:.3f} | {'yes' if row['passes'] else 'no'} | "
-                     f"{'yes' if row['pareto'] else ''} |")
+                     f"{_number(row['delta'], '+.4f')} | {_number(row['t_test_p'], '.3f')} | "
+                     f"{_number(row['randomization_p'], '.3f')} | {row['p50_s']:.3f} | {row['p95_s']:.3f} | {cut} | "
+                     f"{'yes' if row['passes'] else 'no'} | {'yes' if row['pareto'] else ''} |")
     machine = result.machine
     lines += ["", f"Machine: {machine['cpu']}; load average {machine['load_before']} before, {machine['load_after']} after.",
               "", "![quality against p50 latency](tune.png)"]
     if result.calibration is not None:
         lines += ["", calibration_markdown(result.calibration)]
     return "\n".join(lines) + "\n"
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def calibration_markdown(calibration: Any) -> str:

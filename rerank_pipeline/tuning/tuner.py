@@ -1,10 +1,10 @@
 """``tune``: measure the reranker's configurations on the user's judgements and choose the one to serve.
 
 Every configuration is measured as the pipeline it would be served as (:func:`~rerank_pipeline.pipelines.
-build_pipeline` over the index folder): its quality by :func:`~rerank_pipeline.eval.experiment.evaluate` on that
-pipeline, exactly as ``rerank-pipeline eval --pipeline`` measures it, and its latency as single queries through it,
-one at a time, warm. Pipelines of the same window and engine share one score cache while their quality is
-measured, so a depth sweep scores the deepest list once; latency is always measured with the cache off.
+build_pipeline` over the index folder): its quality by the functions ``rerank-pipeline eval --pipeline`` runs on
+it, and its latency as single queries through it, one at a time, warm. Quality runs share one score cache (keyed
+by each configuration's model fingerprint, so only runs of the same window and engine share scores): a depth sweep
+scores the deepest list once. Latency is always measured with the cache off.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_LATENCY_QUERIES = 20
 DEFAULT_REFERENCE_DEPTH = 100
 DEFAULT_TARGET_PRECISION = 0.5
+QUALITY_CACHE_ENTRIES = 5_000_000
+"""Bound of the score cache the quality runs share (about 240 bytes a pair held)."""
 
 
 @dataclass
@@ -206,17 +208,23 @@ def tune(
     chosen, reason = choose(measurements, reference, metric, None if budget_ms is None else budget_ms / 1000)
     log(f"chosen: {chosen.configuration.label}: {reason}")
 
-    calibration_result = None
+    calibration_result, calibration_error = None, None
     options = {**base_options, **chosen.configuration.ranker_kwargs()}
     if calibration:
-        calibration_result = measurer.calibrate(chosen.configuration, calibration, target_precision)
-        if calibrated_scores:
+        try:
+            calibration_result = measurer.calibrate(chosen.configuration, calibration, target_precision)
+        except ValueError as error:  # e.g. scores that do not rise with relevance: reported, the choice stands
+            calibration_error = str(error)
+            log(f"calibration not fitted: {error}" + ("; pipeline.yml returns uncalibrated scores"
+                                                      if calibrated_scores else ""))
+        if calibrated_scores and calibration_result is not None:
             options["score_calibration"] = calibration_result.calibration.to_dict()
     from rerank_pipeline.pipelines import build_pipeline
+    from rerank_pipeline.serving import DEFAULT_SCORE_CACHE
 
     pipeline = build_pipeline(index_dir, ranker_model=model, top_k=top_k, candidates=chosen.configuration.depth,
-                              ranker_options=options, fusion=fusion)
-    chosen_from_pipeline = measurer.quality(pipeline, chosen.configuration)[0]
+                              ranker_options={**options, "score_cache": DEFAULT_SCORE_CACHE}, fusion=fusion)
+    chosen_from_pipeline = measurer.quality(pipeline)[0]
     machine = {"cpu": cpu_description(), "cpu_flags": sorted(cpu_flags()), "cores": os.cpu_count(),
                "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
     settings = {"metric": metric, "alpha": alpha, "epsilon": epsilon, "budget_ms": budget_ms,
@@ -224,7 +232,7 @@ def tune(
                 "full_grid": full, "depths": depths, "windows": windows,
                 "engines": [engine.label for engine in engines], "first_stage": first_stage,
                 "ranker_options": base_options,
-                "calibration": calibration, "target_precision": target_precision,
+                "calibration": calibration, "calibration_error": calibration_error, "target_precision": target_precision,
                 "calibrated_scores": calibrated_scores}
     return TuneResult(dataset=dataset.name, split=split, queries=queries, model=model, index_dir=str(index_dir),
                       measurements=measurements, reference=reference, chosen=chosen, reason=reason, settings=settings,
@@ -233,23 +241,28 @@ def tune(
 
 
 class _Measurer:
-    """Builds a configuration's pipeline and measures it; one score cache a (window, engine) for quality runs."""
+    """Builds a configuration's pipeline and measures it. Every quality run shares one score cache (its keys hold
+    each configuration's model fingerprint, so only runs of the same window and engine share scores)."""
 
     def __init__(self, dataset: RetrievalDataset, index_dir: Path, model: str, top_k: int, fusion: str,
                  options: dict[str, Any], latency_queries: int, progress: bool) -> None:
+        from rerank_pipeline.components.ranker.score_cache import ScoreCache
+
         self.dataset, self.index_dir, self.model = dataset, index_dir, model
         self.top_k, self.fusion, self.options, self.progress = top_k, fusion, options, progress
-        judged = [qid for qid in dataset.judged_queries() if dataset.queries[qid].strip()]
-        self.latency_texts = [dataset.queries[qid] for qid in judged[:latency_queries]]
-        self.caches: dict[tuple[int, Any], Any] = {}
+        self.qids = [qid for qid in dataset.judged_queries() if dataset.queries[qid].strip()]
+        self.latency_texts = [dataset.queries[qid] for qid in self.qids[:latency_queries]]
+        self.cache = ScoreCache(QUALITY_CACHE_ENTRIES)
+        self._candidates: dict[int, list] = {}
 
     def pipeline(self, configuration: Configuration | None, engine: Any = None) -> Pipeline:
+        """The served pipeline of ``configuration`` (score cache off); without one, ``engine`` at the model's window."""
         from rerank_pipeline.pipelines import build_pipeline
 
         kwargs = configuration.ranker_kwargs() if configuration else {**engine.ranker_kwargs(), "max_length": None}
         depth = configuration.depth if configuration else 1
-        return build_pipeline(self.index_dir, ranker_model=self.model, top_k=min(self.top_k, depth),
-                              candidates=depth, ranker_options={**self.options, **kwargs}, fusion=self.fusion)
+        return build_pipeline(self.index_dir, ranker_model=self.model, top_k=min(self.top_k, depth), candidates=depth,
+                              ranker_options={**self.options, **kwargs, "score_cache": 0}, fusion=self.fusion)
 
     def model_window(self, engine: Any) -> int:
         """The model's own window (the reference's), read from a loaded ranker."""
@@ -259,9 +272,7 @@ class _Measurer:
 
     def seconds_per_pair(self, reference: Configuration) -> float:
         """Seconds a pair costs at the reference, from one warm query (for the price printed before the run)."""
-        pipeline = self.pipeline(reference)
-        latencies = self.latencies(pipeline, self.latency_texts[:2])
-        return latencies[-1] / reference.depth
+        return self.latencies(self.pipeline(reference), self.latency_texts[:1])[-1] / reference.depth
 
     def latencies(self, pipeline: Pipeline, texts: Sequence[str]) -> list[float]:
         """Seconds each query takes through ``pipeline`` alone, after one untimed query (warm)."""
@@ -276,43 +287,67 @@ class _Measurer:
             seconds.append(time.perf_counter() - started)
         return seconds
 
-    def quality(self, pipeline: Pipeline, configuration: Configuration) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-        """(mean, per-query) full-ranking figures of ``pipeline``, as ``eval --pipeline`` measures it."""
-        from rerank_pipeline.eval.experiment import evaluate
+    def quality(self, pipeline: Pipeline) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """(mean, per-query) full-ranking figures of ``pipeline``'s output, by the functions ``eval --pipeline``
+        runs (its queries batched), with the shared score cache."""
+        from rerank_pipeline.eval.end_to_end import evaluate_end_to_end, pipeline_rankings
 
-        _share_score_cache(_ranker(pipeline), self.caches, (configuration.window, configuration.engine))
-        evaluation = evaluate(self.dataset, pipeline=pipeline, progress=self.progress, log=lambda line: None)
-        result = evaluation.end_to_end[0]
+        ranker = _ranker(pipeline)
+        served_cache = ranker.score_cache
+        ranker.set_score_cache(self.cache)
+        try:
+            final, fed_to_ranker = pipeline_rankings(pipeline, self.dataset, self.progress)
+        finally:
+            ranker.set_score_cache(served_cache)
+        result = evaluate_end_to_end(self.dataset, fed_to_ranker, reranked_rankings=final)
         return dict(result.reranked), {qid: dict(row) for qid, row in result.per_query_reranked.items()}
 
+    def candidates(self, depth: int) -> list[list[Any]]:
+        """The first stage's documents for each judged query at ``depth`` (retrieved once a depth)."""
+        if depth not in self._candidates:
+            from rerank_pipeline.batch_run import run_batch
+            from rerank_pipeline.first_stage import open_first_stage
+            from rerank_pipeline.pipelines import output_component
+
+            first_stage = open_first_stage(self.index_dir).pipeline(depth)
+            name = output_component(first_stage)
+            outputs = run_batch(first_stage, [self.dataset.queries[qid] for qid in self.qids])
+            self._candidates[depth] = [output[name]["documents"] for output in outputs]
+        return self._candidates[depth]
+
+    def truncation(self, ranker: Any, depth: int) -> dict[str, Any] | None:
+        """How many candidates the configuration's window cut, and by how much (None for MaxP)."""
+        from rerank_pipeline.eval.experiment import truncation_of
+
+        if ranker.long_document != "truncate":
+            return None
+        pairs = [(self.dataset.queries[qid], text) for qid, documents in zip(self.qids, self.candidates(depth))
+                 for text in map(ranker.document_text, documents) if text is not None]
+        return truncation_of(ranker, pairs).to_dict()
+
     def measure(self, configuration: Configuration, stage: str) -> Measurement:
+        """Quality (cache shared), truncation (tokenizer only), then latency (cache off) of ``configuration``."""
         pipeline = self.pipeline(configuration)
-        metrics, per_query = self.quality(pipeline, configuration)
-        _share_score_cache(_ranker(pipeline), None, None)
+        metrics, per_query = self.quality(pipeline)
+        truncation = self.truncation(_ranker(pipeline), configuration.depth)
         before = os.getloadavg()[0]
         latencies = self.latencies(pipeline, self.latency_texts)
-        return Measurement(configuration, stage, metrics, per_query, latencies, load=(before, os.getloadavg()[0]))
+        return Measurement(configuration, stage, metrics, per_query, latencies, load=(before, os.getloadavg()[0]),
+                           details={"truncation": truncation})
 
     def calibrate(self, configuration: Configuration, method: str, target_precision: float):
-        """Fit ``method`` (cross-validated by query) on the raw scores of every candidate pair the configuration
+        """Fit ``method`` (cross-validated by query) on the raw logits of every candidate pair the configuration
         reranks, relevant when judged so (:func:`~rerank_pipeline.calibration.fit_calibration`)."""
         import numpy as np
 
-        from rerank_pipeline.batch_run import run_batch
         from rerank_pipeline.calibration import fit_calibration
-        from rerank_pipeline.first_stage import open_first_stage
 
-        qids = [qid for qid in self.dataset.judged_queries() if self.dataset.queries[qid].strip()]
-        texts = [self.dataset.queries[qid] for qid in qids]
-        first_stage = open_first_stage(self.index_dir).pipeline(configuration.depth)
-        from rerank_pipeline.pipelines import output_component
-
-        candidates = [output[output_component(first_stage)]["documents"] for output in run_batch(first_stage, texts)]
         ranker = _ranker(self.pipeline(configuration))
-        _share_score_cache(ranker, self.caches, (configuration.window, configuration.engine))
-        scored = ranker.run_batch(texts, candidates, top_k=None, scale_score=False)["documents"]
+        ranker.set_score_cache(self.cache)
+        texts = [self.dataset.queries[qid] for qid in self.qids]
+        scored = ranker.run_batch(texts, self.candidates(configuration.depth), top_k=None, scale_score=False)
         logits, labels, groups = [], [], []
-        for qid, documents in zip(qids, scored):
+        for qid, documents in zip(self.qids, scored["documents"]):
             for document in documents:
                 logits.append(document.score)
                 labels.append(int(self.dataset.qrels[qid].get(document.id, 0) > 0))
@@ -323,9 +358,3 @@ class _Measurer:
 
 def _ranker(pipeline: Pipeline):
     return pipeline.get_component("ranker")
-
-
-def _share_score_cache(ranker: Any, caches: dict | None, key: Any) -> None:
-    """Give ``ranker`` the score cache kept under ``key`` (made on first use), or none (``caches`` None)."""
-    # TODO: wire to the ranker's score cache once merged.
-    return

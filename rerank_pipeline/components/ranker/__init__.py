@@ -461,7 +461,9 @@ class CrossEncoderRanker:
         default = DEFAULT_MAX_BATCH_TOKENS.get(self._torch_device.type, DEFAULT_MAX_BATCH_TOKENS["cpu"])
         return self.max_batch_tokens or default
 
-    def _document_text(self, document: Document) -> str | None:
+    def document_text(self, document: Document) -> str | None:
+        """The text the ranker scores for ``document`` (its ``meta_fields_to_embed``, content, prefix and suffix),
+        or None for a document without text that ``empty_documents="skip"`` leaves out."""
         content = document.content if isinstance(document.content, str) else None
         if not (content and content.strip()) and self.empty_documents == "skip":
             return None
@@ -528,14 +530,14 @@ class CrossEncoderRanker:
             return apply_activation(logits, self._activation_fn if scale_score else None)
 
         ranked = rank_documents(
-            queries, candidates, scores, self._document_text, top_k=self.top_k if top_k is None else top_k,
+            queries, candidates, scores, self.document_text, top_k=self.top_k if top_k is None else top_k,
             score_threshold=self.score_threshold if score_threshold is None else score_threshold,
             shown_score=self._score_calibration,
         )
         if cut is None:
             return ranked
         return [[replace(document, meta={**document.meta,
-                                         TRUNCATED_TOKENS: cut[(query, self._document_text(document))]})
+                                         TRUNCATED_TOKENS: cut[(query, self.document_text(document))]})
                  for document in documents] for query, documents in zip(queries, ranked)]
 
     def _cached_pair_logits(self, queries: list[str], texts: list[str], names: list[str],
@@ -584,11 +586,16 @@ class CrossEncoderRanker:
             self._score_fingerprint = model_fingerprint(self.model, inputs, extra=settings, revision=self.revision)
         return self._score_fingerprint
 
-    def set_score_cache(self, max_entries: int) -> None:
-        """Start an empty score cache of ``max_entries`` pairs (``0``: off), e.g. to measure the engine itself.
+    def set_score_cache(self, max_entries: int | ScoreCache) -> None:
+        """Start an empty score cache of ``max_entries`` pairs (``0``: off), e.g. to measure the engine itself; or
+        use a given :class:`ScoreCache`, shared with other rankers (keys hold each model's fingerprint, so rankers of
+        different models or settings never exchange scores).
 
-        :raises ValueError: ``max_entries`` is not an integer >= 0.
+        :raises ValueError: ``max_entries`` is neither an integer >= 0 nor a ``ScoreCache``.
         """
+        if isinstance(max_entries, ScoreCache):
+            self.score_cache, self._score_cache = max_entries.max_entries, max_entries
+            return
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 0:
             raise ValueError(f"score_cache must be an integer >= 0 (0: off), got {max_entries!r}")
         self.score_cache = max_entries
