@@ -84,6 +84,7 @@ def test_staged_grid_and_its_price():
     engines = stage_configurations("engine", reference, chosen, [10, 30, 100], [128, 256, 512], [TORCH, INT8])
     assert [(c.depth, c.window, c.engine) for c in engines] == [(30, 256, TORCH), (30, 256, INT8)]
     assert windows_for(512) == [128, 256, 512] and windows_for(64) == [64] and windows_for(300, (128, 512)) == [128, 300]
+    assert windows_for(128, longest=512) == [128, 256, 512]  # a model trained at 128 tries longer windows too
     # the depth sweep prices the deepest list once: 100 pairs a query, plus the timed queries at each depth
     assert price(depths, queries=10, latency_queries=2, seconds_per_pair=1.0, reference_window=512) == pytest.approx(
         100 * 10 + (100 + 30 + 10) * 3)

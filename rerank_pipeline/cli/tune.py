@@ -95,7 +95,8 @@ def register(subparsers) -> None:
     grid.add_argument("--depths", type=_numbers, default=None, metavar="N,N,...",
                       help="candidate depths to try (default 10,20,30,50,100)")
     grid.add_argument("--windows", type=_numbers, default=None, metavar="N,N,...",
-                      help="token windows to try below the model's own (default 128,256,512)")
+                      help="token windows to try, up to the longest the model's positions take (default 128,256,512; "
+                           "the reference keeps the model's own)")
     grid.add_argument("--engines", nargs="+", metavar="LABEL",
                       help="engines to try, e.g. 'torch fp32' 'openvino int8' (default: all this machine supports)")
     grid.add_argument("--candidates", type=positive_int, default=100,

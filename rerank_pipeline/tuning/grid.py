@@ -43,9 +43,11 @@ class Configuration:
                 "precision": self.engine.precision, "quantize": self.engine.quantize, "label": self.label}
 
 
-def windows_for(model_window: int, windows: Sequence[int] = DEFAULT_WINDOWS) -> list[int]:
-    """The windows to try for a model whose own window is ``model_window``: those below it, and it (the reference)."""
-    return sorted({window for window in windows if 0 < window < model_window} | {model_window})
+def windows_for(model_window: int, windows: Sequence[int] = DEFAULT_WINDOWS, longest: int | None = None) -> list[int]:
+    """The windows to try for a model whose own window is ``model_window`` (the reference's) and whose positions
+    take at most ``longest`` tokens (default: its own window): those of ``windows`` up to ``longest``, and its own."""
+    longest = max(longest or model_window, model_window)
+    return sorted({window for window in windows if 0 < window <= longest} | {model_window})
 
 
 def stage_configurations(

@@ -142,7 +142,8 @@ def tune(
         judgements, the first ``max_queries`` judged queries).
     :param index_dir: The first-stage index (built there with ``first_stage`` when the folder holds none).
     :param depths: Candidate depths to try; the reference reranks ``reference_depth`` (added when missing).
-    :param windows: Token windows to try below the model's own (the reference's).
+    :param windows: Token windows to try, up to the longest the model's positions take (the reference keeps
+        the model's own window).
     :param engines: :class:`~rerank_pipeline.hardware.EngineConfiguration` s to try (default: what this machine
         supports, :func:`~rerank_pipeline.hardware.engine_configurations`); the first is the reference's.
     :param ranker_options: Further ``CrossEncoderRanker`` keywords every configuration shares (e.g.
@@ -173,10 +174,10 @@ def tune(
     load_before = os.getloadavg()[0]
     measurer = _Measurer(dataset, index_dir, model, top_k, fusion, base_options, latency_queries, progress)
 
-    model_window = measurer.model_window(engines[0])
+    model_window, longest_window = measurer.model_windows(engines[0])
     reference_config = Configuration(reference_depth, model_window, engines[0])
     depths = sorted(set(depths) | {reference_depth})
-    windows = windows_for(model_window, windows)
+    windows = windows_for(model_window, windows, longest_window)
     seconds_per_pair = measurer.seconds_per_pair(reference_config)
     planned = full_grid(depths, windows, engines) if full else [
         *stage_configurations("depth", reference_config, reference_config, depths, windows, engines),
@@ -264,11 +265,11 @@ class _Measurer:
         return build_pipeline(self.index_dir, ranker_model=self.model, top_k=min(self.top_k, depth), candidates=depth,
                               ranker_options={**self.options, **kwargs, "score_cache": 0}, fusion=self.fusion)
 
-    def model_window(self, engine: Any) -> int:
-        """The model's own window (the reference's), read from a loaded ranker."""
+    def model_windows(self, engine: Any) -> tuple[int, int | None]:
+        """The model's own window (the reference's) and the longest its positions take, from a loaded ranker."""
         ranker = _ranker(self.pipeline(None, engine))
         ranker.warm_up()
-        return int(ranker.window)
+        return int(ranker.window), ranker.longest_window
 
     def seconds_per_pair(self, reference: Configuration) -> float:
         """Seconds a pair costs at the reference, from one warm query (for the price printed before the run)."""

@@ -26,7 +26,11 @@ from rerank_pipeline.components.ranker.cache import model_fingerprint
 from rerank_pipeline.components.ranker.engines import Engine, create_engine
 from rerank_pipeline.components.ranker.engines.torch import CPU_FP16_REFUSED
 from rerank_pipeline.components.ranker.first_token_head import compute_last_layer_for_first_token_only
-from rerank_pipeline.components.ranker.loading import effective_max_length, load_sentence_transformers_cross_encoder
+from rerank_pipeline.components.ranker.loading import (
+    effective_max_length,
+    load_sentence_transformers_cross_encoder,
+    position_limit,
+)
 from rerank_pipeline.components.ranker.passages import encode_passages, tokens_beyond_passages
 from rerank_pipeline.components.ranker.score_cache import ScoreCache, disabled_info
 from rerank_pipeline.components.ranker.scoring import PairScorer, apply_activation
@@ -247,6 +251,7 @@ class CrossEncoderRanker:
         self.score_calibration = self._score_calibration.to_dict() if self._score_calibration is not None else None
 
         self._scorer: PairScorer | None = None
+        self._position_limit: int | None = None
         self._activation_fn: Any = None
         self._model_prompt = ""
         self._torch_device: torch.device | None = None
@@ -299,6 +304,7 @@ class CrossEncoderRanker:
         compute_last_layer_for_first_token_only(hf_model)
         tokenizer = cross_encoder.tokenizer
         max_length = effective_max_length(tokenizer, hf_model.config)
+        self._position_limit = position_limit(hf_model.config)
         engine = create_engine(
             self.backend, hf_model, tokenizer, device, precision=self.precision, quantize=self.quantize,
             model_id=self.model, calibration=self._calibration_key(), revision=self.revision,
@@ -455,6 +461,12 @@ class CrossEncoderRanker:
         """The token window of a (query, document) pair in use (``max_length`` or the checkpoint's), or ``None``
         before :meth:`warm_up`."""
         return self._scorer.max_length if self._scorer is not None else None
+
+    @property
+    def longest_window(self) -> int | None:
+        """The longest window the model's position embeddings allow (e.g. 512 for BERT, 8192 for ModernBERT), or
+        ``None`` before :meth:`warm_up` or when the config does not say."""
+        return self._position_limit if self._scorer is not None else None
 
     def _max_batch_tokens(self) -> int:
         assert self._torch_device is not None

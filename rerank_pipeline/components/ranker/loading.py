@@ -150,9 +150,17 @@ def effective_max_length(tokenizer: Any, config: Any) -> int:
     limit = getattr(tokenizer, "model_max_length", None)
     if limit is not None and limit < UNBOUNDED_TOKENIZER_LENGTH:
         return int(limit)
-    positions = getattr(config, "max_position_embeddings", None)
+    positions = position_limit(config)
     if positions is None:
         raise ValueError("Neither the tokenizer nor the model config define a maximum length; pass max_length")
+    return positions
+
+
+def position_limit(config: Any) -> int | None:
+    """The longest input the model's position embeddings take (RoBERTa's padding offset removed), or None."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None:
+        return None
     offset = (config.pad_token_id or 0) + 1 if "roberta" in str(getattr(config, "model_type", "")) else 0
     return int(positions) - offset
 
