@@ -22,12 +22,16 @@ sent to each ``--configs`` server (default ``ours-fp32``) twice: with ``--score-
 N`` (default: what ``serve`` uses), a fresh server (empty cache) for each and each ``--concurrency`` level
 (default 1). It prints p50, p95, queries/s, the cache hit rate (read from ``GET /status``) and the share of
 repeated requests in the stream, with each p50 and queries/s as a ratio to the no-cache run of the same run.
+``--pipelines LABEL=FILE.yml ...`` serves pipeline YAMLs as written instead (e.g. ``export``'s untuned pipeline
+and ``tune``'s ``pipeline.yml``), each without and with the cache.
 
 The CPU (with its avx2 / avx512 / vnni / amx flags) and ``uptime`` are printed before and after. Keep runs short on a
 shared machine:
 
     HF_HUB_OFFLINE=1 python benchmarks/serving.py --queries 8 --concurrency 1 4 8 --profile
     HF_HUB_OFFLINE=1 python benchmarks/serving.py --zipf 1.1 --requests 300 --candidates 10 --max-length 128
+    HF_HUB_OFFLINE=1 python benchmarks/serving.py --zipf 1.1 --requests 200 \
+        --pipelines untuned=runs/untuned.yml tuned=runs/cranfield-tune/pipeline.yml
 """
 
 from __future__ import annotations
@@ -97,9 +101,18 @@ def run_server(args: argparse.Namespace) -> int:
     from rerank_pipeline.serving import create_app, hayhooks_yaml
 
     work = Path(args.work)
-    setup = json.loads((work / "setup.json").read_text())
-    pipeline = build_served_pipeline(args.serve, work, setup["model"], args.candidates, setup["calibration"],
-                                     args.score_cache)
+    if args.serve_yaml:  # a pipeline YAML as written (e.g. tune's pipeline.yml), its rankers' caches set here
+        from rerank_pipeline.components import CrossEncoderRanker
+        from rerank_pipeline.pipelines import load_pipeline_file
+
+        pipeline = load_pipeline_file(args.serve_yaml)
+        for _, component in pipeline.walk():
+            if isinstance(component, CrossEncoderRanker):
+                component.set_score_cache(args.score_cache)
+    else:
+        setup = json.loads((work / "setup.json").read_text())
+        pipeline = build_served_pipeline(args.serve, work, setup["model"], args.candidates, setup["calibration"],
+                                         args.score_cache)
     app = create_app(hayhooks_yaml(pipeline), name="search")
     from hayhooks.server.app import run_app
 
@@ -124,10 +137,11 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def start_server(config: str, work: Path, candidates: int, log: Path,
-                 score_cache: int = 0) -> tuple[subprocess.Popen, str, float]:
+def start_server(config: str, work: Path, candidates: int, log: Path, score_cache: int = 0,
+                 yaml_file: Path | None = None) -> tuple[subprocess.Popen, str, float]:
     port = free_port()
-    command = [sys.executable, __file__, "--serve", config, "--work", str(work), "--port", str(port),
+    served = ["--serve-yaml", str(yaml_file)] if yaml_file else ["--serve", config]
+    command = [sys.executable, __file__, *served, "--work", str(work), "--port", str(port),
                "--candidates", str(candidates), "--score-cache", str(score_cache)]
     environment = {**os.environ, "PYTHONPATH": str(REPO)}
     started = time.perf_counter()
@@ -148,7 +162,9 @@ def ask(base: str, query: str) -> list[str]:
     request = urllib.request.Request(f"{base}/search/run", data=json.dumps({"query": query}).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
     with LOOPBACK.open(request, timeout=600) as response:
-        return [doc["id"] for doc in json.loads(response.read())["result"]["ranker"]["documents"]]
+        result = json.loads(response.read())["result"]
+    (output,) = (value for value in result.values() if "documents" in value)  # the ranker's, or the fusion's
+    return [doc["id"] for doc in output["documents"]]
 
 
 def load(base: str, queries: list[str], clients: int) -> dict:
@@ -212,11 +228,12 @@ def measure_stream(args: argparse.Namespace, work: Path, stream: list[str]) -> l
     """Each ``--configs`` server, without and with the score cache, a fresh one per concurrency level: the stream's
     latencies and queries/s, and the hit rate over the timed requests."""
     runs = []
-    for config in args.configs:
+    servers = [(label, Path(path)) for label, path in args.pipelines] or [(config, None) for config in args.configs]
+    for config, yaml_file in servers:
         for clients in args.concurrency:
             for size in (0, args.score_cache):
                 log = work / f"{config}-cache{size}-{clients}.log"
-                process, base, start_s = start_server(config, work, args.candidates, log, size)
+                process, base, start_s = start_server(config, work, args.candidates, log, size, yaml_file)
                 try:
                     ask(base, WARM_UP_QUERY)  # lazy work left after warm-up is not timed (its pairs never hit)
                     before = cache_counts(base)
@@ -295,6 +312,14 @@ def prepare(args: argparse.Namespace, work: Path) -> list[str]:
     return queries
 
 
+def _labelled_file(text: str) -> tuple[str, str]:
+    """argparse ``type``: ``LABEL=FILE``."""
+    label, separator, path = text.partition("=")
+    if not separator or not label or not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"{text!r}: give LABEL=FILE.yml with an existing file")
+    return label, path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--beir-dir", type=Path, default=DEFAULT_BEIR_DIR, help="BEIR collection (default: Cranfield)")
@@ -314,13 +339,17 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300, help="--zipf: requests in the stream (default: 300)")
     parser.add_argument("--score-cache", type=int, default=None, metavar="N",
                         help="--zipf: the cached run's size (default: serve's); internal: a server's")
+    parser.add_argument("--pipelines", nargs="+", type=_labelled_file, default=[], metavar="LABEL=FILE.yml",
+                        help="--zipf: serve these pipeline YAMLs as written instead of --configs (e.g. "
+                             "untuned=export.yml tuned=runs/tuned/pipeline.yml)")
     parser.add_argument("--profile", action="store_true", help="also split an in-process int8 query into its parts")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     parser.add_argument("--serve", choices=CONFIGS, help=argparse.SUPPRESS)  # internal: run one server
+    parser.add_argument("--serve-yaml", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
+    if args.serve or args.serve_yaml:
         args.score_cache = args.score_cache or 0
         return run_server(args)
     from rerank_pipeline.serving import DEFAULT_SCORE_CACHE
@@ -329,6 +358,8 @@ def main() -> int:
     if zipf and (args.zipf <= 0 or args.requests < 1):
         parser.error(f"--zipf must be > 0 and --requests >= 1, got {args.zipf} and {args.requests}")
     args.configs = args.configs or (["ours-fp32"] if zipf else list(CONFIGS))
+    if args.pipelines and not zipf:
+        parser.error("--pipelines is a --zipf option")
     if zipf and "haystack" in args.configs:
         parser.error("--zipf measures our score cache: the haystack server has none")
     args.concurrency = args.concurrency or ([1] if zipf else [1, 4, 8])

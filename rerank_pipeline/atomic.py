@@ -74,3 +74,17 @@ def write_text_atomic(path: str | Path, text: str, newline: str | None = None) -
     with atomic_write(path, newline=newline) as out:
         out.write(text)
     return Path(path)
+
+
+def save_figure(figure: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Save a matplotlib ``figure`` to ``path`` atomically (:func:`atomic_path`; the format from its suffix), then
+    close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=dpi)
+    finally:
+        plt.close(figure)
+    return path

@@ -305,13 +305,7 @@ class CalibrationResult:
         bottom.set_ylabel("pairs")
         bottom.margins(y=0.2)
         figure.tight_layout()
-        path = Path(path)
-        try:
-            with atomic.atomic_path(path) as temporary:
-                figure.savefig(temporary, dpi=120)
-        finally:
-            plt.close(figure)
-        return path
+        return atomic.save_figure(figure, path)
 
 
 def fit_calibration(

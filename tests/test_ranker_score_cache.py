@@ -14,15 +14,11 @@ from haystack import Document
 from rerank_pipeline.components import CrossEncoderRanker
 from rerank_pipeline.components.ranker.score_cache import ScoreCache
 
-QUERY = "supersonic boundary layer heat transfer"
+from test_ranker import QUERY
+from test_ranker import TEXTS as RANKER_TEXTS
+
 OTHER_QUERY = "shock wave on a wing"
-TEXTS = [
-    "heat transfer in a turbulent boundary layer at mach number 3",
-    "the theory of shock wave and wing pressure",
-    "laminar flow on a flat plate",
-    "experimental results for hypersonic aircraft body surface temperature",
-    "velocity of subsonic flow with a wave",
-]
+TEXTS = RANKER_TEXTS[:5]
 ZEROS = {"max_entries": 0, "entries": 0, "hits": 0, "misses": 0, "evictions": 0}
 
 

@@ -189,13 +189,7 @@ def plot_base_vs_reranked(
     axis.set_title(title, fontsize=10)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    path = Path(path)
-    try:
-        with atomic.atomic_path(path) as temporary:
-            figure.savefig(temporary, dpi=120)
-    finally:
-        plt.close(figure)
-    return path
+    return atomic.save_figure(figure, path)
 
 
 # --- whole report ---------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rerank_pipeline.atomic import save_figure
+
 if TYPE_CHECKING:
     from rerank_pipeline.tuning.choice import Measurement
     from rerank_pipeline.tuning.tuner import TuneResult
@@ -132,8 +134,7 @@ def plot(result: TuneResult, path: Path) -> None:
     axes.set_title(f"tune: {Path(result.model).name} on {result.dataset} ({result.queries} queries)")
     axes.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def write_tune_report(result: TuneResult, folder: str | Path, overwrite: bool = False) -> list[Path]:
