@@ -113,7 +113,7 @@ def plot(result: TuneResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     metric = result.settings["metric"]
-    figure, axes = plt.subplots(figsize=(8, 5.5))
+    figure, axes = plt.subplots(figsize=(8, 6.5))
     for passes, style in ((True, {"color": "tab:blue", "label": "not worse than the reference"}),
                           (False, {"color": "tab:red", "label": "worse", "marker": "x"})):
         group = [m for m in result.measurements if m.passes == passes]
@@ -132,7 +132,7 @@ def plot(result: TuneResult, path: Path) -> None:
     axes.set_xlabel("p50 latency per query (s, log scale)")
     axes.set_ylabel(metric)
     axes.set_title(f"tune: {Path(result.model).name} on {result.dataset} ({result.queries} queries)")
-    axes.legend(fontsize=7, loc="lower right")
+    axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)  # below: points stay visible
     figure.tight_layout()
     save_figure(figure, path)
 

@@ -159,6 +159,7 @@ def tune(
     """
     from rerank_pipeline.eval.experiment import limit_queries, load_collection
     from rerank_pipeline.hardware import cpu_description, cpu_flags, engine_configurations
+    from rerank_pipeline.serving import DEFAULT_SCORE_CACHE
 
     if not 0 < alpha < 1 or epsilon < 0:
         raise ValueError(f"alpha must be in (0, 1) and epsilon >= 0 (got {alpha}, {epsilon})")
@@ -210,7 +211,7 @@ def tune(
     log(f"chosen: {chosen.configuration.label}: {reason}")
 
     calibration_result, calibration_error = None, None
-    options = {**base_options, **chosen.configuration.ranker_kwargs()}
+    options: dict[str, Any] = {"score_cache": DEFAULT_SCORE_CACHE}  # served: repeated queries are not scored again
     if calibration:
         try:
             calibration_result = measurer.calibrate(chosen.configuration, calibration, target_precision)
@@ -220,11 +221,7 @@ def tune(
                                                       if calibrated_scores else ""))
         if calibrated_scores and calibration_result is not None:
             options["score_calibration"] = calibration_result.calibration.to_dict()
-    from rerank_pipeline.pipelines import build_pipeline
-    from rerank_pipeline.serving import DEFAULT_SCORE_CACHE
-
-    pipeline = build_pipeline(index_dir, ranker_model=model, top_k=top_k, candidates=chosen.configuration.depth,
-                              ranker_options={**options, "score_cache": DEFAULT_SCORE_CACHE}, fusion=fusion)
+    pipeline = measurer.pipeline(chosen.configuration, **options)
     chosen_from_pipeline = measurer.quality(pipeline)[0]
     machine = {"cpu": cpu_description(), "cpu_flags": sorted(cpu_flags()), "cores": os.cpu_count(),
                "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
@@ -256,14 +253,16 @@ class _Measurer:
         self.cache = ScoreCache(QUALITY_CACHE_ENTRIES)
         self._candidates: dict[int, list] = {}
 
-    def pipeline(self, configuration: Configuration | None, engine: Any = None) -> Pipeline:
-        """The served pipeline of ``configuration`` (score cache off); without one, ``engine`` at the model's window."""
+    def pipeline(self, configuration: Configuration | None, engine: Any = None, **options: Any) -> Pipeline:
+        """The served pipeline of ``configuration`` (score cache off unless ``options`` say), with further ranker
+        ``options``; without a configuration, ``engine`` at the model's own window."""
         from rerank_pipeline.pipelines import build_pipeline
 
         kwargs = configuration.ranker_kwargs() if configuration else {**engine.ranker_kwargs(), "max_length": None}
         depth = configuration.depth if configuration else 1
         return build_pipeline(self.index_dir, ranker_model=self.model, top_k=min(self.top_k, depth), candidates=depth,
-                              ranker_options={**self.options, **kwargs, "score_cache": 0}, fusion=self.fusion)
+                              ranker_options={**self.options, **kwargs, "score_cache": 0, **options},
+                              fusion=self.fusion)
 
     def model_windows(self, engine: Any) -> tuple[int, int | None]:
         """The model's own window (the reference's) and the longest its positions take, from a loaded ranker."""
