@@ -378,6 +378,7 @@ def main() -> int:
             results["zipf"] = {"exponent": args.zipf, "requests": args.requests, "seed": args.seed,
                                "candidates": args.candidates, "max_length": args.max_length,
                                "queries": len(queries), "distinct": len(set(stream)),
+                               "pipelines": dict(args.pipelines),
                                "runs": measure_stream(args, work, stream)}
         for config in args.configs if not zipf else ():
             process, base, start_s = start_server(config, work, args.candidates, work / f"{config}.log")
@@ -429,8 +430,10 @@ def print_zipf_table(results: dict) -> None:
     zipf = results["zipf"]
     repeats = 1 - zipf["distinct"] / zipf["requests"]
     print(f"\nZipf stream: exponent {zipf['exponent']}, {zipf['requests']} requests over {zipf['queries']} queries "
-          f"(seed {zipf['seed']}): {zipf['distinct']} distinct, {repeats:.1%} repeats; BM25 top-{zipf['candidates']} "
-          f"-> cross-encoder (max_length {zipf['max_length']}) -> top 10")
+          f"(seed {zipf['seed']}): {zipf['distinct']} distinct, {repeats:.1%} repeats; " + (
+              "pipelines as written: " + ", ".join(f"{label} = {path}" for label, path in zipf["pipelines"].items())
+              if zipf["pipelines"] else
+              f"BM25 top-{zipf['candidates']} -> cross-encoder (max_length {zipf['max_length']}) -> top 10"))
     print("\n| server | score cache | clients | p50 s | p95 s | queries/s | hit rate | errors | p50 vs no cache "
           "| queries/s vs no cache |")
     print("|---|---|---|---|---|---|---|---|---|---|")
