@@ -144,6 +144,7 @@ def write_tune_report(result: TuneResult, folder: str | Path, overwrite: bool = 
     :raises FileExistsError: ``folder`` holds other files and ``overwrite`` is off.
     """
     from rerank_pipeline.components.index_folder import atomic_directory
+    from rerank_pipeline.eval.reports import portable_paths
     from rerank_pipeline.output_paths import check_replaceable_folder
     from rerank_pipeline.serving import hayhooks_yaml
 
@@ -151,13 +152,15 @@ def write_tune_report(result: TuneResult, folder: str | Path, overwrite: bool = 
     rows = [measurement_row(m, result) for m in result.measurements]
     with atomic_directory(folder, None if overwrite else REPORT_MARKER, "output folder") as staging:
         (staging / PIPELINE_FILE).write_text(hayhooks_yaml(result.pipeline), encoding="utf-8")
-        (staging / "tune.json").write_text(json.dumps(tune_json(result), indent=2) + "\n", encoding="utf-8")
+        # the report may be committed: no machine paths (pipeline.yml keeps its absolute ones, which it needs)
+        (staging / "tune.json").write_text(json.dumps(portable_paths(tune_json(result)), indent=2) + "\n",
+                                           encoding="utf-8")
         table = io.StringIO()
         writer = csv.DictWriter(table, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         (staging / "tune.csv").write_text(table.getvalue(), encoding="utf-8")
-        (staging / "tune.md").write_text(tune_markdown(result), encoding="utf-8")
+        (staging / "tune.md").write_text(portable_paths(tune_markdown(result)), encoding="utf-8")
         plot(result, staging / "tune.png")
         if result.calibration is not None:
             result.calibration.calibration.save(staging / "calibration.json")
