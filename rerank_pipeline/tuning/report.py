@@ -141,7 +141,7 @@ def write_tune_report(result: TuneResult, folder: str | Path, overwrite: bool = 
     """Write every file into ``folder`` as a whole: a new or empty folder, or an earlier ``tune`` output (any
     folder with ``overwrite``), replaced only once everything is written.
 
-    :raises FileExistsError: ``folder`` holds other files and ``overwrite`` is off.
+    :raises ~rerank_pipeline.output_paths.OutputPathError: ``folder`` holds other files and ``overwrite`` is off.
     """
     from rerank_pipeline.components.index_folder import atomic_directory
     from rerank_pipeline.eval.reports import portable_paths
