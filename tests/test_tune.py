@@ -103,10 +103,12 @@ def eval_pipeline(beir: Path, pipeline: Path, output: Path, *extra: str) -> dict
     assert main(["eval", "--pipeline", str(pipeline), "--beir-dir", str(beir), "--split", "test", "--no-progress",
                  "--output", str(output), *extra]) == 0
     (figures,) = json.loads((output / "metrics.json").read_text())["end_to_end"].values()
-    return figures["reranked"]
+    return figures
 
 
-def assert_reproduced(report: dict, measured: dict) -> None:
+def assert_reproduced(report: dict, figures: dict) -> None:
+    assert figures["rerank_k"] == report["chosen"]["depth"]  # eval labels the pipeline's own depth
+    measured = figures["reranked"]
     for metric in ("ndcg@10", "mrr@10", "recall@100", "map"):
         assert report["chosen"][metric] == pytest.approx(measured[metric], abs=1e-6), metric
         assert report["chosen"]["pipeline_figures"][metric] == pytest.approx(measured[metric], abs=1e-6), metric

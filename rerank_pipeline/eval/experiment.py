@@ -143,6 +143,11 @@ def limit_queries(dataset: RetrievalDataset, max_queries: int | None) -> Retriev
     return dataset
 
 
+def _depth(rankings) -> int:
+    """The longest list of ``rankings``: how many candidates a pipeline's first stage fed its ranker."""
+    return max((len(ranking) for ranking in rankings.values()), default=0)
+
+
 def truncating_ranker(scorer):
     """The ``CrossEncoderRanker`` behind ``scorer`` (a :class:`~rerank_pipeline.eval.scorers.CachedScorer`) when
     it truncates long documents (``long_document="truncate"``), else None: whose cuts :func:`evaluate` reports."""
@@ -305,7 +310,8 @@ def evaluate(
                 with timer.phase("full ranking (score + metrics)"), \
                         (scorer.recording() if window_of is not None else nullcontext()) as asked:
                     full.append(evaluate_end_to_end(
-                        dataset, rankings[dataset.name], scorer if reranked else None, rerank_k=rerank_k,
+                        dataset, rankings[dataset.name], scorer if reranked else None,
+                        rerank_k=_depth(rankings[dataset.name]) if pipeline_output.get(dataset.name) else rerank_k,
                         reranked_rankings=pipeline_output.get(dataset.name), fusion=fusion_choice,
                         batch_size=batch_size, show_progress_bar=progress))
                 if window_of is not None:
