@@ -75,3 +75,20 @@ def test_truncation_figures():
                               "tokens cut mean 6, max 12")
     none = Truncation.from_counts([], 128)
     assert (none.share, none.tokens_cut_mean, none.tokens_cut_max) == (0.0, 0.0, 0)
+
+
+def test_eval_of_a_pipeline_reports_what_its_ranker_cut(beir_dir, tiny_bert, tmp_path, capsys):
+    index, exported = tmp_path / "index", tmp_path / "search.yml"
+    assert main(["index", "--beir-dir", str(beir_dir), "--index-dir", str(index), "--no-progress"]) == 0
+    assert main(["export", "--index-dir", str(index), "--model", str(tiny_bert), "--candidates", str(RERANK_K),
+                 "--max-length", str(WINDOW), "--output", str(exported)]) == 0
+    out = tmp_path / "report"
+    assert main(["eval", "--pipeline", str(exported), "--beir-dir", str(beir_dir), "--split", "test",
+                 "--no-progress", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    dataset = load_beir(beir_dir, split="test")
+    expected = direct_figures(AutoTokenizer.from_pretrained(str(tiny_bert)), dataset,
+                              out / f"{beir_dir.name}_first_stage.trec")  # the candidates the pipeline's ranker got
+    assert 0 < expected.truncated < expected.candidates
+    figures = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["end_to_end"][beir_dir.name]["truncation"]
+    assert figures == {**expected.__dict__, "share": expected.share} and expected.line() in printed

@@ -148,19 +148,33 @@ def _depth(rankings) -> int:
     return max((len(ranking) for ranking in rankings.values()), default=0)
 
 
-def truncating_ranker(scorer):
-    """The ``CrossEncoderRanker`` behind ``scorer`` (a :class:`~rerank_pipeline.eval.scorers.CachedScorer`) when
-    it truncates long documents (``long_document="truncate"``), else None: whose cuts :func:`evaluate` reports."""
+def truncating_ranker(scorer=None, pipeline=None):
+    """The ``CrossEncoderRanker`` behind ``scorer`` (a :class:`~rerank_pipeline.eval.scorers.CachedScorer`), or the
+    first one of ``pipeline``, when it truncates long documents (``long_document="truncate"``), else None: whose
+    cuts :func:`evaluate` reports."""
+    from rerank_pipeline.components import CrossEncoderRanker
     from rerank_pipeline.eval.scorers import CachedScorer
 
-    if not isinstance(scorer, CachedScorer):
-        return None
-    try:
-        from rerank_pipeline.components import CrossEncoderRanker
-    except ImportError:
-        return None
-    ranker = scorer.scorer
+    if pipeline is not None:
+        rankers = [component for _, component in pipeline.walk() if isinstance(component, CrossEncoderRanker)]
+        ranker = rankers[0] if rankers else None
+    else:
+        ranker = scorer.scorer if isinstance(scorer, CachedScorer) else None
     return ranker if isinstance(ranker, CrossEncoderRanker) and ranker.long_document == "truncate" else None
+
+
+def _pipeline_pairs(ranker, dataset: RetrievalDataset, rankings) -> list[tuple[str, str]]:
+    """The (query, document text) pairs a pipeline's ``ranker`` scored: each query with the documents its first
+    stage fed it, as the ranker reads them (the collection's text and title)."""
+    from haystack import Document
+
+    from rerank_pipeline.rankings import ranked_ids
+
+    texts = (ranker.document_text(Document(id=doc_id, content=dataset.document_text(doc_id),
+                                           meta={"title": dataset.corpus[doc_id].get("title", "")}))
+             for qid, ranking in rankings.items() for doc_id in ranked_ids(ranking))
+    queries = (dataset.queries[qid] for qid, ranking in rankings.items() for _ in ranking)
+    return [(query, text) for query, text in zip(queries, texts) if text is not None]
 
 
 def truncation_of(ranker, pairs: Sequence[tuple[str, str]]):
@@ -304,11 +318,12 @@ def evaluate(
                     always_rerank_positives=always, batch_size=batch_size, show_progress_bar=progress,
                     with_aggregate=nanobeir or len(datasets) > 1)
         full = []
-        window_of = truncating_ranker(scorer) if reranked else None
+        window_of = (truncating_ranker(pipeline=pipeline) if pipeline is not None else truncating_ranker(scorer)
+                     ) if reranked else None
         if end_to_end or (end_to_end is None and first_stage != "published"):
             for dataset in datasets:
                 with timer.phase("full ranking (score + metrics)"), \
-                        (scorer.recording() if window_of is not None else nullcontext()) as asked:
+                        (scorer.recording() if window_of is not None and pipeline is None else nullcontext()) as asked:
                     full.append(evaluate_end_to_end(
                         dataset, rankings[dataset.name], scorer if reranked else None,
                         rerank_k=_depth(rankings[dataset.name]) if pipeline_output.get(dataset.name) else rerank_k,
@@ -316,7 +331,8 @@ def evaluate(
                         batch_size=batch_size, show_progress_bar=progress))
                 if window_of is not None:
                     with timer.phase("truncation count (tokenizer only)"):
-                        full[-1].truncation = truncation_of(window_of, asked)
+                        pairs = asked if pipeline is None else _pipeline_pairs(window_of, dataset, rankings[dataset.name])
+                        full[-1].truncation = truncation_of(window_of, pairs)
     except KeyboardInterrupt:
         if not kept_indexes:
             raise
