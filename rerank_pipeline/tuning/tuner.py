@@ -197,6 +197,9 @@ def tune(
         configurations = planned if full else stage_configurations(stage, reference_config, chosen_config, depths,
                                                                    windows, engines)
         todo = [configuration for configuration in dict.fromkeys(configurations) if configuration not in measured]
+        if todo and not full:
+            log(f"stage {stage}: {len(todo)} configurations, estimated at most "
+                f"{price(todo, queries, min(latency_queries, queries), seconds_per_pair, model_window) / 60:.1f} min")
         for configuration in tqdm(todo, desc=f"tune: {stage}", unit="configuration", disable=not progress):
             log(f"measuring {configuration.label}")
             measured[configuration] = measurer.measure(configuration, stage)
