@@ -155,6 +155,8 @@ def test_bad_settings_are_one_line_errors_before_work(beir_dir, tiny_bert, tmp_p
             "--output", str(tmp_path / "out"), "--no-progress"]
     assert main([*base, "--engines", "quantum fp1"]) == 2
     assert "--engines: quantum fp1 not supported here" in capsys.readouterr().err
+    assert main([*base, "--budget-ms", "-5"]) == 2
+    assert "budget_ms must be > 0" in capsys.readouterr().err
     for flag, value, message in (("--depths", "10,0", "'10,0'"), ("--alpha", "1.5", "between 0 and 1")):
         with pytest.raises(SystemExit) as exit_:
             main([*base, flag, value])

@@ -177,13 +177,15 @@ def _pipeline_pairs(ranker, dataset: RetrievalDataset, rankings) -> list[tuple[s
     return [(query, text) for query, text in zip(queries, texts) if text is not None]
 
 
-def truncation_of(ranker, pairs: Sequence[tuple[str, str]]):
+def truncation_of(ranker, pairs: Sequence[tuple[str, str]], known: dict[tuple[str, str], int] | None = None):
     """:class:`~rerank_pipeline.eval.end_to_end.Truncation` of the (query, document) ``pairs`` ``ranker`` scored
-    (each distinct pair tokenized once; no model run)."""
+    (each distinct pair tokenized once; no model run). ``known``: counts already taken at this ranker's window,
+    reused and added to (e.g. the shallower depths of one candidate list)."""
     from rerank_pipeline.eval.end_to_end import Truncation
 
-    distinct = list(dict.fromkeys(pairs))
-    counts = dict(zip(distinct, ranker.truncated_tokens(distinct)))
+    counts = {} if known is None else known
+    missing = [pair for pair in dict.fromkeys(pairs) if pair not in counts]
+    counts.update(zip(missing, ranker.truncated_tokens(missing)))
     return Truncation.from_counts([counts[pair] for pair in pairs], ranker.window)
 
 

@@ -163,6 +163,8 @@ def tune(
 
     if not 0 < alpha < 1 or epsilon < 0:
         raise ValueError(f"alpha must be in (0, 1) and epsilon >= 0 (got {alpha}, {epsilon})")
+    if budget_ms is not None and not budget_ms > 0:
+        raise ValueError(f"budget_ms must be > 0 (a p50 budget in milliseconds), got {budget_ms}")
     if latency_queries < 1 or reference_depth < 1 or any(depth < 1 for depth in depths):
         raise ValueError("latency_queries, reference_depth and every depth must be >= 1")
     dataset = limit_queries(load_collection(dataset, split=split), max_queries)
@@ -175,11 +177,10 @@ def tune(
     load_before = os.getloadavg()[0]
     measurer = _Measurer(dataset, index_dir, model, top_k, fusion, base_options, latency_queries, progress)
 
-    model_window, longest_window = measurer.model_windows(engines[0])
+    model_window, longest_window, seconds_per_pair = measurer.probe_reference(engines[0], reference_depth)
     reference_config = Configuration(reference_depth, model_window, engines[0])
     depths = sorted(set(depths) | {reference_depth})
     windows = windows_for(model_window, windows, longest_window)
-    seconds_per_pair = measurer.seconds_per_pair(reference_config)
     planned = full_grid(depths, windows, engines) if full else [
         *stage_configurations("depth", reference_config, reference_config, depths, windows, engines),
         *stage_configurations("window", reference_config, reference_config, depths, windows, engines),
@@ -255,27 +256,28 @@ class _Measurer:
         self.latency_texts = [dataset.queries[qid] for qid in self.qids[:latency_queries]]
         self.cache = ScoreCache(QUALITY_CACHE_ENTRIES)
         self._candidates: dict[int, list] = {}
+        self._cut: dict[int, dict[tuple[str, str], int]] = {}  # window -> (query, text) -> tokens the window cut
 
-    def pipeline(self, configuration: Configuration | None, engine: Any = None, **options: Any) -> Pipeline:
+    def pipeline(self, configuration: Configuration | None, engine: Any = None, depth: int = 1,
+                 **options: Any) -> Pipeline:
         """The served pipeline of ``configuration`` (score cache off unless ``options`` say), with further ranker
-        ``options``; without a configuration, ``engine`` at the model's own window."""
+        ``options``; without a configuration, ``engine`` at the model's own window and ``depth``."""
         from rerank_pipeline.pipelines import build_pipeline
 
         kwargs = configuration.ranker_kwargs() if configuration else {**engine.ranker_kwargs(), "max_length": None}
-        depth = configuration.depth if configuration else 1
+        depth = configuration.depth if configuration else depth
         return build_pipeline(self.index_dir, ranker_model=self.model, top_k=min(self.top_k, depth), candidates=depth,
                               ranker_options={**self.options, **kwargs, "score_cache": 0, **options},
                               fusion=self.fusion)
 
-    def model_windows(self, engine: Any) -> tuple[int, int | None]:
-        """The model's own window (the reference's) and the longest its positions take, from a loaded ranker."""
-        ranker = _ranker(self.pipeline(None, engine))
+    def probe_reference(self, engine: Any, depth: int) -> tuple[int, int | None, float]:
+        """The reference at the model's own window, loaded once: that window, the longest its positions take, and
+        the seconds a pair costs, from one warm query (for the price printed before the run)."""
+        pipeline = self.pipeline(None, engine, depth=depth)
+        ranker = _ranker(pipeline)
         ranker.warm_up()
-        return int(ranker.window), ranker.longest_window
-
-    def seconds_per_pair(self, reference: Configuration) -> float:
-        """Seconds a pair costs at the reference, from one warm query (for the price printed before the run)."""
-        return self.latencies(self.pipeline(reference), self.latency_texts[:1])[-1] / reference.depth
+        seconds = self.latencies(pipeline, self.latency_texts[:1])[-1]
+        return int(ranker.window), ranker.longest_window, seconds / depth
 
     def latencies(self, pipeline: Pipeline, texts: Sequence[str]) -> list[float]:
         """Seconds each query takes through ``pipeline`` alone, after one untimed query (warm)."""
@@ -326,7 +328,7 @@ class _Measurer:
             return None
         pairs = [(self.dataset.queries[qid], text) for qid, documents in zip(self.qids, self.candidates(depth))
                  for text in map(ranker.document_text, documents) if text is not None]
-        return truncation_of(ranker, pairs).to_dict()
+        return truncation_of(ranker, pairs, self._cut.setdefault(ranker.window, {})).to_dict()
 
     def measure(self, configuration: Configuration, stage: str) -> Measurement:
         """Quality (cache shared), truncation (tokenizer only), then latency (cache off) of ``configuration``."""
